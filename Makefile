@@ -1,0 +1,84 @@
+# Redspot: `make up` starts it, `make test` tests it. Both install what they need first,
+# and do nothing more than check stamps when nothing changed.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := up
+
+# Debian's own Python: every account can run it (servers run as per-user accounts).
+SYSTEM_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+TORCH_VERSION := 2.13.0
+CHP_VERSION := 5.3.0
+CHP := .local/chp/node_modules/.bin/configurable-http-proxy
+# command:Debian package, installed when the command is missing (npm comes with some
+# builds of nodejs, so commands are checked, not package names).
+DEB_NEEDS := python3:python3 node:nodejs npm:npm useradd:passwd
+STAMP := $(VENV)/.redspot-stamps
+
+# Arguments for `redspot up`, e.g. `make up ARGS="--port 9000"`.
+ARGS ?=
+# Arguments for pytest, e.g. `make test PYTEST_ARGS="-k profiles"`.
+PYTEST_ARGS ?=
+
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: up test bench lint deps system clean
+
+up: deps
+	$(VENV)/bin/redspot up $(ARGS)
+
+test: deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: deps
+	$(PY) bench/spawn.py
+
+lint: deps
+	$(VENV)/bin/ruff check redspot tests bench
+	$(VENV)/bin/ruff format --check redspot tests bench || true
+
+deps: system $(STAMP)/python $(VENV)/bin/configurable-http-proxy
+
+# Debian packages, installed only when running as root and something is missing.
+system:
+	@missing=""; for need in $(DEB_NEEDS); do \
+	  command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; \
+	done; \
+	$(SYSTEM_PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "Missing Debian packages:$$missing (run as root, or install them, to continue)"; \
+	  fi; \
+	fi
+
+$(STAMP)/venv:
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip uv
+	@mkdir -p $(STAMP) && touch $@
+
+# torch first, from its pinned CPU build, before anything that depends on it, so that
+# no resolver pulls the CUDA build and its gigabytes of wheels.
+$(STAMP)/torch: $(STAMP)/venv
+	@$(PY) -c "import importlib.metadata as m, sys; \
+	  sys.exit(0 if m.version('torch').split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
+	  || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
+	@touch $@
+
+$(STAMP)/python: $(STAMP)/torch pyproject.toml
+	$(UV) pip install --python $(PY) --quiet -e ".[dev]"
+	@touch $@
+
+$(CHP):
+	npm install --silent --no-audit --no-fund --prefix .local/chp \
+	  configurable-http-proxy@$(CHP_VERSION)
+
+$(VENV)/bin/configurable-http-proxy: $(CHP) $(STAMP)/venv
+	ln -sf $(abspath $(CHP)) $@
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache

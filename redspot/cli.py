@@ -1,0 +1,135 @@
+"""The ``redspot`` command.
+
+    redspot up [--ip IP] [--port PORT] [--data-dir DIR] [--config FILE] [--keep-servers]
+    redspot config check|show|schema [--config FILE] [--data-dir DIR]
+    redspot users list|add|approve|passwd|remove [NAME] [--data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+
+
+def _add_location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", help="data folder (default /var/lib/redspot as root, "
+                        "~/.local/share/redspot otherwise)")
+    parser.add_argument("--config", help="redspot.yaml to use (default <data-dir>/redspot.yaml)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redspot", description="Redspot: JupyterHub for machine-learning teams."
+    )
+    parser.add_argument("--version", action="version", version=f"redspot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the hub, the proxy and the services")
+    _add_location(up)
+    up.add_argument("--ip", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    up.add_argument("--api-port", type=int, help="port of the hub's own API (default 8081)")
+    up.add_argument("--proxy-api-port", type=int, help="port of the proxy's API (default 8001)")
+    up.add_argument("--keep-servers", action="store_true",
+                    help="when the hub stops, leave the proxy and users' servers running; "
+                    "the next `redspot up` reconnects to them")
+    up.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    config = sub.add_parser("config", help="check or show the configuration")
+    config.add_argument("action", choices=["check", "show", "schema"],
+                        help="check: validate; show: print the assembled JupyterHub config; "
+                        "schema: print the documented schema as Markdown")
+    _add_location(config)
+
+    users = sub.add_parser("users", help="manage Redspot's own accounts (password login)")
+    users.add_argument("action", choices=["list", "add", "approve", "passwd", "remove"])
+    users.add_argument("name", nargs="?")
+    users.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input instead of generating one")
+    _add_location(users)
+    return parser
+
+
+def _fail(message: str, code: int = 2):
+    print(f"redspot: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _cmd_up(args) -> None:
+    from .hub.app import UpOptions, up
+
+    up(UpOptions(
+        ip=args.ip, port=args.port, api_port=args.api_port, proxy_api_port=args.proxy_api_port,
+        data_dir=args.data_dir, config=args.config, keep_servers=args.keep_servers,
+        log_level=args.log_level,
+    ))
+
+
+def _cmd_config(args) -> None:
+    from .config.loader import ConfigError
+    from .hub.app import StartupError, UpOptions, build_config, resolve
+
+    if args.action == "schema":
+        from .config.docs import schema_markdown
+
+        print(schema_markdown())
+        return
+    try:
+        paths, settings, config_file = resolve(UpOptions(data_dir=args.data_dir,
+                                                         config=args.config))
+        if args.action == "check":
+            print(f"{config_file or 'built-in defaults'}: valid")
+            return
+        c, _, _ = build_config(UpOptions(data_dir=args.data_dir, config=args.config),
+                            prepare=False)
+    except (ConfigError, StartupError) as e:
+        _fail(str(e))
+    print(json.dumps(c, indent=2, sort_keys=True, default=str))
+
+
+def _cmd_users(args) -> None:
+    from .config.loader import ConfigError
+    from .hub.app import UpOptions, resolve
+    from .hub.userstore import UserStore, UserStoreError, generate_password
+
+    try:
+        paths, _, _ = resolve(UpOptions(data_dir=args.data_dir, config=args.config))
+    except ConfigError as e:
+        _fail(str(e))
+    store = UserStore(paths.users_db)
+    if args.action == "list":
+        for account in store.list():
+            print(f"{account.name}\t{'approved' if account.approved else 'awaiting approval'}")
+        return
+    if not args.name:
+        _fail(f"`redspot users {args.action}` needs a user name")
+    try:
+        if args.action in ("add", "passwd"):
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            else:
+                password = generate_password()
+            if args.action == "add":
+                store.add(args.name, password)
+            else:
+                store.set_password(args.name, password)
+            if not args.password_stdin:
+                print(f"{args.name} {password}")
+        elif args.action == "approve":
+            store.approve(args.name)
+        elif args.action == "remove":
+            store.remove(args.name)
+    except UserStoreError as e:
+        _fail(str(e))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    {"up": _cmd_up, "config": _cmd_config, "users": _cmd_users}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The layers that turn Redspot's settings into a JupyterHub traitlets ``Config``.
+
+Each layer is a small function that only *sets* values on the ``Config`` it is given
+(never appends to or mutates a value an earlier layer set), so a later layer always
+wins and every layer can be tested on a fresh ``Config()``:
+
+1. ``layer_defaults``: Redspot's built-in defaults (data folder, spawner, authenticator);
+2. ``layer_settings``: the operator's validated ``redspot.yaml``;
+3. ``layer_command_line``: the flags given to ``redspot up``;
+4. ``layer_config_d``: ``jupyterhub_config.d/*.py`` beside ``redspot.yaml``, in name
+   order: the escape hatch for anything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from traitlets.config import Config, PyFileConfigLoader
+
+from ..spawner.profiles import build_catalog
+from .loader import profile_rules
+from .paths import DataPaths
+
+#: ``auth.oauth.provider`` -> the OAuthenticator class.
+OAUTH_PROVIDERS = {
+    "github": "oauthenticator.github.GitHubOAuthenticator",
+    "gitlab": "oauthenticator.gitlab.GitLabOAuthenticator",
+    "google": "oauthenticator.google.GoogleOAuthenticator",
+    "generic": "oauthenticator.generic.GenericOAuthenticator",
+    "azuread": "oauthenticator.azuread.AzureAdOAuthenticator",
+    "bitbucket": "oauthenticator.bitbucket.BitbucketOAuthenticator",
+    "cilogon": "oauthenticator.cilogon.CILogonOAuthenticator",
+    "globus": "oauthenticator.globus.GlobusOAuthenticator",
+    "openshift": "oauthenticator.openshift.OpenShiftOAuthenticator",
+    "auth0": "oauthenticator.auth0.Auth0OAuthenticator",
+}
+
+TEMPLATES = Path(__file__).parent.parent / "hub" / "templates"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the layers need to know about this machine (found by the caller, not by a layer)."""
+
+    paths: DataPaths
+    proxy_command: str = "configurable-http-proxy"
+    server_python: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """``redspot up`` flags; None means "not given"."""
+
+    ip: str | None = None
+    port: int | None = None
+    api_port: int | None = None
+    proxy_api_port: int | None = None
+    keep_servers: bool = False
+    log_level: str | None = None
+
+
+def layer_defaults(c: Config, ctx: Context) -> None:
+    paths = ctx.paths
+    c.JupyterHub.ip = "127.0.0.1"
+    c.JupyterHub.port = 8000
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = 8081
+    c.JupyterHub.db_url = f"sqlite:///{paths.hub_db}"
+    c.JupyterHub.cookie_secret_file = str(paths.cookie_secret)
+    c.JupyterHub.pid_file = str(paths.hub_pid)
+    c.JupyterHub.template_paths = [str(TEMPLATES)]
+    c.JupyterHub.spawner_class = "redspot-local"
+    c.JupyterHub.authenticator_class = "redspot-password"
+    c.JupyterHub.cleanup_servers = True
+    c.JupyterHub.cleanup_proxy = True
+    c.ConfigurableHTTPProxy.command = [ctx.proxy_command]
+    c.ConfigurableHTTPProxy.pid_file = str(paths.proxy_pid)
+    c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
+    c.Authenticator.admin_users = {"admin"}
+    c.RedspotPasswordAuthenticator.users_db = str(paths.users_db)
+    c.Spawner.default_url = "/lab"
+    c.Spawner.start_timeout = 120
+    c.Spawner.http_timeout = 60
+    c.RedspotLocalSpawner.data_dir = str(paths.root)
+    c.RedspotLocalSpawner.log_dir = str(paths.logs)
+    if ctx.server_python:
+        c.RedspotLocalSpawner.python = ctx.server_python
+
+
+def layer_settings(c: Config, settings: dict) -> None:
+    hub = settings.get("hub", {})
+    for key, trait in (("ip", "ip"), ("port", "port"), ("base_url", "base_url"),
+                       ("api_port", "hub_port"), ("log_level", "log_level")):
+        if key in hub:
+            setattr(c.JupyterHub, trait, hub[key])
+    if "proxy_api_port" in hub:
+        c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub['proxy_api_port']}"
+
+    auth = settings.get("auth", {})
+    kind = auth.get("type", "password")
+    if kind == "pam":
+        c.JupyterHub.authenticator_class = "pam"
+    elif kind == "oauth":
+        provider = auth["oauth"]["provider"]
+        cls = OAUTH_PROVIDERS[provider]
+        c.JupyterHub.authenticator_class = cls
+        section = c[cls.rsplit(".", 1)[1]]
+        for trait, value in auth["oauth"].get("config", {}).items():
+            section[trait] = value
+    if "admin_users" in auth:
+        c.Authenticator.admin_users = set(auth["admin_users"])
+    if auth.get("allowed_users"):
+        c.Authenticator.allowed_users = set(auth["allowed_users"])
+    elif kind in ("pam", "oauth"):
+        c.Authenticator.allow_all = True
+    if "signup" in auth:
+        c.RedspotPasswordAuthenticator.signup = auth["signup"]
+
+    catalog = build_catalog(settings.get("profiles", {}).get("catalog"))
+    rules = profile_rules(settings, catalog)
+    spawner = c.RedspotSpawnerMixin
+    spawner.profile_catalog = dict(settings.get("profiles", {}).get("catalog", {}))
+    spawner.profiles_offered = list(rules.offered) if rules.offered is not None else None
+    spawner.profiles_everyone = list(rules.everyone)
+    spawner.group_profiles = {g: list(p) for g, p in rules.groups.items()}
+    spawner.default_profile = rules.default or ""
+    spawner.admins_use_all_profiles = rules.admins_use_all
+
+    groups = settings.get("groups", {})
+    if groups:
+        c.JupyterHub.load_groups = {
+            name: {
+                "users": list(group.get("users", [])),
+                "properties": {"description": group["description"]}
+                if "description" in group
+                else {},
+            }
+            for name, group in groups.items()
+        }
+
+    local = settings.get("spawner", {})
+    for key in ("start_timeout", "http_timeout", "default_url"):
+        if key in local:
+            setattr(c.Spawner, key, local[key])
+    if "isolation" in local:
+        c.RedspotLocalSpawner.isolation = local["isolation"]
+    if "account_prefix" in local:
+        c.RedspotLocalSpawner.account_prefix = local["account_prefix"]
+
+
+def layer_command_line(c: Config, cli: CommandLine) -> None:
+    if cli.ip is not None:
+        c.JupyterHub.ip = cli.ip
+    if cli.port is not None:
+        c.JupyterHub.port = cli.port
+    if cli.api_port is not None:
+        c.JupyterHub.hub_port = cli.api_port
+    if cli.proxy_api_port is not None:
+        c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{cli.proxy_api_port}"
+    if cli.log_level is not None:
+        c.JupyterHub.log_level = cli.log_level
+    if cli.keep_servers:
+        # the hub alone goes down: servers (and their kernels) keep running, and the
+        # next hub reconnects to them.
+        c.JupyterHub.cleanup_servers = False
+        c.JupyterHub.cleanup_proxy = False
+
+
+def layer_config_d(c: Config, directory: Path) -> list[Path]:
+    """Load ``directory/*.py`` in name order on top of ``c``; return the files loaded."""
+    loaded = []
+    if not directory.is_dir():
+        return loaded
+    for path in sorted(directory.glob("*.py")):
+        loader = PyFileConfigLoader(path.name, path=str(directory))
+        c.merge(loader.load_config())
+        loaded.append(path)
+    return loaded
+
+
+def assemble(settings: dict, ctx: Context, cli: CommandLine, config_d: Path | None) -> Config:
+    """All the layers, in order, on a fresh ``Config``."""
+    c = Config()
+    layer_defaults(c, ctx)
+    layer_settings(c, settings)
+    layer_command_line(c, cli)
+    if config_d is not None:
+        layer_config_d(c, config_d)
+    return c

@@ -1,0 +1,222 @@
+"""``redspot up``: prepare the data folder, assemble the config, run JupyterHub.
+
+The hub runs in this process; JupyterHub starts configurable-http-proxy beside it
+and the spawner starts the single-user servers. Ctrl-C (SIGINT) or SIGTERM stops
+all three; with ``--keep-servers`` only the hub goes, and the next ``redspot up``
+reconnects to the servers that kept running.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.layers import CommandLine, Context, assemble
+from ..config.loader import ConfigError, load_settings
+from ..config.paths import DataPaths, default_data_dir
+from ..hub.userstore import UserStore, generate_password
+
+STARTER_CONFIG = """\
+# Redspot's configuration. Every key is optional; `redspot config check` validates
+# this file and `redspot config schema` documents every key (docs/configuration.md).
+#
+# profiles:
+#   default: m5.xlarge
+#   everyone: [m5.xlarge, r5.4xlarge]
+# groups:
+#   gpu-team:
+#     users: [alice]
+#     profiles: [g5.xlarge, p3.2xlarge]
+# auth:
+#   signup: approval
+"""
+
+
+class StartupError(Exception):
+    """Redspot cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    ip: str | None = None
+    port: int | None = None
+    api_port: int | None = None
+    proxy_api_port: int | None = None
+    data_dir: str | None = None
+    config: str | None = None
+    keep_servers: bool = False
+    log_level: str | None = None
+
+
+def resolve(options: UpOptions) -> tuple[DataPaths, dict, Path | None]:
+    """Find the data folder and the config file; load and validate the settings."""
+    config = Path(options.config).resolve() if options.config else None
+    settings = load_settings(config) if config else None
+    data_dir = options.data_dir or (settings or {}).get("hub", {}).get("data_dir")
+    paths = DataPaths(Path(data_dir).expanduser().resolve() if data_dir else default_data_dir())
+    if config is None and paths.config_file.exists():
+        config = paths.config_file
+        settings = load_settings(config)
+    return paths, settings if settings is not None else load_settings(None), config
+
+
+def find_proxy() -> str:
+    """configurable-http-proxy: beside this Python (where `make` links it), else on PATH."""
+    beside = Path(sys.executable).parent / "configurable-http-proxy"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("configurable-http-proxy")
+    if found:
+        return found
+    raise StartupError(
+        "configurable-http-proxy was not found: run `make up` (it installs it from npm), "
+        "or `npm install -g configurable-http-proxy`"
+    )
+
+
+def isolates_users(settings: dict) -> bool:
+    isolation = settings.get("spawner", {}).get("isolation", "auto")
+    if isolation == "accounts" and os.geteuid() != 0:
+        raise StartupError(
+            "spawner.isolation is 'accounts', which needs the hub to run as root "
+            "(it creates one system account per user)"
+        )
+    return isolation == "accounts" or (isolation == "auto" and os.geteuid() == 0)
+
+
+def prepare_data_dir(paths: DataPaths, isolated: bool, write_starter: bool) -> None:
+    from ..spawner.runtime import blocking_path
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    for folder, mode in ((paths.state, 0o700), (paths.logs, 0o700),
+                         (paths.homes, 0o711 if isolated else 0o700)):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, mode)
+    if isolated:
+        mode = paths.root.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(paths.root, stat.S_IMODE(mode) | 0o711)
+        blocker = blocking_path(paths.root, stat.S_IXOTH)
+        if blocker:
+            raise StartupError(
+                f"the data folder {paths.root} cannot be reached by the per-user accounts: "
+                f"{blocker} does not let other accounts through (mode "
+                f"{stat.filemode(blocker.stat().st_mode)}); choose a data folder outside it "
+                "with --data-dir"
+            )
+    if write_starter and not paths.config_file.exists():
+        paths.config_file.write_text(STARTER_CONFIG)
+
+
+def ensure_admins(paths: DataPaths, settings: dict) -> dict[str, str]:
+    """Create the admin accounts on first start; return {name: generated password}."""
+    auth = settings.get("auth", {})
+    if auth.get("type", "password") != "password":
+        return {}
+    store = UserStore(paths.users_db)
+    created = {}
+    for name in auth.get("admin_users", ["admin"]):
+        if store.get(name) is None:
+            password = generate_password()
+            store.add(name, password)
+            created[name] = password
+    if created:
+        lines = "".join(f"{name} {pw}\n" for name, pw in created.items())
+        fd = os.open(paths.admin_password, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(lines)
+        os.chmod(paths.admin_password, 0o600)
+    return created
+
+
+def admin_passwords(paths: DataPaths) -> dict[str, str]:
+    if not paths.admin_password.exists():
+        return {}
+    pairs = (line.split(" ", 1) for line in paths.admin_password.read_text().splitlines())
+    return {name: pw for name, pw in pairs}
+
+
+def server_python(paths: DataPaths, isolated: bool, log=print) -> str | None:
+    """The Python servers run with: the hub's, or a prepared runtime if accounts can't use it."""
+    if not isolated:
+        return None
+    from ..spawner.runtime import hub_environment_blocker, prepare_runtime
+
+    blocker = hub_environment_blocker()
+    if blocker is None:
+        return None
+    log(f"The hub's Python environment is private ({blocker} is closed to other accounts).")
+    return prepare_runtime(paths.runtime, log=log)
+
+
+def banner(url: str, paths: DataPaths, config: Path | None, isolated: bool,
+           passwords: dict[str, str]) -> str:
+    lines = [
+        "",
+        f"Redspot is starting on {url}",
+        f"  data folder:  {paths.root}",
+        f"  config file:  {config or '(none: built-in defaults)'}",
+    ]
+    for name, password in passwords.items():
+        lines.append(f"  admin login:  {name} / {password}   (kept in {paths.admin_password})")
+    if isolated:
+        lines.append("  isolation:    one system account per user (redspot-<name>)")
+    else:
+        account = pwd.getpwuid(os.geteuid()).pw_name
+        lines.append(
+            f"  WARNING: not running as root: every user's server runs as {account!r}; "
+            "tenants are NOT isolated from each other."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def build_config(options: UpOptions, prepare: bool = True, log=print):
+    """Everything ``redspot up`` does before the hub starts.
+
+    Returns the traitlets Config, the banner to print, and the data folder's paths.
+
+    With ``prepare=False`` nothing is written: the config is only assembled.
+    """
+    paths, settings, config_file = resolve(options)
+    isolated = isolates_users(settings)
+    if prepare:
+        prepare_data_dir(paths, isolated, write_starter=options.config is None)
+        if config_file is None and paths.config_file.exists():
+            config_file = paths.config_file
+        ensure_admins(paths, settings)
+        ctx = Context(
+            paths=paths,
+            proxy_command=find_proxy(),
+            server_python=server_python(paths, isolated, log=log),
+        )
+    else:
+        ctx = Context(paths=paths)
+    cli = CommandLine(
+        ip=options.ip, port=options.port, api_port=options.api_port,
+        proxy_api_port=options.proxy_api_port, keep_servers=options.keep_servers,
+        log_level=options.log_level,
+    )
+    config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
+    c = assemble(settings, ctx, cli, config_d)
+    url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
+    return c, banner(url, paths, config_file, isolated, admin_passwords(paths)), paths
+
+
+def up(options: UpOptions) -> None:
+    try:
+        c, text, paths = build_config(options)
+    except (ConfigError, StartupError) as e:
+        print(f"redspot up: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(text, flush=True)
+    from jupyterhub.app import JupyterHub
+
+    # JupyterHub also reads ./jupyterhub_config.py: run where only Redspot writes
+    os.chdir(paths.state)
+    JupyterHub.instance(config=c)
+    JupyterHub.launch_instance(argv=[])

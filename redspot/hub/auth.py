@@ -1,0 +1,111 @@
+"""Redspot's password authenticator: accounts kept in the data folder, no outside service.
+
+- an ``admin`` account is created by ``redspot up`` on first start, with a generated
+  password stored in the data folder (mode 0600) and printed at start;
+- the admin adds users with ``redspot users add NAME`` (which prints a password);
+- with ``signup: approval`` or ``signup: open`` people create their own account at
+  ``/hub/signup``; with ``approval`` it signs in only once an admin ran
+  ``redspot users approve NAME``.
+"""
+
+from __future__ import annotations
+
+from jupyterhub.auth import Authenticator
+from jupyterhub.handlers import BaseHandler
+from tornado import web
+from traitlets import Enum, Unicode, default
+
+from .userstore import UserStore, UserStoreError, validate_password, validate_username
+
+
+class RedspotPasswordAuthenticator(Authenticator):
+    users_db = Unicode(
+        config=True,
+        help="""SQLite file holding Redspot's accounts (name, scrypt hash, approval).
+
+        Default: ``<data>/hub/users.sqlite``, set by ``redspot up``.
+        """,
+    )
+    signup = Enum(
+        ["disabled", "approval", "open"],
+        default_value="disabled",
+        config=True,
+        help="""May people create their own account at /hub/signup?
+
+        ``disabled`` (default): only an admin adds accounts (``redspot users add``).
+        ``approval``: anyone may ask; an admin approves (``redspot users approve NAME``).
+        ``open``: anyone may sign up and sign in at once.
+        """,
+    )
+
+    @default("allow_all")
+    def _allow_all_default(self):
+        # everyone who has an account in the store may sign in
+        return not self.allowed_users
+
+    @property
+    def store(self) -> UserStore:
+        if not self.users_db:
+            raise RuntimeError("RedspotPasswordAuthenticator.users_db is not set")
+        return UserStore(self.users_db)
+
+    async def authenticate(self, handler, data):
+        name = self.normalize_username(data.get("username", "") or "")
+        password = data.get("password", "") or ""
+        account = self.store.verify(name, password)
+        if account is None:
+            self.log.warning("Failed login for %r", name)
+            return None
+        if not account.approved:
+            raise web.HTTPError(
+                403, f"The account {name!r} is waiting for an administrator's approval."
+            )
+        return name
+
+    def get_handlers(self, app):
+        handlers = super().get_handlers(app)
+        if self.signup != "disabled":
+            handlers.append((r"/signup", SignupHandler))
+        return handlers
+
+
+class SignupHandler(BaseHandler):
+    """``/hub/signup``: create an account (when the operator allows signup)."""
+
+    async def _render(self, message="", error="", username=""):
+        html = await self.render_template(
+            "signup.html",
+            message=message,
+            error=error,
+            username=username,
+            xsrf=self.xsrf_token.decode("ascii"),
+            approval=self.authenticator.signup == "approval",
+        )
+        self.finish(html)
+
+    async def get(self):
+        await self._render()
+
+    async def post(self):
+        username = self.authenticator.normalize_username(self.get_body_argument("username", ""))
+        password = self.get_body_argument("password", "")
+        confirm = self.get_body_argument("password_confirm", "")
+        try:
+            validate_username(username)
+            validate_password(password)
+            if password != confirm:
+                raise UserStoreError("the two passwords differ")
+            approved = self.authenticator.signup == "open"
+            self.authenticator.store.add(username, password, approved=approved)
+        except UserStoreError as e:
+            self.set_status(400)
+            await self._render(error=str(e), username=username)
+            return
+        self.log.info("New account %r signed up (approved: %s)", username, approved)
+        if approved:
+            await self._render(message="Your account is ready: you can sign in now.")
+        else:
+            await self._render(
+                message="Your account was created. You can sign in once an administrator "
+                "approves it."
+            )

@@ -1,0 +1,42 @@
+"""Redspot's IPython extension, loaded in every kernel of a Redspot server.
+
+``%redspot`` shows the instance profile the server runs on. The Ray and training
+magics (``%%ray_remote``, ``%%ray_train``) join this extension in later releases.
+"""
+
+from __future__ import annotations
+
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from ..info import server_info
+
+
+@magics_class
+class RedspotMagics(Magics):
+    @line_magic
+    def redspot(self, line=""):
+        """Show the Redspot version and this server's instance profile.
+
+        Example::
+
+            %redspot
+        """
+        info = server_info()
+        profile = info["profile"]
+        if not profile["name"]:
+            print(f"Redspot {info['version']}: not running in a Redspot server")
+            return
+        gib = (profile["memory"] or 0) / 1024**3
+        gpus = f", {profile['gpus']} × {profile['gpu_model']}" if profile["gpus"] else ""
+        print(
+            f"Redspot {info['version']} · {profile['name']}: "
+            f"{profile['cpus']} vCPU, {gib:g} GiB{gpus}"
+        )
+
+
+def load_ipython_extension(ipython):
+    ipython.register_magics(RedspotMagics)
+
+
+def unload_ipython_extension(ipython):
+    pass

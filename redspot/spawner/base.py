@@ -1,0 +1,176 @@
+"""What every Redspot spawner shares: instance profiles, the spawn form, user options.
+
+User options are untrusted input, handled in three steps:
+
+1. *parse* (``parse_user_options``): the form's lists of strings or the REST API's JSON
+   become ``{"profile": name}``, or a 400 saying which keys are allowed;
+2. *validate* (``choose_profile``): the name must be one of the profiles the user's
+   groups allow, or a 400 with the allowed list;
+3. *apply* (``apply_profile``): the chosen profile's resources go onto the spawner.
+   Each spawner class says what that means for it (a local process, a pod).
+"""
+
+from __future__ import annotations
+
+from tornado import web
+from traitlets import Any, Bool, Dict, List, Unicode, default, validate
+from traitlets.config import LoggingConfigurable
+
+from ..hub.spawn_form import render_profiles_form
+from .profiles import (
+    Profile,
+    ProfileError,
+    ProfileRules,
+    allowed_profiles,
+    build_catalog,
+    choose_profile,
+    default_profile,
+    parse_user_options,
+)
+
+
+class RedspotSpawnerMixin(LoggingConfigurable):
+    """Instance profiles for a JupyterHub spawner. Put it first in the bases."""
+
+    profile_catalog = Dict(
+        config=True,
+        help="""Profiles to add, or fields to override on built-in ones, by name.
+
+        Example: ``{"p3.2xlarge": {"description": "V100"}, "c6i.8xlarge": {"vcpus": 32,
+        "memory": "64GiB"}}``. Default: the built-in catalog unchanged.
+        """,
+    )
+    profiles_offered = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Profiles offered at all, in display order. Default (None): the whole catalog.",
+    )
+    profiles_everyone = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Profiles every user may use. Default (None): only ``default_profile``.",
+    )
+    group_profiles = Dict(
+        value_trait=List(Unicode()),
+        config=True,
+        help="""Group name -> profiles its members may use, e.g. ``{"gpu": ["p3.2xlarge"]}``.""",
+    )
+    default_profile = Unicode(
+        "m5.xlarge",
+        config=True,
+        help="Profile preselected in the form and used when a request names none.",
+    )
+    admins_use_all_profiles = Bool(
+        True, config=True, help="Admins may use every offered profile. Default True."
+    )
+
+    profile = Any(
+        None, allow_none=True, help="The Profile this server was started with (set on spawn)."
+    )
+
+    @validate("profile_catalog")
+    def _check_catalog(self, proposal):
+        try:
+            build_catalog(proposal.value)
+        except ProfileError as e:
+            raise ValueError(f"profile_catalog: {e}") from None
+        return proposal.value
+
+    @property
+    def catalog(self) -> dict[str, Profile]:
+        return build_catalog(self.profile_catalog)
+
+    @property
+    def rules(self) -> ProfileRules:
+        return ProfileRules(
+            offered=tuple(self.profiles_offered) if self.profiles_offered is not None else None,
+            everyone=tuple(
+                self.profiles_everyone
+                if self.profiles_everyone is not None
+                else [self.default_profile]
+            ),
+            groups={g: tuple(p) for g, p in self.group_profiles.items()},
+            default=self.default_profile or None,
+            admins_use_all=self.admins_use_all_profiles,
+        )
+
+    def allowed_profiles(self) -> list[Profile]:
+        groups = [g.name for g in self.user.groups]
+        return allowed_profiles(self.catalog, self.rules, groups, bool(self.user.admin))
+
+    # --- the form ---------------------------------------------------------------------
+
+    @default("options_form")
+    def _options_form_default(self):
+        return type(self).render_options_form
+
+    def render_options_form(self) -> str:
+        allowed = self.allowed_profiles()
+        previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
+        preferred = previous.get("profile") if isinstance(previous, dict) else None
+        chosen = default_profile(allowed, preferred if isinstance(preferred, str) else None)
+        if chosen is None or chosen.name != preferred:
+            chosen = default_profile(allowed, self.default_profile)
+        return render_profiles_form(allowed, chosen.name if chosen else None)
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return _options_from_form
+
+    # --- user options: parse, validate, apply -------------------------------------------
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return type(self)._apply_user_options
+
+    def _apply_user_options(self, user_options) -> None:
+        try:
+            options = parse_user_options(user_options)
+            profile = choose_profile(self.allowed_profiles(), options, self.default_profile)
+        except ProfileError as e:
+            raise web.HTTPError(400, str(e)) from None
+        self.log.info("%s starts with instance profile %s", self._log_name, profile.name)
+        self.apply_profile(profile)
+
+    def apply_profile(self, profile: Profile) -> None:
+        """Put the profile's resources on this spawner. Subclasses add their own."""
+        self.profile = profile
+        self.cpu_limit = float(profile.vcpus)
+        self.mem_limit = profile.memory
+
+    def profile_env(self) -> dict[str, str]:
+        return self.profile.server_env() if self.profile else {}
+
+    # --- state across hub restarts -------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self.profile:
+            state["profile"] = self.profile.name
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        name = state.get("profile")
+        if name and name in self.catalog:
+            self.profile = self.catalog[name]
+
+    def clear_state(self):
+        super().clear_state()
+        self.profile = None
+
+
+def _options_from_form(form_data: dict) -> dict:
+    """Form data (lists of strings) -> user options. Validation comes later, for API and form.
+
+    Fields starting with ``_`` (the form's ``_xsrf`` token) are the page's, not options.
+    """
+    return {
+        key: values[0] if len(values) == 1 else values
+        for key, values in form_data.items()
+        if not key.startswith("_")
+    }

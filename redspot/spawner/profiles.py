@@ -1,0 +1,338 @@
+"""Instance profiles: the machines a user may pick, and who may pick which.
+
+Pure functions and plain data only: no JupyterHub, no Kubernetes. Both spawners
+(local processes and Kubernetes pods) read the rules from here, so that a user
+sees the same choices, and is refused the same way, whatever runs the server.
+
+The catalog holds EC2 instance types. An operator's ``redspot.yaml`` adds entries,
+overrides fields of built-in ones, restricts what is offered, and says which
+groups may use which profiles::
+
+    catalog = build_catalog(overrides={"p3.2xlarge": {"description": "V100 box"}})
+    rules = ProfileRules(offered=["m5.xlarge", "p3.2xlarge"], everyone=["m5.xlarge"],
+                         groups={"gpu": ["p3.2xlarge"]}, default="m5.xlarge")
+    allowed = allowed_profiles(catalog, rules, user_groups=["gpu"], is_admin=False)
+    profile = choose_profile(allowed, {"profile": "p3.2xlarge"}, rules.default)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+GiB = 1024**3
+
+#: The keys a ``user_options`` dict may carry, and what each one is.
+USER_OPTION_KEYS = {"profile": "the name of an instance profile"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One instance profile: an EC2 instance type and what it offers a server."""
+
+    name: str
+    vcpus: float
+    memory: int  # bytes
+    gpus: int = 0
+    gpu_model: str = ""
+    display_name: str = ""
+    description: str = ""
+    #: Extra node labels a Kubernetes node must carry (capacity type, node pool...).
+    node_labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def summary(self) -> str:
+        """A one-line summary, e.g. ``8 vCPU · 61 GiB · 1 × NVIDIA V100``."""
+        parts = [f"{_fmt_number(self.vcpus)} vCPU", f"{format_bytes(self.memory)}"]
+        if self.gpus:
+            parts.append(f"{self.gpus} × {self.gpu_model or 'GPU'}")
+        return " · ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "display_name": self.title,
+            "description": self.description,
+            "vcpus": self.vcpus,
+            "memory": self.memory,
+            "gpus": self.gpus,
+            "gpu_model": self.gpu_model,
+        }
+
+    def server_env(self) -> dict[str, str]:
+        """The environment a server started with this profile gets (Ray reads it later)."""
+        return {
+            "REDSPOT_PROFILE": self.name,
+            "REDSPOT_CPUS": _fmt_number(self.vcpus),
+            "REDSPOT_MEMORY": str(self.memory),
+            "REDSPOT_GPUS": str(self.gpus),
+            "REDSPOT_GPU_MODEL": self.gpu_model,
+        }
+
+
+def _p(name, vcpus, memory_gib, gpus=0, gpu_model="", description=""):
+    return Profile(
+        name=name,
+        vcpus=vcpus,
+        memory=int(memory_gib * GiB),
+        gpus=gpus,
+        gpu_model=gpu_model,
+        description=description,
+    )
+
+
+#: The EC2 instance types an ML team typically offers, with AWS's published sizes.
+BUILTIN_CATALOG: dict[str, Profile] = {
+    p.name: p
+    for p in [
+        _p("m5.xlarge", 4, 16, description="General purpose: exploration and small data"),
+        _p("m5.4xlarge", 16, 64, description="General purpose: feature engineering"),
+        _p("r5.4xlarge", 16, 128, description="Memory optimised: large in-memory data frames"),
+        _p("x1.16xlarge", 64, 976, description="Memory optimised: very large data in memory"),
+        _p("g5.xlarge", 4, 16, 1, "NVIDIA A10G", "One 24 GB GPU: fine-tuning and inference"),
+        _p("p3.2xlarge", 8, 61, 1, "NVIDIA V100", "One 16 GB GPU: training"),
+        _p("p3.8xlarge", 32, 244, 4, "NVIDIA V100", "Four 16 GB GPUs: distributed training"),
+        _p("g5.12xlarge", 48, 192, 4, "NVIDIA A10G", "Four 24 GB GPUs: distributed training"),
+        _p("p4d.24xlarge", 96, 1152, 8, "NVIDIA A100", "Eight 40 GB GPUs: large models"),
+    ]
+}
+
+_PROFILE_FIELDS = {
+    "display_name": str,
+    "description": str,
+    "vcpus": (int, float),
+    "memory": (int, str),
+    "gpus": int,
+    "gpu_model": str,
+    "node_labels": dict,
+}
+_PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
+
+
+class ProfileError(ValueError):
+    """A profile definition or a profile request is wrong; the message says how to fix it."""
+
+
+class ProfileNotAllowed(ProfileError):
+    """The user asked for a profile they may not use (or that does not exist)."""
+
+    def __init__(self, message: str, allowed: list[str]):
+        super().__init__(message)
+        self.allowed = allowed
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+          "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+
+
+def parse_size(value: int | float | str) -> int:
+    """Parse a memory size: ``17179869184``, ``"16GiB"``, ``"16Gi"``, ``"16G"`` (decimal)."""
+    if isinstance(value, bool):
+        raise ProfileError(f"{value!r} is not a size")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ProfileError(f"size must be positive, got {value!r}")
+        return int(value)
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ProfileError(
+            f"{value!r} is not a size; use bytes or a number with a unit, e.g. '16GiB' or '500M'"
+        )
+    unit = (m.group(2) or "").upper().removesuffix("B")
+    size = int(float(m.group(1)) * _UNITS[unit])
+    if size <= 0:
+        raise ProfileError(f"size must be positive, got {value!r}")
+    return size
+
+
+def format_bytes(n: int) -> str:
+    for unit, factor in (("TiB", 1024**4), ("GiB", GiB), ("MiB", 1024**2)):
+        if n >= factor:
+            return f"{_fmt_number(round(n / factor, 1))} {unit}"
+    return f"{n} B"
+
+
+def _fmt_number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def make_profile(name: str, fields: Mapping, base: Profile | None = None) -> Profile:
+    """Build a profile from ``fields``, on top of ``base`` when overriding a built-in one."""
+    if not _PROFILE_NAME.match(name):
+        raise ProfileError(
+            f"profile name {name!r} is not allowed: use lower-case letters, digits, '.' and '-'"
+        )
+    unknown = sorted(set(fields) - set(_PROFILE_FIELDS))
+    if unknown:
+        raise ProfileError(
+            f"profile {name!r}: unknown field(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(_PROFILE_FIELDS))}"
+        )
+    for key, types in _PROFILE_FIELDS.items():
+        if key in fields and (
+            not isinstance(fields[key], types) or isinstance(fields[key], bool)
+        ):
+            raise ProfileError(f"profile {name!r}: {key} has the wrong type: {fields[key]!r}")
+    values = dict(fields)
+    if "memory" in values:
+        try:
+            values["memory"] = parse_size(values["memory"])
+        except ProfileError as e:
+            raise ProfileError(f"profile {name!r}: memory: {e}") from None
+    if "node_labels" in values:
+        values["node_labels"] = {str(k): str(v) for k, v in values["node_labels"].items()}
+    if base is None:
+        missing = [k for k in ("vcpus", "memory") if k not in values]
+        if missing:
+            raise ProfileError(
+                f"profile {name!r} is not in the built-in catalog, so it needs "
+                f"{' and '.join(missing)}"
+            )
+        profile = Profile(name=name, **values)
+    else:
+        profile = replace(base, **values)
+    if profile.vcpus <= 0:
+        raise ProfileError(f"profile {name!r}: vcpus must be positive")
+    if profile.gpus < 0:
+        raise ProfileError(f"profile {name!r}: gpus must be 0 or more")
+    return profile
+
+
+def build_catalog(
+    overrides: Mapping[str, Mapping] | None = None,
+    builtin: Mapping[str, Profile] = BUILTIN_CATALOG,
+) -> dict[str, Profile]:
+    """The built-in catalog with the operator's additions and overrides applied."""
+    catalog = dict(builtin)
+    for name, fields in (overrides or {}).items():
+        catalog[name] = make_profile(name, fields or {}, base=catalog.get(name))
+    return catalog
+
+
+@dataclass(frozen=True)
+class ProfileRules:
+    """Which profiles are offered, and who may use which.
+
+    - ``offered``: the profiles offered at all (None: the whole catalog), in display order;
+    - ``everyone``: profiles every signed-in user may use (None: all offered ones);
+    - ``groups``: group name -> the profiles its members may use in addition;
+    - ``default``: preselected in the form, used when a request names no profile;
+    - ``admins_use_all``: admins may use every offered profile.
+    """
+
+    offered: tuple[str, ...] | None = None
+    everyone: tuple[str, ...] | None = None
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default: str | None = None
+    admins_use_all: bool = True
+
+    def check(self, catalog: Mapping[str, Profile]) -> None:
+        """Raise ProfileError naming every reference to a profile the catalog lacks."""
+        known = ", ".join(catalog)
+        for where, names in self._references():
+            for name in names:
+                if name not in catalog:
+                    raise ProfileError(
+                        f"{where}: unknown profile {name!r}; known profiles: {known}"
+                    )
+        offered = self.offered_names(catalog)
+        for where, names in self._references():
+            if where == "offered":
+                continue
+            for name in names:
+                if name not in offered:
+                    raise ProfileError(
+                        f"{where}: profile {name!r} is not offered; offered: {', '.join(offered)}"
+                    )
+
+    def _references(self) -> Iterable[tuple[str, Iterable[str]]]:
+        yield "offered", self.offered or ()
+        yield "everyone", self.everyone or ()
+        for group, names in self.groups.items():
+            yield f"groups.{group}.profiles", names
+        if self.default:
+            yield "default", (self.default,)
+
+    def offered_names(self, catalog: Mapping[str, Profile]) -> list[str]:
+        return list(self.offered) if self.offered is not None else list(catalog)
+
+
+def allowed_profiles(
+    catalog: Mapping[str, Profile],
+    rules: ProfileRules,
+    user_groups: Iterable[str] = (),
+    is_admin: bool = False,
+) -> list[Profile]:
+    """The profiles a user with these groups may use, in the catalog's offered order."""
+    offered = rules.offered_names(catalog)
+    if is_admin and rules.admins_use_all:
+        names = set(offered)
+    else:
+        names = set(offered if rules.everyone is None else rules.everyone)
+        for group in user_groups:
+            names.update(rules.groups.get(group, ()))
+    return [catalog[name] for name in offered if name in names]
+
+
+def default_profile(allowed: list[Profile], preferred: str | None) -> Profile | None:
+    for profile in allowed:
+        if profile.name == preferred:
+            return profile
+    return allowed[0] if allowed else None
+
+
+def parse_user_options(options: object) -> dict:
+    """Parse ``user_options`` (from the form or the REST API) into ``{"profile": name}``.
+
+    Form data arrives as lists of strings; the REST API sends any JSON.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ProfileError(
+            f"user_options must be a JSON object such as {{\"profile\": \"m5.xlarge\"}}, "
+            f"got {type(options).__name__}"
+        )
+    unknown = sorted(str(k) for k in options if k not in USER_OPTION_KEYS)
+    if unknown:
+        allowed = ", ".join(f"{k} ({v})" for k, v in USER_OPTION_KEYS.items())
+        raise ProfileError(f"unknown user option(s): {', '.join(unknown)}; allowed: {allowed}")
+    parsed = {}
+    if "profile" in options:
+        value = options["profile"]
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if not isinstance(value, str) or not value.strip():
+            raise ProfileError(f"user option 'profile' must be a profile name, got {value!r}")
+        parsed["profile"] = value.strip()
+    return parsed
+
+
+def choose_profile(
+    allowed: list[Profile], options: Mapping, preferred_default: str | None = None
+) -> Profile:
+    """Validate the parsed options against what the user may use; return the chosen profile."""
+    names = [p.name for p in allowed]
+    if not allowed:
+        raise ProfileNotAllowed(
+            "no instance profile is available to you; ask an administrator to add you to a "
+            "group that may use one",
+            names,
+        )
+    requested = options.get("profile")
+    if requested is None:
+        return default_profile(allowed, preferred_default)
+    for profile in allowed:
+        if profile.name == requested:
+            return profile
+    raise ProfileNotAllowed(
+        f"instance profile {requested!r} is not available to you; choose one of: "
+        f"{', '.join(names)}",
+        names,
+    )

@@ -1,0 +1,177 @@
+"""The Python environment single-user servers run in, when they run as per-user accounts.
+
+A server started as ``redspot-alice`` must be able to read and run its Python and
+packages. The hub's own environment often sits where other accounts cannot enter (a
+checkout under ``/root``, a private temp folder); then ``redspot up`` prepares a copy,
+``<data>/runtime``: a virtualenv on the system's Python with the same packages, built
+with uv (hard links from uv's cache, so it is quick and small), and rebuilt only when
+the hub's packages or Redspot's source change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import sysconfig
+from importlib import metadata
+from pathlib import Path
+
+import redspot
+
+#: Interpreters every account can run, in order of preference.
+SYSTEM_PYTHONS = ("/usr/bin/python3", "/usr/local/bin/python3")
+_RUN = stat.S_IROTH | stat.S_IXOTH
+
+
+class RuntimePreparationError(RuntimeError):
+    """The server runtime could not be prepared; the message says why."""
+
+
+def blocking_path(path: str | os.PathLike, need: int | None = None) -> Path | None:
+    """The first component of ``path`` that keeps other accounts out, else None.
+
+    Every parent must let others through (``o+x``); ``path`` itself must grant others
+    the ``need`` bits (default: read, and pass through for a folder).
+    """
+    path = Path(os.path.realpath(path))
+    for parent in reversed(path.parents):
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return parent
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path
+    if need is None:
+        need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
+    return path if mode & need != need else None
+
+
+def environment_blocker(python: str) -> Path | None:
+    """What keeps other accounts from running servers with the environment of ``python``."""
+    return blocking_path(python, _RUN) or blocking_path(Path(redspot.__file__).parent)
+
+
+def hub_environment_blocker() -> Path | None:
+    return environment_blocker(sys.executable) or blocking_path(sysconfig.get_paths()["purelib"])
+
+
+def _uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if not found:
+            raise RuntimePreparationError(
+                "uv is needed to prepare the server runtime: pip install uv"
+            ) from None
+        return found
+
+
+def _redspot_source() -> str | None:
+    """Where Redspot was installed from (a source folder or a wheel), if known."""
+    try:
+        text = metadata.distribution("redspot").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not text:
+        return None
+    url = json.loads(text).get("url", "")
+    return url.removeprefix("file://") if url.startswith("file://") else None
+
+
+def _frozen_requirements(uv: str) -> list[str]:
+    out = subprocess.run(
+        [uv, "pip", "freeze", "--python", sys.executable, "--exclude-editable"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return [
+        line for line in out.splitlines()
+        if line and not line.lower().startswith(("redspot ", "redspot=", "redspot @"))
+    ]
+
+
+def _source_digest(source: str | None) -> str:
+    h = hashlib.sha256(redspot.__version__.encode())
+    root = Path(redspot.__file__).parent
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    h.update((source or "").encode())
+    return h.hexdigest()
+
+
+def system_python() -> str:
+    for candidate in SYSTEM_PYTHONS:
+        if os.path.exists(candidate) and blocking_path(candidate, _RUN) is None:
+            return candidate
+    raise RuntimePreparationError(
+        f"no Python that every account can run was found (looked at {', '.join(SYSTEM_PYTHONS)})"
+    )
+
+
+def prepare_runtime(root: Path, log=print) -> str:
+    """Build (or reuse) the server runtime under ``root``; return its Python.
+
+    Runtimes are content-addressed (``root/<digest>``): a rebuild never touches the one
+    that running servers use.
+    """
+    uv = _uv()
+    requirements = _frozen_requirements(uv)
+    source = _redspot_source()
+    digest = hashlib.sha256(
+        ("\n".join(requirements) + _source_digest(source)).encode()
+    ).hexdigest()[:16]
+    dest = root / digest
+    python = dest / "bin" / "python"
+    marker = dest / ".redspot-runtime-ready"
+    if marker.exists():
+        return str(python)
+    log(f"Preparing the server runtime in {dest} ({len(requirements)} packages)...")
+    env = dict(os.environ)
+    if os.environ.get("PIP_FIND_LINKS"):
+        env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
+    old_umask = os.umask(0o022)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+
+        def run(*cmd):
+            subprocess.run(cmd, check=True, env=env)
+
+        run(uv, "venv", "--quiet", "--python", system_python(), str(dest))
+        reqs = dest / "requirements.txt"
+        reqs.write_text("\n".join(requirements) + "\n")
+        run(uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(reqs))
+        run(uv, "pip", "install", "--quiet", "--no-deps", "--python", str(python),
+            source or str(Path(redspot.__file__).parent.parent))
+    except subprocess.CalledProcessError as e:
+        raise RuntimePreparationError(f"preparing the server runtime failed: {e}") from None
+    finally:
+        os.umask(old_umask)
+    blocker = environment_blocker_for(python)
+    if blocker:
+        raise RuntimePreparationError(
+            f"the server runtime {dest} is still not usable by other accounts: {blocker}"
+        )
+    marker.write_text(digest + "\n")
+    log("Server runtime ready.")
+    return str(python)
+
+
+def environment_blocker_for(python: Path) -> Path | None:
+    """Like ``environment_blocker``, for an environment other than the hub's."""
+    site = subprocess.run(
+        [str(python), "-c", "import redspot, os; print(os.path.dirname(redspot.__file__))"],
+        capture_output=True, text=True,
+    )
+    if site.returncode:
+        return python
+    return blocking_path(python, _RUN) or blocking_path(site.stdout.strip())
