@@ -1,0 +1,106 @@
+"""Fixtures for Redspot's tests.
+
+- ``test_root`` (session): a temp folder other accounts may pass through (mode 0711),
+  for data folders whose homes belong to per-user system accounts.
+- ``account_prefix`` (session): a prefix for the system accounts this run creates
+  (``rt<pid>-``); every account with it is deleted at the end.
+- ``hub_factory``: starts real hubs with ``redspot up`` (``tests.helpers.Hub``) in fresh
+  data folders, and stops them (and every server they started) afterwards.
+- ``team_hub`` (module): one running hub shared by a module's tests, with users
+  ``alice`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Hub, redspot
+
+PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
+
+TEAM_SETTINGS = {
+    "profiles": {"default": "m5.xlarge", "everyone": ["m5.xlarge"]},
+    "groups": {
+        "gpu-team": {"users": ["alice"], "profiles": ["g5.xlarge", "p3.2xlarge"]},
+    },
+}
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: creates system accounts")
+
+
+@pytest.fixture(scope="session")
+def test_root():
+    root = Path(tempfile.mkdtemp(prefix="redspot-tests-", dir="/tmp"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def account_prefix():
+    prefix = f"rt{os.getpid() % 100000}-"
+    yield prefix
+    if IS_ROOT:
+        for entry in pwd.getpwall():
+            if entry.pw_name.startswith(prefix):
+                subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+
+
+class HubPool:
+    """Starts hubs and, at the end, stops them and every server they started."""
+
+    def __init__(self, root: Path, prefix: str, name: str):
+        self.root = root
+        self.prefix = prefix
+        self.name = name
+        self.hubs: list[Hub] = []
+
+    def __call__(self, settings: dict | None = None, users: dict | None = None,
+                 start: bool = True, **kwargs) -> Hub:
+        data_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.root))
+        data_dir.chmod(0o711)
+        settings = dict(settings or {})
+        settings.setdefault("spawner", {}).setdefault("account_prefix", self.prefix)
+        hub = Hub(data_dir=data_dir, settings=settings, **kwargs)
+        for name, password in (users or {}).items():
+            redspot("users", "add", name, "--password-stdin", "--data-dir", str(data_dir),
+                    stdin=password + "\n")
+        self.hubs.append(hub)
+        return hub.start() if start else hub
+
+    def close(self) -> None:
+        for hub in self.hubs:
+            if hub.keep_servers and hub.proc is not None:
+                # come back without --keep-servers, so that stopping cleans servers up
+                hub.stop()
+                hub.keep_servers = False
+                try:
+                    hub.start()
+                except Exception:
+                    pass
+            hub.stop()
+
+
+@pytest.fixture
+def hub_factory(test_root, account_prefix, request):
+    pool = HubPool(test_root, account_prefix, request.node.name[:20].replace("[", "-"))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="module")
+def team_hub(test_root, account_prefix):
+    pool = HubPool(test_root, account_prefix, "team")
+    hub = pool(TEAM_SETTINGS, users=PASSWORDS, config_d={
+        "50-poll.py": "c.Spawner.poll_interval = 2\n",
+    })
+    yield hub
+    pool.close()

@@ -1,0 +1,216 @@
+"""Helpers for tests that run a real Redspot: the hub process and a browser-like client."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); look at its state
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate, timeout: float, message: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def redspot(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the ``redspot`` command line (the real one) and return its result."""
+    result = subprocess.run(
+        [sys.executable, "-m", "redspot", *args],
+        input=stdin, capture_output=True, text=True, timeout=120,
+    )
+    if check and result.returncode:
+        raise AssertionError(f"redspot {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Hub:
+    """A ``redspot up`` process on free ports, with its data folder and config."""
+
+    data_dir: Path
+    settings: dict = field(default_factory=dict)
+    config_d: dict[str, str] = field(default_factory=dict)
+    keep_servers: bool = False
+    port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    proxy_api_port: int = field(default_factory=free_port)
+    service_token: str = field(default_factory=lambda: os.urandom(16).hex())
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "redspot.yaml"
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(yaml.safe_dump(self.settings))
+        config_d = self.data_dir / "jupyterhub_config.d"
+        config_d.mkdir(exist_ok=True)
+        # the tests' own admin service: how the tests create tokens and inspect state
+        (config_d / "00-tests.py").write_text(
+            "c.JupyterHub.services = [{'name': 'tests', 'api_token': "
+            f"{self.service_token!r}}}]\n"
+            "c.JupyterHub.load_roles = [{'name': 'admin', 'services': ['tests']}]\n"
+        )
+        for name, text in self.config_d.items():
+            (config_d / name).write_text(text)
+
+    def start(self, timeout: float = 60) -> Hub:
+        self.write_config()
+        self.log_path = self.data_dir / f"hub-{int(time.time() * 1000)}.log"
+        args = [
+            sys.executable, "-m", "redspot", "up",
+            "--data-dir", str(self.data_dir), "--config", str(self.config_file),
+            "--port", str(self.port), "--api-port", str(self.api_port),
+            "--proxy-api-port", str(self.proxy_api_port),
+        ]
+        if self.keep_servers:
+            args.append("--keep-servers")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        wait_for(self._ready, timeout, f"the hub at {self.url} (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"redspot up exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            return requests.get(f"{self.url}/hub/api", timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def log(self, tail: int = 60) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int | None:
+        """Send ``sig`` to the hub and wait for it to exit; return its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.kill(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+    def proxy_pid(self) -> int | None:
+        path = self.data_dir / "hub" / "jupyterhub-proxy.pid"
+        return int(path.read_text()) if path.exists() else None
+
+    # --- the REST API as the tests' admin service ---------------------------------------
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs):
+        headers = {"Authorization": f"token {token or self.service_token}"}
+        return requests.request(
+            method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs
+        )
+
+    def user_token(self, name: str) -> str:
+        """A token of ``name`` (added to the hub first, as a first sign-in would)."""
+        r = self.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+        r = self.api("POST", f"/users/{name}/tokens", json={"note": "tests"})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["token"]
+
+    def server_model(self, name: str) -> dict | None:
+        r = self.api("GET", f"/users/{name}")
+        assert r.status_code == 200, r.text
+        return r.json()["servers"].get("")
+
+    def wait_ready(self, name: str, timeout: float = 90) -> dict:
+        def ready():
+            model = self.server_model(name)
+            if model is None:
+                raise AssertionError(f"{name}'s server is gone:\n{self.log()}")
+            return model if model["ready"] else None
+
+        return wait_for(ready, timeout, f"{name}'s server", interval=0.5)
+
+    def spawn(self, name: str, token: str, options: dict | None = None) -> requests.Response:
+        return self.api("POST", f"/users/{name}/server", token=token, json=options or {})
+
+    def stop_server(self, name: str) -> None:
+        r = self.api("DELETE", f"/users/{name}/server")
+        assert r.status_code in (202, 204), r.text
+        wait_for(lambda: self.server_model(name) is None, 60, f"{name}'s server to stop")
+
+
+class Browser:
+    """A requests session that signs in and spawns through the HTML pages, with XSRF."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.session = requests.Session()
+        # the hub's pages are UTF-8 but do not always say so in the header
+        self.session.hooks["response"].append(lambda r, *a, **k: setattr(r, "encoding", "utf-8"))
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.session.get(f"{self.hub.url}{path}", timeout=30, **kwargs)
+
+    def _xsrf(self, html: str) -> str:
+        match = re.search(r'name="_xsrf" value="([^"]+)"', html) or re.search(
+            r"_xsrf=([^\"&]+)", html
+        )
+        assert match, "no XSRF token in the page"
+        return unquote(match.group(1))
+
+    def login(self, username: str, password: str) -> requests.Response:
+        page = self.get("/hub/login")
+        data = {"username": username, "password": password, "_xsrf": self._xsrf(page.text)}
+        return self.session.post(f"{self.hub.url}/hub/login", data=data, timeout=30)
+
+    def spawn_form(self) -> requests.Response:
+        return self.get("/hub/spawn")
+
+    def submit_spawn(self, profile: str) -> requests.Response:
+        page = self.spawn_form()
+        data = {"profile": profile, "_xsrf": self._xsrf(page.text)}
+        return self.session.post(f"{self.hub.url}/hub/spawn", data=data, timeout=60)

@@ -1,0 +1,370 @@
+"""A real hub, proxy and single-user servers, driven through the pages and the REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+import subprocess
+
+import pytest
+import requests
+
+from tests.conftest import IS_ROOT, PASSWORDS, needs_root
+from tests.helpers import Browser, wait_for
+
+pytestmark = pytest.mark.integration
+
+GiB = 1024**3
+
+
+def server_info(hub, name, token):
+    r = requests.get(
+        f"{hub.url}/user/{name}/redspot/api/info",
+        headers={"Authorization": f"token {token}"}, timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# --- signing in -------------------------------------------------------------------------
+
+
+def test_login_with_the_right_password_lands_on_the_spawn_page(team_hub):
+    browser = Browser(team_hub)
+    r = browser.login("alice", PASSWORDS["alice"])
+    assert r.status_code == 200
+    assert r.url.endswith("/hub/spawn")
+    assert 'name="profile"' in r.text
+
+
+def test_login_with_a_wrong_password_is_refused(team_hub):
+    browser = Browser(team_hub)
+    r = browser.login("alice", "not-her-password")
+    assert r.status_code == 403
+    assert "Invalid username or password" in r.text
+    assert browser.get("/hub/spawn", allow_redirects=False).status_code == 302
+
+
+def test_login_as_an_unknown_user_is_refused(team_hub):
+    r = Browser(team_hub).login("mallory", "whatever-password")
+    assert r.status_code == 403
+
+
+def test_the_admin_password_is_generated_private_and_works(team_hub):
+    path = team_hub.data_dir / "hub" / "admin-password"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    name, password = path.read_text().split()
+    assert name == "admin"
+    r = Browser(team_hub).login(name, password)
+    assert r.url.endswith("/hub/spawn")
+    assert f"admin / {password}" in team_hub.log(tail=400)
+
+
+# --- the spawn page shows what the user's groups allow -----------------------------------
+
+
+def test_spawn_form_offers_the_profiles_of_the_users_groups(team_hub):
+    alice, bob = Browser(team_hub), Browser(team_hub)
+    alice.login("alice", PASSWORDS["alice"])
+    bob.login("bob", PASSWORDS["bob"])
+    alice_form, bob_form = alice.spawn_form().text, bob.spawn_form().text
+    for name in ("m5.xlarge", "g5.xlarge", "p3.2xlarge"):
+        assert f'value="{name}"' in alice_form
+    assert 'value="p3.8xlarge"' not in alice_form
+    assert 'value="m5.xlarge" checked' in bob_form
+    assert 'value="p3.2xlarge"' not in bob_form
+    assert "1 × NVIDIA V100" in alice_form
+
+
+# --- refusing profiles: a 400 with the allowed list, never a 500 --------------------------
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"profile": "p3.2xlarge"}, "instance profile 'p3.2xlarge' is not available to you; "
+                                    "choose one of: m5.xlarge"),
+        ({"profile": "z9.galactic"}, "'z9.galactic' is not available to you; "
+                                     "choose one of: m5.xlarge"),
+        ({"profile": 5}, "user option 'profile' must be a profile name"),
+        ({"profile": "m5.xlarge", "gpus": 8}, "unknown user option(s): gpus; allowed: profile"),
+    ],
+)
+def test_rest_api_refuses_bad_user_options_with_400(team_hub, options, expected):
+    token = team_hub.user_token("bob")
+    r = team_hub.spawn("bob", token, options)
+    assert r.status_code == 400, r.text
+    assert expected in r.json()["message"]
+    assert team_hub.server_model("bob") is None
+
+
+def test_rest_api_refuses_a_body_that_is_not_an_object(team_hub):
+    token = team_hub.user_token("bob")
+    r = team_hub.spawn("bob", token, ["m5.xlarge"])
+    assert r.status_code == 400, r.text
+
+
+def test_spawn_form_refuses_a_forbidden_profile_with_400_and_the_allowed_list(team_hub):
+    bob = Browser(team_hub)
+    bob.login("bob", PASSWORDS["bob"])
+    r = bob.submit_spawn("p4d.24xlarge")
+    assert r.status_code == 400
+    assert "&#39;p4d.24xlarge&#39; is not available to you; choose one of: m5.xlarge" in r.text
+    assert 'name="profile"' in r.text  # the form is shown again
+    assert team_hub.server_model("bob") is None
+
+
+# --- spawning with every allowed profile --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "profile, cpus, memory_gib, gpus",
+    [("m5.xlarge", 4, 16, 0), ("g5.xlarge", 4, 16, 1), ("p3.2xlarge", 8, 61, 1)],
+)
+def test_alice_spawns_each_allowed_profile_through_the_rest_api(
+    team_hub, profile, cpus, memory_gib, gpus
+):
+    token = team_hub.user_token("alice")
+    r = team_hub.spawn("alice", token, {"profile": profile})
+    assert r.status_code in (201, 202), r.text
+    try:
+        team_hub.wait_ready("alice")
+        info = server_info(team_hub, "alice", token)
+        assert info["user"] == "alice"
+        assert info["profile"]["name"] == profile
+        assert info["profile"]["cpus"] == cpus
+        assert info["profile"]["memory"] == memory_gib * GiB
+        assert info["profile"]["gpus"] == gpus
+    finally:
+        team_hub.stop_server("alice")
+
+
+def test_a_user_spawns_through_the_form_and_lands_in_jupyterlab(team_hub):
+    bob = Browser(team_hub)
+    bob.login("bob", PASSWORDS["bob"])
+    r = bob.submit_spawn("m5.xlarge")
+    assert r.status_code == 200
+    try:
+        team_hub.wait_ready("bob")
+        lab = bob.get("/user/bob/lab")
+        assert lab.status_code == 200
+        assert lab.url.endswith("/user/bob/lab")
+        assert "JupyterLab" in lab.text
+        info = bob.get("/user/bob/redspot/api/info").json()
+        assert info["profile"]["name"] == "m5.xlarge"
+    finally:
+        team_hub.stop_server("bob")
+
+
+def test_the_redspot_ipython_extension_is_loaded_in_kernels(team_hub):
+    from tests.kernels import run_cell
+
+    token = team_hub.user_token("bob")
+    assert team_hub.spawn("bob", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
+    try:
+        team_hub.wait_ready("bob")
+        output = run_cell(team_hub.url, "bob", token, "%redspot")
+        assert "m5.xlarge: 4 vCPU, 16 GiB" in output
+    finally:
+        team_hub.stop_server("bob")
+
+
+# --- isolation ---------------------------------------------------------------------------
+
+
+@needs_root
+def test_tenants_are_isolated_by_the_operating_system(team_hub, account_prefix):
+    tokens = {name: team_hub.user_token(name) for name in ("alice", "bob")}
+    for name in ("alice", "bob"):
+        assert team_hub.spawn(name, tokens[name], {"profile": "m5.xlarge"}).status_code in (
+            201, 202)
+    try:
+        for name in ("alice", "bob"):
+            team_hub.wait_ready(name)
+        homes = team_hub.data_dir / "home"
+        accounts = {name: pwd.getpwnam(f"{account_prefix}{name}") for name in tokens}
+        for name, account in accounts.items():
+            st = (homes / name).stat()
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (account.pw_uid, 0o700)
+        # each server runs as its own account
+        for name, account in accounts.items():
+            pid = team_hub.server_model(name)["state"]["pid"]
+            assert os.stat(f"/proc/{pid}").st_uid == account.pw_uid
+        # alice's account cannot read bob's home
+        (homes / "bob" / "secret.txt").write_text("bob's")
+        alice_uid = accounts["alice"].pw_uid
+        result = subprocess.run(
+            ["cat", str(homes / "bob" / "secret.txt")], user=alice_uid,
+            capture_output=True, text=True,
+        )
+        assert result.returncode != 0 and "Permission denied" in result.stderr
+        assert subprocess.run(["ls", str(homes)], user=alice_uid,
+                              capture_output=True).returncode != 0
+    finally:
+        for name in ("alice", "bob"):
+            team_hub.stop_server(name)
+
+
+def test_alice_cannot_reach_bobs_server_with_her_cookie_or_token(team_hub):
+    bob_token = team_hub.user_token("bob")
+    assert team_hub.spawn("bob", bob_token, {}).status_code in (201, 202)
+    try:
+        team_hub.wait_ready("bob")
+        assert server_info(team_hub, "bob", bob_token)["user"] == "bob"
+        alice_token = team_hub.user_token("alice")
+        r = requests.get(f"{team_hub.url}/user/bob/api/contents",
+                         headers={"Authorization": f"token {alice_token}"}, timeout=30)
+        assert r.status_code == 403
+        r = team_hub.api("GET", "/users/bob", token=alice_token)
+        assert r.status_code == 404  # alice may not even see bob
+        r = team_hub.api("DELETE", "/users/bob/server", token=alice_token)
+        assert r.status_code in (403, 404)
+        alice = Browser(team_hub)
+        alice.login("alice", PASSWORDS["alice"])
+        r = alice.get("/user/bob/lab")
+        assert r.status_code == 403
+        assert "JupyterLab" not in r.text
+        assert team_hub.server_model("bob")["ready"]
+    finally:
+        team_hub.stop_server("bob")
+
+
+# --- servers that die, hubs that restart -------------------------------------------------
+
+
+def test_a_crashed_server_shows_as_stopped_and_starts_again(team_hub):
+    token = team_hub.user_token("alice")
+    assert team_hub.spawn("alice", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
+    model = team_hub.wait_ready("alice")
+    os.kill(model["state"]["pid"], 9)
+    wait_for(lambda: team_hub.server_model("alice") is None, 30, "the hub to notice")
+    assert team_hub.spawn("alice", token, {"profile": "g5.xlarge"}).status_code in (201, 202)
+    try:
+        team_hub.wait_ready("alice")
+        assert server_info(team_hub, "alice", token)["profile"]["name"] == "g5.xlarge"
+    finally:
+        team_hub.stop_server("alice")
+
+
+def _start_kernel(hub, name, token) -> str:
+    r = requests.post(f"{hub.url}/user/{name}/api/kernels",
+                      headers={"Authorization": f"token {token}"}, json={}, timeout=60)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def _kernels(hub, name, token) -> list[str]:
+    r = requests.get(f"{hub.url}/user/{name}/api/kernels",
+                     headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    return [k["id"] for k in r.json()]
+
+
+def test_servers_and_kernels_survive_hub_restarts_and_crashes(hub_factory):
+    from tests.kernels import run_cell
+
+    hub = hub_factory({}, users={"carol": "carol-password"}, keep_servers=True)
+    token = hub.user_token("carol")
+    assert hub.spawn("carol", token, {}).status_code in (201, 202)
+    pid = hub.wait_ready("carol")["state"]["pid"]
+    kernel = _start_kernel(hub, "carol", token)
+    run_cell(hub.url, "carol", token, "x = 41", kernel=kernel)
+
+    # a graceful restart (to apply a config change): the hub alone goes
+    assert hub.stop() == 0
+    assert os.path.exists(f"/proc/{pid}")
+    hub.start()
+    assert hub.server_model("carol")["ready"]
+    assert kernel in _kernels(hub, "carol", token)
+
+    # a crash: the hub is killed and nothing cleans up
+    hub.stop(sig=9)
+    assert os.path.exists(f"/proc/{pid}")
+    hub.start()
+    assert hub.server_model("carol")["ready"]
+    assert hub.server_model("carol")["state"]["pid"] == pid
+    assert "42" in run_cell(hub.url, "carol", token, "print(x + 1)", kernel=kernel)
+
+
+def test_ctrl_c_stops_the_hub_the_proxy_and_every_server(hub_factory):
+    from tests.helpers import pid_alive
+
+    hub = hub_factory({}, users={"dave": "dave-password"})
+    token = hub.user_token("dave")
+    assert hub.spawn("dave", token, {}).status_code in (201, 202)
+    server_pid = hub.wait_ready("dave")["state"]["pid"]
+    proxy_pid = hub.proxy_pid()
+    assert pid_alive(server_pid) and pid_alive(proxy_pid)
+    assert hub.stop() == 0
+    wait_for(lambda: not pid_alive(server_pid), 10, "the server to stop")
+    wait_for(lambda: not pid_alive(proxy_pid), 10, "the proxy to stop")
+
+
+# --- signing up ------------------------------------------------------------------------
+
+
+def test_signup_with_approval(hub_factory):
+    from tests.helpers import redspot
+
+    hub = hub_factory({"auth": {"signup": "approval"}})
+    browser = Browser(hub)
+    page = browser.get("/hub/login")
+    assert "Sign up" in page.text
+    form = browser.get("/hub/signup")
+    xsrf = browser._xsrf(form.text)
+    post = lambda **data: browser.session.post(  # noqa: E731
+        f"{hub.url}/hub/signup", data={"_xsrf": xsrf, **data}, timeout=30)
+    r = post(username="erin", password="short", password_confirm="short")
+    assert r.status_code == 400 and "8 to 1024 characters" in r.text
+    r = post(username="../erin", password="erin-password", password_confirm="erin-password")
+    assert r.status_code == 400 and "is not allowed" in r.text
+    r = post(username="erin", password="erin-password", password_confirm="erin-password")
+    assert r.status_code == 200 and "once an administrator approves it" in r.text
+    r = post(username="erin", password="other-password", password_confirm="other-password")
+    assert r.status_code == 400 and "exists already" in r.text
+
+    r = Browser(hub).login("erin", "erin-password")
+    assert r.status_code == 403 and "waiting for an administrator" in r.text
+    redspot("users", "approve", "erin", "--data-dir", str(hub.data_dir))
+    r = Browser(hub).login("erin", "erin-password")
+    assert r.url.endswith("/hub/spawn")
+
+
+def test_signup_is_off_by_default(team_hub):
+    assert requests.get(f"{team_hub.url}/hub/signup", timeout=10).status_code == 404
+    assert "Sign up" not in requests.get(f"{team_hub.url}/hub/login", timeout=10).text
+
+
+# --- configuration errors ----------------------------------------------------------------
+
+
+def test_a_bad_redspot_yaml_stops_redspot_up_with_a_clear_error(tmp_path):
+    from tests.helpers import redspot
+
+    config = tmp_path / "redspot.yaml"
+    config.write_text(json.dumps({
+        "hub": {"port": "eighty", "colour": "red"},
+        "groups": {"gpu": {"profiles": ["p3.2xlarge", "p9.huge"]}},
+    }))
+    result = redspot("up", "--config", str(config), "--data-dir", str(tmp_path / "d"),
+                     check=False)
+    assert result.returncode == 2
+    assert f"{config} is not valid" in result.stderr
+    assert "hub: unknown key 'colour'; allowed keys: api_port, base_url, data_dir" in (
+        result.stderr)
+    assert "hub.port: expected an integer, got 'eighty'" in result.stderr
+    assert not (tmp_path / "d").exists()  # nothing was written
+
+    config.write_text(json.dumps({"groups": {"gpu": {"profiles": ["p9.huge"]}}}))
+    result = redspot("config", "check", "--config", str(config), check=False)
+    assert result.returncode == 2
+    assert "groups.gpu.profiles: unknown profile 'p9.huge'; known profiles: m5.xlarge" in (
+        result.stderr)
+
+
+@pytest.mark.skipif(IS_ROOT, reason="checks the warning shown when not running as root")
+def test_not_root_warns_that_tenants_are_not_isolated(hub_factory):
+    hub = hub_factory({})
+    assert "tenants are NOT isolated" in hub.log(tail=400)

@@ -1,0 +1,57 @@
+"""Run a cell in a kernel of a real single-user server, over its websocket, like JupyterLab."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import requests
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+
+def run_cell(hub_url: str, user: str, token: str, code: str, kernel: str | None = None,
+             timeout: float = 60) -> str:
+    """Execute ``code``; return its stream output, results and errors as one string."""
+    headers = {"Authorization": f"token {token}"}
+    if kernel is None:
+        r = requests.post(f"{hub_url}/user/{user}/api/kernels", headers=headers, json={},
+                          timeout=60)
+        assert r.status_code == 201, r.text
+        kernel = r.json()["id"]
+    ws_url = hub_url.replace("http", "ws", 1) + f"/user/{user}/api/kernels/{kernel}/channels"
+    return asyncio.run(_execute(HTTPRequest(ws_url, headers=headers), code, timeout))
+
+
+async def _execute(request: HTTPRequest, code: str, timeout: float) -> str:
+    conn = await websocket_connect(request)
+    msg_id = uuid.uuid4().hex
+    conn.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "tests",
+                   "session": uuid.uuid4().hex, "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
+    }))
+    output = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await conn.read_message()
+                if raw is None:
+                    raise ConnectionError("the kernel's websocket closed")
+                msg = json.loads(raw)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = msg["msg_type"], msg["content"]
+                if kind == "stream":
+                    output.append(content["text"])
+                elif kind in ("execute_result", "display_data"):
+                    output.append(content["data"].get("text/plain", ""))
+                elif kind == "error":
+                    output.append(f"{content['ename']}: {content['evalue']}")
+                elif kind == "status" and content["execution_state"] == "idle":
+                    return "".join(output)
+    finally:
+        conn.close()
