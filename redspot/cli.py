@@ -75,7 +75,7 @@ def _cmd_config(args) -> None:
     if args.action == "schema":
         from .config.docs import schema_markdown
 
-        print(schema_markdown())
+        sys.stdout.write(schema_markdown())
         return
     try:
         paths, settings, config_file = resolve(UpOptions(data_dir=args.data_dir,

@@ -49,7 +49,8 @@ def wait_for(predicate, timeout: float, message: str, interval: float = 0.2):
         time.sleep(interval)
 
 
-def redspot(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def redspot(*args: str, stdin: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
     """Run the ``redspot`` command line (the real one) and return its result."""
     result = subprocess.run(
         [sys.executable, "-m", "redspot", *args],

@@ -253,11 +253,11 @@ class ProfileRules:
 
     def _references(self) -> Iterable[tuple[str, Iterable[str]]]:
         yield "offered", self.offered or ()
+        if self.default:
+            yield "default", (self.default,)
         yield "everyone", self.everyone or ()
         for group, names in self.groups.items():
             yield f"groups.{group}.profiles", names
-        if self.default:
-            yield "default", (self.default,)
 
     def offered_names(self, catalog: Mapping[str, Profile]) -> list[str]:
         return list(self.offered) if self.offered is not None else list(catalog)

@@ -1,0 +1,191 @@
+"""redspot.yaml: validation messages, and each config layer on a fresh Config."""
+
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from redspot.config.docs import schema_markdown
+from redspot.config.layers import (
+    CommandLine,
+    Context,
+    assemble,
+    layer_command_line,
+    layer_config_d,
+    layer_defaults,
+    layer_settings,
+)
+from redspot.config.loader import ConfigError, load_settings, validate_settings
+from redspot.config.paths import DataPaths
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def problems(settings):
+    with pytest.raises(ConfigError) as e:
+        validate_settings(settings)
+    return e.value.problems
+
+
+def test_empty_settings_are_valid():
+    assert validate_settings(None) == {}
+    assert validate_settings({}) == {}
+
+
+@pytest.mark.parametrize("settings, expected", [
+    ({"hub": {"colour": "red"}},
+     "hub: unknown key 'colour'; allowed keys: api_port, base_url, data_dir, ip, log_level, "
+     "port, proxy_api_port"),
+    ({"huub": {}}, "(top level): unknown key 'huub'; allowed keys: auth, groups, hub, "
+                   "profiles, services, spawner"),
+    ({"hub": {"port": "eighty"}}, "hub.port: expected an integer, got 'eighty'"),
+    ({"hub": {"port": 70000}}, "hub.port: 70000 is greater than the maximum of 65535"),
+    ({"auth": {"type": "ldap"}}, "auth.type: 'ldap' is not allowed; allowed: password, pam, oauth"),
+    ({"auth": {"signup": "maybe"}},
+     "auth.signup: 'maybe' is not allowed; allowed: disabled, approval, open"),
+    ({"profiles": {"catalog": {"m5.xlarge": {"memory": "lots"}}}},
+     "profiles.catalog.m5.xlarge.memory: 'lots' is not a size; use bytes or e.g. '16GiB', '500M'"),
+    ({"profiles": {"catalog": {"c6i.8xlarge": {"vcpus": 32}}}},
+     "profiles.catalog: profile 'c6i.8xlarge' is not in the built-in catalog, so it needs memory"),
+    ({"groups": {"gpu": {"profiles": ["p9.huge"]}}},
+     "groups.gpu.profiles: unknown profile 'p9.huge'; known profiles: m5.xlarge"),
+    ({"profiles": {"offered": ["m5.xlarge"], "default": "p3.2xlarge"}},
+     "profiles.default: profile 'p3.2xlarge' is not offered; offered: m5.xlarge"),
+    ({"groups": {"gpu": {"members": ["alice"]}}},
+     "groups.gpu: unknown key 'members'; allowed keys: description, profiles, users"),
+    ({"auth": {"type": "oauth"}}, "auth.oauth: required when auth.type is oauth"),
+    ({"auth": {"type": "pam", "signup": "open"}},
+     "auth.signup: only applies to auth.type password"),
+    ({"services": {"models": {"enabled": True}}},
+     "services.models.enabled: the models service is not part of this release yet"),
+    ({"spawner": {"isolation": "vm"}},
+     "spawner.isolation: 'vm' is not allowed; allowed: auto, accounts, none"),
+])
+def test_bad_settings_name_the_key_and_what_is_allowed(settings, expected):
+    found = problems(settings)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"hub": {"port": "x", "ip": 1}, "auth": {"type": "ldap"}})
+    assert len(found) == 3
+
+
+def test_oauth_settings_are_checked_against_the_authenticator(pytest_oauth=None):
+    pytest.importorskip("oauthenticator")
+    found = problems({"auth": {"type": "oauth", "oauth": {
+        "provider": "github", "config": {"client_id": "x", "clientsecret": "y"}}}})
+    assert found == [
+        "auth.oauth.config: GitHubOAuthenticator has no setting 'clientsecret'; see "
+        "`jupyterhub --help-all` or the oauthenticator docs for GitHubOAuthenticator's settings"
+    ]
+
+
+def test_load_settings_reports_yaml_syntax_and_shape(tmp_path):
+    path = tmp_path / "redspot.yaml"
+    path.write_text("hub:\n  port: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"line \d+, column \d+: not valid YAML"):
+        load_settings(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping of settings, got list"):
+        load_settings(path)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "missing.yaml")
+
+
+CTX = Context(paths=DataPaths(Path("/data")), proxy_command="/opt/chp", server_python="/py")
+
+
+def test_layer_defaults():
+    c = Config()
+    layer_defaults(c, CTX)
+    assert c.JupyterHub.ip == "127.0.0.1" and c.JupyterHub.port == 8000
+    assert c.JupyterHub.db_url == "sqlite:////data/hub/jupyterhub.sqlite"
+    assert c.JupyterHub.cookie_secret_file == "/data/hub/jupyterhub_cookie_secret"
+    assert c.JupyterHub.spawner_class == "redspot-local"
+    assert c.JupyterHub.authenticator_class == "redspot-password"
+    assert c.ConfigurableHTTPProxy.command == ["/opt/chp"]
+    assert c.RedspotLocalSpawner.python == "/py"
+    assert c.Authenticator.admin_users == {"admin"}
+    assert c.Spawner.default_url == "/lab"
+
+
+def test_layer_settings_profiles_groups_and_auth():
+    c = Config()
+    layer_settings(c, validate_settings({
+        "hub": {"port": 9000, "api_port": 9001, "proxy_api_port": 9002},
+        "auth": {"admin_users": ["root-ops"], "signup": "approval"},
+        "profiles": {"everyone": ["m5.xlarge", "r5.4xlarge"],
+                     "catalog": {"c6i.8xlarge": {"vcpus": 32, "memory": "64GiB"}}},
+        "groups": {"gpu": {"users": ["alice"], "profiles": ["p3.2xlarge"],
+                           "description": "GPU users"}},
+        "spawner": {"start_timeout": 300, "isolation": "none"},
+    }))
+    assert (c.JupyterHub.port, c.JupyterHub.hub_port) == (9000, 9001)
+    assert c.ConfigurableHTTPProxy.api_url == "http://127.0.0.1:9002"
+    assert c.Authenticator.admin_users == {"root-ops"}
+    assert c.RedspotPasswordAuthenticator.signup == "approval"
+    assert c.RedspotSpawnerMixin.profiles_everyone == ["m5.xlarge", "r5.4xlarge"]
+    assert c.RedspotSpawnerMixin.group_profiles == {"gpu": ["p3.2xlarge"]}
+    assert c.RedspotSpawnerMixin.default_profile == "m5.xlarge"
+    assert c.RedspotSpawnerMixin.profile_catalog == {
+        "c6i.8xlarge": {"vcpus": 32, "memory": "64GiB"}}
+    assert c.JupyterHub.load_groups == {
+        "gpu": {"users": ["alice"], "properties": {"description": "GPU users"}}}
+    assert c.Spawner.start_timeout == 300
+    assert c.RedspotLocalSpawner.isolation == "none"
+
+
+def test_layer_settings_defaults_the_everyone_list_to_the_default_profile():
+    c = Config()
+    layer_settings(c, validate_settings({"profiles": {"default": "r5.4xlarge"}}))
+    assert c.RedspotSpawnerMixin.profiles_everyone == ["r5.4xlarge"]
+
+
+def test_layer_settings_pam_and_oauth():
+    c = Config()
+    layer_settings(c, {"auth": {"type": "pam", "allowed_users": ["ann"]}})
+    assert c.JupyterHub.authenticator_class == "pam"
+    assert c.Authenticator.allowed_users == {"ann"}
+    c = Config()
+    layer_settings(c, {"auth": {"type": "oauth", "oauth": {
+        "provider": "github", "config": {"client_id": "abc"}}}})
+    assert c.JupyterHub.authenticator_class == "oauthenticator.github.GitHubOAuthenticator"
+    assert c.GitHubOAuthenticator.client_id == "abc"
+    assert c.Authenticator.allow_all is True
+
+
+def test_layer_command_line():
+    c = Config()
+    layer_command_line(c, CommandLine(ip="0.0.0.0", port=80, keep_servers=True))
+    assert (c.JupyterHub.ip, c.JupyterHub.port) == ("0.0.0.0", 80)
+    assert c.JupyterHub.cleanup_servers is False and c.JupyterHub.cleanup_proxy is False
+    c = Config()
+    layer_command_line(c, CommandLine())
+    assert "JupyterHub" not in c
+
+
+def test_layer_config_d_loads_files_in_name_order(tmp_path):
+    (tmp_path / "20-second.py").write_text("c.JupyterHub.port = 2\nc.Spawner.cmd = ['x']\n")
+    (tmp_path / "10-first.py").write_text("c.JupyterHub.port = 1\nc.JupyterHub.ip = 'a'\n")
+    (tmp_path / "notes.txt").write_text("c.JupyterHub.port = 3\n")
+    c = Config()
+    loaded = layer_config_d(c, tmp_path)
+    assert [p.name for p in loaded] == ["10-first.py", "20-second.py"]
+    assert (c.JupyterHub.port, c.JupyterHub.ip, c.Spawner.cmd) == (2, "a", ["x"])
+    assert layer_config_d(Config(), tmp_path / "missing") == []
+
+
+def test_layers_apply_in_order(tmp_path):
+    (tmp_path / "50-port.py").write_text("c.JupyterHub.port = 7000\n")
+    settings = validate_settings({"hub": {"port": 9000, "ip": "10.0.0.1"}})
+    c = assemble(settings, CTX, CommandLine(port=8001), tmp_path)
+    assert c.JupyterHub.ip == "10.0.0.1"  # yaml over defaults
+    assert c.JupyterHub.port == 7000  # config.d over the command line over yaml
+    c = assemble(settings, CTX, CommandLine(port=8001), None)
+    assert c.JupyterHub.port == 8001
+
+
+def test_the_configuration_reference_is_generated_from_the_schema():
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc == schema_markdown(), "run: redspot config schema > docs/configuration.md"

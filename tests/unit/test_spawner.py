@@ -1,0 +1,92 @@
+"""RedspotLocalSpawner's handling of user options, on a spawner with a stand-in hub user.
+
+Only the hub user is a stand-in (the edge of a pure unit test); starting real servers
+is covered in tests/integration.
+"""
+
+from types import SimpleNamespace
+
+import pytest
+from tornado import web
+from traitlets.config import Config
+
+from redspot.spawner.local import RedspotLocalSpawner
+from redspot.spawner.profiles import GiB
+
+
+def make_spawner(name="alice", groups=(), admin=False, **config):
+    c = Config()
+    c.RedspotSpawnerMixin.group_profiles = {"gpu": ["p3.2xlarge", "g5.xlarge"]}
+    for key, value in config.items():
+        setattr(c.RedspotLocalSpawner, key, value)
+    user = SimpleNamespace(name=name, admin=admin, groups=[SimpleNamespace(name=g) for g in groups],
+                           url=f"/user/{name}/", escaped_name=name)
+    return RedspotLocalSpawner(user=user, config=c, data_dir="/data", orm_spawner=None,
+                               hub=SimpleNamespace(url="http://127.0.0.1:8081/hub/",
+                                                   api_url="http://127.0.0.1:8081/hub/api",
+                                                   public_host="", base_url="/hub/"))
+
+
+def apply(spawner, options):
+    spawner.apply_user_options(spawner, options)
+
+
+def test_form_data_becomes_user_options_without_the_xsrf_field():
+    spawner = make_spawner()
+    assert spawner.run_options_from_form({"profile": ["g5.xlarge"], "_xsrf": ["t"]}) == {
+        "profile": "g5.xlarge"}
+
+
+def test_the_chosen_profile_reaches_limits_and_environment():
+    spawner = make_spawner(groups=["gpu"])
+    apply(spawner, {"profile": "p3.2xlarge"})
+    assert spawner.profile.name == "p3.2xlarge"
+    assert (spawner.cpu_limit, spawner.mem_limit) == (8.0, 61 * GiB)
+    env = spawner.profile_env()
+    assert env["REDSPOT_GPUS"] == "1" and env["REDSPOT_PROFILE"] == "p3.2xlarge"
+
+
+def test_no_options_means_the_default_profile():
+    spawner = make_spawner()
+    apply(spawner, {})
+    assert spawner.profile.name == "m5.xlarge"
+
+
+@pytest.mark.parametrize("groups, admin, options, allowed", [
+    ([], False, {"profile": "p3.2xlarge"}, "choose one of: m5.xlarge"),
+    (["gpu"], False, {"profile": "p4d.24xlarge"},
+     "choose one of: m5.xlarge, g5.xlarge, p3.2xlarge"),
+    ([], False, {"profile": "nope"}, "choose one of: m5.xlarge"),
+])
+def test_refusals_are_400_with_the_allowed_list(groups, admin, options, allowed):
+    spawner = make_spawner(groups=groups, admin=admin)
+    with pytest.raises(web.HTTPError) as e:
+        apply(spawner, options)
+    assert e.value.status_code == 400
+    assert allowed in e.value.log_message
+    assert spawner.profile is None
+
+
+def test_admins_may_use_every_offered_profile():
+    spawner = make_spawner(admin=True)
+    apply(spawner, {"profile": "p4d.24xlarge"})
+    assert spawner.profile.gpus == 8
+
+
+def test_the_profile_survives_a_hub_restart_in_the_state():
+    spawner = make_spawner(groups=["gpu"])
+    apply(spawner, {"profile": "g5.xlarge"})
+    spawner.pid = 1234
+    state = spawner.get_state()
+    assert state == {"pid": 1234, "profile": "g5.xlarge"}
+    restored = make_spawner(groups=["gpu"])
+    restored.load_state(state)
+    assert restored.profile.name == "g5.xlarge" and restored.pid == 1234
+
+
+def test_accounts_and_homes_follow_the_isolation_setting():
+    spawner = make_spawner(name="Alice.S", isolation="accounts", account_prefix="rs-")
+    assert spawner.uses_accounts
+    assert spawner.account_name.startswith("rs-alice-s-")
+    assert str(spawner.home).startswith("/data/home/alice-s-")
+    assert not make_spawner(isolation="none").uses_accounts
