@@ -68,7 +68,10 @@ class HubPool:
         data_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.root))
         data_dir.chmod(0o711)
         settings = dict(settings or {})
-        settings.setdefault("spawner", {}).setdefault("account_prefix", self.prefix)
+        spawner = settings.setdefault("spawner", {})
+        spawner.setdefault("account_prefix", self.prefix)
+        # one server runtime for every hub of the run, when the hub's Python is private
+        spawner.setdefault("runtime_dir", str(self.root / "runtime"))
         hub = Hub(data_dir=data_dir, settings=settings, **kwargs)
         for name, password in (users or {}).items():
             redspot("users", "add", name, "--password-stdin", "--data-dir", str(data_dir),

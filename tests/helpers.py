@@ -98,7 +98,7 @@ class Hub:
         for name, text in self.config_d.items():
             (config_d / name).write_text(text)
 
-    def start(self, timeout: float = 60) -> Hub:
+    def start(self, timeout: float = 300) -> Hub:
         self.write_config()
         self.log_path = self.data_dir / f"hub-{int(time.time() * 1000)}.log"
         args = [

@@ -141,17 +141,25 @@ def admin_passwords(paths: DataPaths) -> dict[str, str]:
     return {name: pw for name, pw in pairs}
 
 
-def server_python(paths: DataPaths, isolated: bool, log=print) -> str | None:
+def server_python(paths: DataPaths, settings: dict, isolated: bool, log=print) -> str | None:
     """The Python servers run with: the hub's, or a prepared runtime if accounts can't use it."""
     if not isolated:
         return None
-    from ..spawner.runtime import hub_environment_blocker, prepare_runtime
+    from ..spawner.runtime import (
+        RuntimePreparationError,
+        hub_environment_blocker,
+        prepare_runtime,
+    )
 
     blocker = hub_environment_blocker()
     if blocker is None:
         return None
     log(f"The hub's Python environment is private ({blocker} is closed to other accounts).")
-    return prepare_runtime(paths.runtime, log=log)
+    runtime = settings.get("spawner", {}).get("runtime_dir")
+    try:
+        return prepare_runtime(Path(runtime) if runtime else paths.runtime, log=log)
+    except RuntimePreparationError as e:
+        raise StartupError(str(e)) from None
 
 
 def banner(url: str, paths: DataPaths, config: Path | None, isolated: bool,
@@ -192,7 +200,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
         ctx = Context(
             paths=paths,
             proxy_command=find_proxy(),
-            server_python=server_python(paths, isolated, log=log),
+            server_python=server_python(paths, settings, isolated, log=log),
         )
     else:
         ctx = Context(paths=paths)

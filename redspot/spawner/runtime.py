@@ -169,8 +169,8 @@ def prepare_runtime(root: Path, log=print) -> str:
 def environment_blocker_for(python: Path) -> Path | None:
     """Like ``environment_blocker``, for an environment other than the hub's."""
     site = subprocess.run(
-        [str(python), "-c", "import redspot, os; print(os.path.dirname(redspot.__file__))"],
-        capture_output=True, text=True,
+        [str(python), "-I", "-c", "import redspot, os; print(os.path.dirname(redspot.__file__))"],
+        capture_output=True, text=True, cwd="/",
     )
     if site.returncode:
         return python
