@@ -15,6 +15,8 @@ CHP := .local/chp/node_modules/.bin/configurable-http-proxy
 # command:Debian package, installed when the command is missing (npm comes with some
 # builds of nodejs, so commands are checked, not package names).
 DEB_NEEDS := python3:python3 node:nodejs npm:npm useradd:passwd
+# only for `make test`: the browser tests drive Debian's Chromium with Playwright
+DEB_TEST_NEEDS := chromium:chromium
 STAMP := $(VENV)/.redspot-stamps
 
 # Arguments for `redspot up`, e.g. `make up ARGS="--port 9000"`.
@@ -24,12 +26,12 @@ PYTEST_ARGS ?=
 
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: up test bench lint deps system clean
+.PHONY: up test bench lint deps system test-system debian clean
 
 up: deps
 	$(VENV)/bin/redspot up $(ARGS)
 
-test: deps
+test: deps test-system
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: deps
@@ -37,13 +39,18 @@ bench: deps
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench
-	$(VENV)/bin/ruff format --check redspot tests bench || true
 
 deps: system $(STAMP)/python $(VENV)/bin/configurable-http-proxy
 
 # Debian packages, installed only when running as root and something is missing.
 system:
-	@missing=""; for need in $(DEB_NEEDS); do \
+	@$(MAKE) --no-print-directory debian NEEDS="$(DEB_NEEDS)"
+
+test-system:
+	@$(MAKE) --no-print-directory debian NEEDS="$(DEB_TEST_NEEDS)"
+
+debian:
+	@missing=""; for need in $(NEEDS); do \
 	  command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; \
 	done; \
 	$(SYSTEM_PYTHON) -c "import ensurepip, venv" 2>/dev/null || missing="$$missing python3-venv"; \

@@ -176,8 +176,9 @@ def banner(url: str, paths: DataPaths, config: Path | None, isolated: bool,
         lines.append("  isolation:    one system account per user (redspot-<name>)")
     else:
         account = pwd.getpwuid(os.geteuid()).pw_name
+        why = "spawner.isolation is 'none'" if os.geteuid() == 0 else "not running as root"
         lines.append(
-            f"  WARNING: not running as root: every user's server runs as {account!r}; "
+            f"  WARNING: {why}: every user's server runs as {account!r}; "
             "tenants are NOT isolated from each other."
         )
     return "\n".join(lines) + "\n"

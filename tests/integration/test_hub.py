@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.conftest import IS_ROOT, PASSWORDS, needs_root
+from tests.conftest import PASSWORDS, needs_root
 from tests.helpers import Browser, wait_for
 
 pytestmark = pytest.mark.integration
@@ -364,7 +364,14 @@ def test_a_bad_redspot_yaml_stops_redspot_up_with_a_clear_error(tmp_path):
         result.stderr)
 
 
-@pytest.mark.skipif(IS_ROOT, reason="checks the warning shown when not running as root")
-def test_not_root_warns_that_tenants_are_not_isolated(hub_factory):
-    hub = hub_factory({})
-    assert "tenants are NOT isolated" in hub.log(tail=400)
+def test_without_isolation_servers_run_as_the_hubs_account_and_the_hub_says_so(hub_factory):
+    hub = hub_factory({"spawner": {"isolation": "none"}}, users={"fred": "fred-password"})
+    assert "tenants are NOT isolated from each other" in hub.log(tail=400)
+    token = hub.user_token("fred")
+    assert hub.spawn("fred", token, {}).status_code in (201, 202)
+    pid = hub.wait_ready("fred")["state"]["pid"]
+    assert os.stat(f"/proc/{pid}").st_uid == os.geteuid()
+    assert server_info(hub, "fred", token)["profile"]["name"] == "m5.xlarge"
+    home = hub.data_dir / "home" / "fred"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    hub.stop_server("fred")
