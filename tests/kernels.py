@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from tornado.httpclient import HTTPRequest
@@ -21,7 +22,10 @@ def run_cell(hub_url: str, user: str, token: str, code: str, kernel: str | None 
         assert r.status_code == 201, r.text
         kernel = r.json()["id"]
     ws_url = hub_url.replace("http", "ws", 1) + f"/user/{user}/api/kernels/{kernel}/channels"
-    return asyncio.run(_execute(HTTPRequest(ws_url, headers=headers), code, timeout))
+    request = HTTPRequest(ws_url, headers=headers)
+    # a loop of its own, in a thread: the caller's thread may already run one (Playwright)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _execute(request, code, timeout)).result()
 
 
 async def _execute(request: HTTPRequest, code: str, timeout: float) -> str:

@@ -1,7 +1,7 @@
 """Fixtures for tests in a real browser.
 
 - ``chromium_path`` (session): Debian's Chromium binary (not its shell wrapper), or skip.
-- ``browser`` (session): a headless Chromium driven by Playwright.
+- ``browser`` (module): a headless Chromium driven by Playwright.
 - ``page``: a fresh browser context and page for one test.
 """
 
@@ -31,7 +31,7 @@ def chromium_path():
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
