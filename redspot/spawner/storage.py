@@ -40,11 +40,17 @@ def safe_name(name: str, max_length: int = 63, reserved: tuple[str, ...] = ()) -
 def system_account_name(name: str, prefix: str = "redspot-") -> str:
     """The Linux account that runs a hub user's server: ``redspot-alice``.
 
-    Debian's ``useradd`` wants ``^[a-z][-a-z0-9_]*$`` and at most 32 characters.
+    Debian's ``useradd`` wants ``^[a-z][-a-z0-9_]*$`` and at most 32 characters. An empty
+    prefix maps hub users to accounts of the same name (with PAM).
     """
-    if not re.match(r"^[a-z][-a-z0-9_]*$", prefix):
+    if prefix and not re.match(r"^[a-z][-a-z0-9_]*$", prefix):
         raise ValueError(f"account prefix {prefix!r} must start with a letter: [a-z][-a-z0-9_]*")
     account = prefix + safe_name(name, max_length=32 - len(prefix))
+    if not re.match(r"^[a-z]", account):
+        raise ValueError(
+            f"hub user {name!r} maps to {account!r}, which is not a valid account name "
+            "(it must start with a letter): set spawner.account_prefix"
+        )
     return account
 
 

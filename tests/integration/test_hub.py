@@ -332,6 +332,31 @@ def test_signup_with_approval(hub_factory):
     assert r.url.endswith("/hub/spawn")
 
 
+@needs_root
+def test_pam_signs_in_machine_accounts_and_runs_their_servers_as_them(hub_factory,
+                                                                     account_prefix):
+    account = f"{account_prefix}pam"
+    subprocess.run(["useradd", "--no-create-home", account], check=True)
+    subprocess.run(["chpasswd"], input=f"{account}:pam-password-1\n", text=True, check=True)
+    hub = hub_factory({"auth": {"type": "pam"}, "spawner": {"account_prefix": ""}})
+    assert Browser(hub).login(account, "wrong-password").status_code == 403
+    browser = Browser(hub)
+    assert browser.login(account, "pam-password-1").url.endswith("/hub/spawn")
+    assert browser.submit_spawn("m5.xlarge").status_code == 200
+    try:
+        pid = hub.wait_ready(account)["state"]["pid"]
+        assert os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam(account).pw_uid
+    finally:
+        hub.stop_server(account)
+
+
+def test_login_without_the_xsrf_token_is_refused(team_hub):
+    r = requests.post(f"{team_hub.url}/hub/login", timeout=10,
+                      data={"username": "alice", "password": PASSWORDS["alice"]})
+    assert r.status_code == 403
+    assert "XSRF" in r.text or "xsrf" in r.text
+
+
 def test_signup_is_off_by_default(team_hub):
     assert requests.get(f"{team_hub.url}/hub/signup", timeout=10).status_code == 404
     assert "Sign up" not in requests.get(f"{team_hub.url}/hub/login", timeout=10).text

@@ -36,6 +36,9 @@ def test_account_names_fit_useradd():
     assert system_account_name("alice") == "redspot-alice"
     with pytest.raises(ValueError, match="must start with a letter"):
         system_account_name("alice", prefix="1-")
+    assert system_account_name("alice", prefix="") == "alice"
+    with pytest.raises(ValueError, match="set spawner.account_prefix"):
+        system_account_name("1st", prefix="")
 
 
 def test_layout():
