@@ -59,13 +59,14 @@ def _fail(message: str, code: int = 2):
 
 
 def _cmd_up(args) -> None:
+    from .config.layers import CommandLine
     from .hub.app import UpOptions, up
 
-    up(UpOptions(
+    cli = CommandLine(
         ip=args.ip, port=args.port, api_port=args.api_port, proxy_api_port=args.proxy_api_port,
-        data_dir=args.data_dir, config=args.config, keep_servers=args.keep_servers,
-        log_level=args.log_level,
-    ))
+        keep_servers=args.keep_servers, log_level=args.log_level,
+    )
+    up(UpOptions(data_dir=args.data_dir, config=args.config, cli=cli))
 
 
 def _cmd_config(args) -> None:

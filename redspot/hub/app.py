@@ -13,7 +13,7 @@ import pwd
 import shutil
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.layers import CommandLine, Context, assemble
@@ -43,14 +43,9 @@ class StartupError(Exception):
 
 @dataclass(frozen=True)
 class UpOptions:
-    ip: str | None = None
-    port: int | None = None
-    api_port: int | None = None
-    proxy_api_port: int | None = None
     data_dir: str | None = None
     config: str | None = None
-    keep_servers: bool = False
-    log_level: str | None = None
+    cli: CommandLine = field(default_factory=CommandLine)
 
 
 def resolve(options: UpOptions) -> tuple[DataPaths, dict, Path | None]:
@@ -162,7 +157,7 @@ def server_python(paths: DataPaths, settings: dict, isolated: bool, log=print) -
         raise StartupError(str(e)) from None
 
 
-def banner(url: str, paths: DataPaths, config: Path | None, isolated: bool,
+def banner(url: str, paths: DataPaths, config: Path | None, settings: dict, isolated: bool,
            passwords: dict[str, str]) -> str:
     lines = [
         "",
@@ -173,7 +168,8 @@ def banner(url: str, paths: DataPaths, config: Path | None, isolated: bool,
     for name, password in passwords.items():
         lines.append(f"  admin login:  {name} / {password}   (kept in {paths.admin_password})")
     if isolated:
-        lines.append("  isolation:    one system account per user (redspot-<name>)")
+        prefix = settings.get("spawner", {}).get("account_prefix", "redspot-")
+        lines.append(f"  isolation:    one system account per user ({prefix}<name>)")
     else:
         account = pwd.getpwuid(os.geteuid()).pw_name
         why = "spawner.isolation is 'none'" if os.geteuid() == 0 else "not running as root"
@@ -205,15 +201,11 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
         )
     else:
         ctx = Context(paths=paths)
-    cli = CommandLine(
-        ip=options.ip, port=options.port, api_port=options.api_port,
-        proxy_api_port=options.proxy_api_port, keep_servers=options.keep_servers,
-        log_level=options.log_level,
-    )
     config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
-    c = assemble(settings, ctx, cli, config_d)
+    c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
-    return c, banner(url, paths, config_file, isolated, admin_passwords(paths)), paths
+    text = banner(url, paths, config_file, settings, isolated, admin_passwords(paths))
+    return c, text, paths
 
 
 def up(options: UpOptions) -> None:
