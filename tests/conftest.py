@@ -8,6 +8,8 @@
   data folders, and stops them (and every server they started) afterwards.
 - ``team_hub`` (module): one running hub shared by a module's tests, with users
   ``alice`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
+- ``offline_kubeconfig``: ``KUBECONFIG`` pointing at a cluster that is not there, which
+  is all KubeSpawner needs to build manifests.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Hub, redspot
+from tests.helpers import FAKE_KUBECONFIG, Hub, redspot
 
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
 
@@ -34,6 +36,17 @@ TEAM_SETTINGS = {
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: creates system accounts")
+
+
+@pytest.fixture
+def offline_kubeconfig(tmp_path, monkeypatch):
+    kube_config = pytest.importorskip("kubernetes_asyncio.config.kube_config")
+    path = tmp_path / "kubeconfig"
+    path.write_text(FAKE_KUBECONFIG)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # kubernetes_asyncio read $KUBECONFIG when it was imported
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

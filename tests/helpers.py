@@ -184,6 +184,33 @@ class Hub:
         wait_for(lambda: self.server_model(name) is None, 60, f"{name}'s server to stop")
 
 
+def hub_user(name: str, groups=(), admin: bool = False):
+    """A stand-in for the hub's User, for spawners built without a hub (tier-1 tests)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        name=name, id=1, admin=admin, url=f"/user/{name}/", escaped_name=name,
+        groups=[SimpleNamespace(name=g) for g in groups],
+    )
+
+
+def stand_in_hub():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(public_host="", url="http://hub:8081/hub/", base_url="/hub/",
+                           api_url="http://hub:8081/hub/api")
+
+
+FAKE_KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: offline, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: offline, user: {token: offline}}]
+contexts: [{name: offline, context: {cluster: offline, user: offline, namespace: redspot}}]
+current-context: offline
+"""
+
+
 class Browser:
     """A requests session that signs in and spawns through the HTML pages, with XSRF."""
 

@@ -140,6 +140,8 @@ def layer_settings(c: Config, settings: dict) -> None:
         }
 
     local = settings.get("spawner", {})
+    if local.get("kind") == "kubernetes":
+        c.JupyterHub.spawner_class = "redspot-kube"
     for key in ("start_timeout", "http_timeout", "default_url"):
         if key in local:
             setattr(c.Spawner, key, local[key])
@@ -147,6 +149,34 @@ def layer_settings(c: Config, settings: dict) -> None:
         c.RedspotLocalSpawner.isolation = local["isolation"]
     if "account_prefix" in local:
         c.RedspotLocalSpawner.account_prefix = local["account_prefix"]
+
+
+    layer_kubernetes(c, settings.get("kubernetes", {}))
+
+
+def layer_kubernetes(c: Config, kube: dict) -> None:
+    spawner = c.RedspotKubeSpawner
+    if "namespace" in kube:
+        spawner.namespace = kube["namespace"]
+    if "images" in kube:
+        spawner.images = dict(kube["images"])
+    if "node_selector" in kube:
+        spawner.extra_node_selector = dict(kube["node_selector"])
+    overhead = kube.get("node_overhead", {})
+    for key, trait in (("max_pods", "max_pods_per_node"),
+                       ("memory_capacity", "memory_capacity_fraction"),
+                       ("daemonset_cpu", "daemonset_cpu"),
+                       ("daemonset_memory", "daemonset_memory")):
+        if key in overhead:
+            setattr(spawner, trait, overhead[key])
+    storage = kube.get("storage", {})
+    for key, trait in (("mode", "storage_mode"), ("claim", "storage_claim"),
+                       ("home_storage_class", "home_storage_class"),
+                       ("home_size", "home_size")):
+        if key in storage:
+            setattr(spawner, trait, storage[key])
+    if "datasets" in storage:
+        spawner.datasets = [dict(d) for d in storage["datasets"]]
 
 
 def layer_command_line(c: Config, cli: CommandLine) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from ..spawner.profiles import ProfileError, ProfileRules, build_catalog
+from ..spawner.profiles import ProfileError, ProfileRules, build_catalog, parse_size
 
 #: Services this release can run. Others in the schema are reserved for later releases.
 AVAILABLE_SERVICES: frozenset[str] = frozenset()
@@ -133,6 +133,7 @@ def _check_consistency(settings: dict) -> list[str]:
             profile_rules(settings, catalog).check(catalog)
         except ProfileError as e:
             problems.append(str(e) if str(e).startswith("groups.") else f"profiles.{e}")
+    problems.extend(_check_kubernetes(settings.get("kubernetes", {})))
     auth = settings.get("auth", {})
     if auth.get("type") == "oauth" and "oauth" not in auth:
         problems.append("auth.oauth: required when auth.type is oauth (provider and config)")
@@ -147,6 +148,25 @@ def _check_consistency(settings: dict) -> list[str]:
                 f"available: {', '.join(sorted(AVAILABLE_SERVICES)) or 'none'}"
             )
     return problems
+
+
+def _check_kubernetes(kube: dict) -> list[str]:
+    from ..spawner.storage import Dataset, KubeStorage
+
+    storage = kube.get("storage", {})
+    try:
+        KubeStorage(
+            **{k: v for k, v in storage.items() if k != "datasets"},
+            datasets=tuple(Dataset(**d) for d in storage.get("datasets", ())),
+        )
+    except ValueError as e:
+        return [f"kubernetes.storage: {e}"]
+    if "daemonset_memory" in kube.get("node_overhead", {}):
+        try:
+            parse_size(kube["node_overhead"]["daemonset_memory"])
+        except ProfileError as e:
+            return [f"kubernetes.node_overhead.daemonset_memory: {e}"]
+    return []
 
 
 def _check_oauth(oauth: dict) -> list[str]:

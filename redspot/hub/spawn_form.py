@@ -21,8 +21,12 @@ _STYLE = """
 """
 
 
-def render_profiles_form(profiles: list[Profile], selected: str | None) -> str:
-    """Radio cards named ``profile``; ``selected`` is preselected (else the first one)."""
+def render_profiles_form(profiles: list[Profile], selected: str | None,
+                         images: list[str] = (), selected_image: str | None = None) -> str:
+    """Radio cards named ``profile``; ``selected`` is preselected (else the first one).
+
+    With ``images``, a select named ``image`` offers them too.
+    """
     if not profiles:
         return (
             '<p class="alert alert-warning" id="redspot-no-profiles">'
@@ -43,9 +47,22 @@ def render_profiles_form(profiles: list[Profile], selected: str | None) -> str:
             f'<p class="description">{escape(profile.description)}</p>'
             "</label>"
         )
+    image_select = ""
+    if images:
+        chosen_image = selected_image if selected_image in images else images[0]
+        options = "".join(
+            f'<option value="{escape(name)}"{" selected" if name == chosen_image else ""}>'
+            f"{escape(name)}</option>"
+            for name in images
+        )
+        image_select = (
+            '<h3><label for="redspot-image">Image</label></h3>'
+            f'<select class="form-control" id="redspot-image" name="image">{options}</select>'
+        )
     return (
         _STYLE
         + '<h3>Instance profile</h3><div class="redspot-profiles" id="redspot-profiles">'
         + "".join(cards)
         + "</div>"
+        + image_select
     )

@@ -18,6 +18,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..hub.spawn_form import render_profiles_form
 from .profiles import (
+    USER_OPTION_KEYS,
     Profile,
     ProfileError,
     ProfileRules,
@@ -111,11 +112,19 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     def render_options_form(self) -> str:
         allowed = self.allowed_profiles()
         previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
-        preferred = previous.get("profile") if isinstance(previous, dict) else None
+        previous = previous if isinstance(previous, dict) else {}
+        preferred = previous.get("profile")
         chosen = default_profile(allowed, preferred if isinstance(preferred, str) else None)
         if chosen is None or chosen.name != preferred:
             chosen = default_profile(allowed, self.default_profile)
-        return render_profiles_form(allowed, chosen.name if chosen else None)
+        return render_profiles_form(
+            allowed, chosen.name if chosen else None,
+            images=self.render_image_choices(), selected_image=previous.get("image"),
+        )
+
+    def render_image_choices(self) -> list[str]:
+        """Image names the form offers (none: the spawner has no choice of image)."""
+        return []
 
     @default("options_from_form")
     def _options_from_form_default(self):
@@ -127,14 +136,22 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     def _apply_user_options_default(self):
         return type(self)._apply_user_options
 
+    def user_option_keys(self) -> dict[str, str]:
+        """The keys ``user_options`` may carry, and what each one is."""
+        return dict(USER_OPTION_KEYS)
+
     def _apply_user_options(self, user_options) -> None:
         try:
-            options = parse_user_options(user_options)
+            options = parse_user_options(user_options, self.user_option_keys())
             profile = choose_profile(self.allowed_profiles(), options, self.default_profile)
+            self.apply_options(options)
         except ProfileError as e:
             raise web.HTTPError(400, str(e)) from None
         self.log.info("%s starts with instance profile %s", self._log_name, profile.name)
         self.apply_profile(profile)
+
+    def apply_options(self, options: dict) -> None:
+        """Apply the options other than the profile (validated already by their parser)."""
 
     def apply_profile(self, profile: Profile) -> None:
         """Put the profile's resources on this spawner. Subclasses add their own."""
@@ -142,8 +159,12 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         self.cpu_limit = float(profile.vcpus)
         self.mem_limit = profile.memory
 
-    def profile_env(self) -> dict[str, str]:
-        return self.profile.server_env() if self.profile else {}
+    def redspot_env(self) -> dict[str, str]:
+        """What every Redspot server is told: its profile, and that Ray stays quiet."""
+        env = {"RAY_USAGE_STATS_ENABLED": "0"}
+        if self.profile:
+            env.update(self.profile.server_env())
+        return env
 
     # --- state across hub restarts -------------------------------------------------------
 

@@ -170,7 +170,7 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
 
     def get_env(self):
         env = super().get_env()
-        env.update(self.profile_env())
+        env.update(self.redspot_env())
         return env
 
     def get_args(self):

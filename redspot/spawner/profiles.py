@@ -17,6 +17,7 @@ groups may use which profiles::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -40,6 +41,8 @@ class Profile:
     description: str = ""
     #: Extra node labels a Kubernetes node must carry (capacity type, node pool...).
     node_labels: Mapping[str, str] = field(default_factory=dict)
+    #: Kubernetes PriorityClass of this profile's pods (empty: the cluster's default).
+    priority_class: str = ""
 
     @property
     def title(self) -> str:
@@ -110,6 +113,7 @@ _PROFILE_FIELDS = {
     "gpus": int,
     "gpu_model": str,
     "node_labels": dict,
+    "priority_class": str,
 }
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
 
@@ -287,10 +291,11 @@ def default_profile(allowed: list[Profile], preferred: str | None) -> Profile | 
     return allowed[0] if allowed else None
 
 
-def parse_user_options(options: object) -> dict:
-    """Parse ``user_options`` (from the form or the REST API) into ``{"profile": name}``.
+def parse_user_options(options: object, keys: Mapping[str, str] = USER_OPTION_KEYS) -> dict:
+    """Parse ``user_options`` (from the form or the REST API) into ``{key: name}``.
 
-    Form data arrives as lists of strings; the REST API sends any JSON.
+    ``keys`` maps each allowed key to what it means. Form data arrives as lists of
+    strings; the REST API sends any JSON: every value must be one non-empty string.
     """
     if options is None:
         return {}
@@ -299,18 +304,17 @@ def parse_user_options(options: object) -> dict:
             f"user_options must be a JSON object such as {{\"profile\": \"m5.xlarge\"}}, "
             f"got {type(options).__name__}"
         )
-    unknown = sorted(str(k) for k in options if k not in USER_OPTION_KEYS)
+    unknown = sorted(str(k) for k in options if k not in keys)
     if unknown:
-        allowed = ", ".join(f"{k} ({v})" for k, v in USER_OPTION_KEYS.items())
+        allowed = ", ".join(f"{k} ({v})" for k, v in keys.items())
         raise ProfileError(f"unknown user option(s): {', '.join(unknown)}; allowed: {allowed}")
     parsed = {}
-    if "profile" in options:
-        value = options["profile"]
+    for key, value in options.items():
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
         if not isinstance(value, str) or not value.strip():
-            raise ProfileError(f"user option 'profile' must be a profile name, got {value!r}")
-        parsed["profile"] = value.strip()
+            raise ProfileError(f"user option {key!r} must be a name ({keys[key]}), got {value!r}")
+        parsed[key] = value.strip()
     return parsed
 
 
@@ -336,3 +340,112 @@ def choose_profile(
         f"{', '.join(names)}",
         names,
     )
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
+
+MiB = 1024**2
+#: The node label EKS (and Karpenter) set to the EC2 instance type.
+INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+#: The taint EKS GPU node groups carry, tolerated by GPU profiles.
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class NodeOverhead:
+    """What a node keeps for itself, so that a user's pod fits on a node of its type.
+
+    Follows the EKS AMI's kube-reserved rules (CPU: 6 % of the first core, 1 % of the
+    second, 0.5 % of the third and fourth, 0.25 % of the rest; memory: 255 MiB + 11 MiB per
+    pod for ``max_pods`` pods, plus the 100 MiB hard-eviction threshold), the share of
+    nominal memory the kernel keeps (``memory_capacity``), and room for the daemonsets
+    every node runs (CNI, kube-proxy, EFS CSI, the NVIDIA device plugin).
+    """
+
+    max_pods: int = 110
+    memory_capacity: float = 0.95
+    daemonset_cpu: float = 0.2
+    daemonset_memory: int = 512 * MiB
+
+    def kube_reserved_cpu(self, vcpus: float) -> float:
+        shares = ((1, 0.06), (1, 0.01), (2, 0.005), (float("inf"), 0.0025))
+        reserved, left = 0.0, vcpus
+        for cores, share in shares:
+            take = min(left, cores)
+            reserved += take * share
+            left -= take
+            if left <= 0:
+                break
+        return reserved
+
+    def kube_reserved_memory(self) -> int:
+        return (255 + 11 * self.max_pods + 100) * MiB
+
+
+def pod_resources(profile: Profile, overhead: NodeOverhead = NodeOverhead()) -> dict:
+    """CPU and memory guarantees and limits for a profile's pod.
+
+    The limit is what the node can give pods (its allocatable); the guarantee leaves
+    the daemonsets their room on top, so the pod always schedules on its node type.
+    """
+    cpu_allocatable = profile.vcpus - overhead.kube_reserved_cpu(profile.vcpus)
+    mem_allocatable = int(profile.memory * overhead.memory_capacity) - (
+        overhead.kube_reserved_memory()
+    )
+    cpu_guarantee = cpu_allocatable - overhead.daemonset_cpu
+    mem_guarantee = mem_allocatable - overhead.daemonset_memory
+    if cpu_guarantee <= 0 or mem_guarantee <= 0:
+        raise ProfileError(
+            f"profile {profile.name!r} is too small for a pod once the node keeps its share "
+            f"({profile.vcpus} vCPU, {format_bytes(profile.memory)})"
+        )
+    return {
+        # whole millicores and MiB (JupyterHub's "M" is 2**20 bytes)
+        "cpu_guarantee": _millicores(cpu_guarantee),
+        "cpu_limit": _millicores(cpu_allocatable),
+        "mem_guarantee": f"{mem_guarantee // MiB}M",
+        "mem_limit": f"{mem_allocatable // MiB}M",
+    }
+
+
+def _millicores(cpus: float) -> float:
+    """Round down to whole millicores (ignoring float noise such as 3.7199999)."""
+    return math.floor(cpus * 1000 + 1e-6) / 1000
+
+
+def kubespawner_override(
+    profile: Profile,
+    overhead: NodeOverhead = NodeOverhead(),
+    node_selector: Mapping[str, str] | None = None,
+) -> dict:
+    """The KubeSpawner traits a profile sets: placement, resources, GPUs, priority."""
+    override = {
+        "node_selector": {
+            INSTANCE_TYPE_LABEL: profile.name,
+            **(node_selector or {}),
+            **profile.node_labels,
+        },
+        **pod_resources(profile, overhead),
+    }
+    if profile.gpus:
+        override["extra_resource_limits"] = {"nvidia.com/gpu": str(profile.gpus)}
+        override["tolerations"] = [dict(GPU_TOLERATION)]
+    if profile.priority_class:
+        override["priority_class_name"] = profile.priority_class
+    return override
+
+
+def kubespawner_profile(
+    profile: Profile,
+    default: bool,
+    overhead: NodeOverhead = NodeOverhead(),
+    node_selector: Mapping[str, str] | None = None,
+) -> dict:
+    """A KubeSpawner ``profile_list`` entry for an instance profile."""
+    return {
+        "slug": profile.name,
+        "display_name": profile.title,
+        "description": f"{profile.summary}. {profile.description}".rstrip(". ") + ".",
+        "default": default,
+        "kubespawner_override": kubespawner_override(profile, overhead, node_selector),
+    }

@@ -74,3 +74,90 @@ class Layout:
             g: PurePosixPath("shared", safe_name(g, reserved=("public",)))
             for g in sorted(self.groups)
         }
+
+
+# --- Kubernetes: the same layout on EFS ---------------------------------------------------
+
+STORAGE_MODES = ("shared-pvc", "access-points")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A read-only data set mounted into every server: a PVC (or a folder of one)."""
+
+    name: str
+    claim: str
+    mount_path: str
+    sub_path: str = ""
+
+
+@dataclass(frozen=True)
+class KubeStorage:
+    """Where users' folders live on Kubernetes.
+
+    - ``shared-pvc``: one ReadWriteMany PVC (EFS through the EFS CSI driver) holds the
+      whole layout; a home is mounted with ``subPath: home/<user>``.
+    - ``access-points``: each user's home is a PVC of its own from a StorageClass with
+      ``provisioningMode: efs-ap`` (one EFS access point per user, which also enforces
+      the uid); the shared folders still come from ``claim``.
+    """
+
+    mode: str = "shared-pvc"
+    claim: str = "redspot-efs"
+    home_storage_class: str = "efs-ap"
+    home_size: str = "10Gi"
+    home_mount: str = "/home/jovyan"
+    shared_mount: str = "/home/jovyan/shared"
+    datasets: tuple[Dataset, ...] = ()
+
+    def __post_init__(self):
+        if self.mode not in STORAGE_MODES:
+            raise ValueError(
+                f"storage mode {self.mode!r} is not known; allowed: {', '.join(STORAGE_MODES)}"
+            )
+        for name in (self.claim, *(d.claim for d in self.datasets)):
+            if not _K8S_NAME.match(name) or len(name) > 253:
+                raise ValueError(f"{name!r} is not a valid PersistentVolumeClaim name")
+        for path in (self.home_mount, self.shared_mount, *(d.mount_path for d in self.datasets)):
+            if not path.startswith("/") or ".." in PurePosixPath(path).parts:
+                raise ValueError(f"mount path {path!r} must be absolute, without '..'")
+        for d in self.datasets:
+            if d.sub_path.startswith("/") or ".." in PurePosixPath(d.sub_path).parts:
+                raise ValueError(f"data set {d.name!r}: subPath {d.sub_path!r} must be relative, "
+                                 "without '..'")
+
+    def home_claim(self, layout: Layout) -> str | None:
+        """The per-user PVC's name in ``access-points`` mode, else None."""
+        if self.mode != "access-points":
+            return None
+        return f"redspot-home-{safe_name(layout.user, max_length=40)}"
+
+
+def kube_volumes(layout: Layout, storage: KubeStorage) -> tuple[list[dict], list[dict]]:
+    """Volumes and volume mounts for a user's pod: home, shared folders, data sets."""
+    volumes = [{"name": "redspot-shared", "persistentVolumeClaim": {"claimName": storage.claim}}]
+    mounts = []
+    home_claim = storage.home_claim(layout)
+    if home_claim:
+        volumes.append({"name": "redspot-home",
+                        "persistentVolumeClaim": {"claimName": home_claim}})
+        mounts.append({"name": "redspot-home", "mountPath": storage.home_mount})
+    else:
+        mounts.append({"name": "redspot-shared", "mountPath": storage.home_mount,
+                       "subPath": str(layout.home)})
+    mounts.append({"name": "redspot-shared", "mountPath": f"{storage.shared_mount}/public",
+                   "subPath": str(layout.public)})
+    for path in layout.group_dirs().values():
+        mounts.append({"name": "redspot-shared",
+                       "mountPath": f"{storage.shared_mount}/{path.name}",
+                       "subPath": str(path)})
+    for i, dataset in enumerate(storage.datasets):
+        volume = f"redspot-data-{i}"
+        volumes.append({"name": volume,
+                        "persistentVolumeClaim": {"claimName": dataset.claim, "readOnly": True}})
+        mount = {"name": volume, "mountPath": dataset.mount_path, "readOnly": True}
+        if dataset.sub_path:
+            mount["subPath"] = dataset.sub_path
+        mounts.append(mount)
+    return volumes, mounts

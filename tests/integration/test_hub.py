@@ -88,7 +88,8 @@ def test_spawn_form_offers_the_profiles_of_the_users_groups(team_hub):
                                     "choose one of: m5.xlarge"),
         ({"profile": "z9.galactic"}, "'z9.galactic' is not available to you; "
                                      "choose one of: m5.xlarge"),
-        ({"profile": 5}, "user option 'profile' must be a profile name"),
+        ({"profile": 5}, ("user option 'profile' must be a name "
+                      "(the name of an instance profile), got 5")),
         ({"profile": "m5.xlarge", "gpus": 8}, "unknown user option(s): gpus; allowed: profile"),
     ],
 )

@@ -36,7 +36,7 @@ def test_empty_settings_are_valid():
     ({"hub": {"colour": "red"}},
      "hub: unknown key 'colour'; allowed keys: api_port, base_url, data_dir, ip, log_level, "
      "port, proxy_api_port"),
-    ({"huub": {}}, "(top level): unknown key 'huub'; allowed keys: auth, groups, hub, "
+    ({"huub": {}}, "(top level): unknown key 'huub'; allowed keys: auth, groups, hub, kubernetes, "
                    "profiles, services, spawner"),
     ({"hub": {"port": "eighty"}}, "hub.port: expected an integer, got 'eighty'"),
     ({"hub": {"port": 70000}}, "hub.port: 70000 is greater than the maximum of 65535"),
@@ -60,6 +60,18 @@ def test_empty_settings_are_valid():
      "services.models.enabled: the models service is not part of this release yet"),
     ({"spawner": {"isolation": "vm"}},
      "spawner.isolation: 'vm' is not allowed; allowed: auto, accounts, none"),
+    ({"kubernetes": {"storage": {"mode": "nfs"}}},
+     "kubernetes.storage.mode: 'nfs' is not allowed; allowed: shared-pvc, access-points"),
+    ({"kubernetes": {"storage": {"claim": "My_Claim"}}},
+     "kubernetes.storage: 'My_Claim' is not a valid PersistentVolumeClaim name"),
+    ({"kubernetes": {"storage": {"datasets": [
+        {"name": "x", "claim": "data", "mount_path": "/data", "sub_path": "../../etc"}]}}},
+     "kubernetes.storage: data set 'x': subPath '../../etc' must be relative, without '..'"),
+    ({"kubernetes": {"storage": {"datasets": [{"name": "x", "claim": "data"}]}}},
+     "kubernetes.storage.datasets.0: 'mount_path' is a required property"),
+    ({"kubernetes": {"images": {}}}, "kubernetes.images: {} should be non-empty"),
+    ({"kubernetes": {"node_overhead": {"daemonset_memory": "lots"}}},
+     "kubernetes.node_overhead.daemonset_memory: 'lots' is not a size"),
 ])
 def test_bad_settings_name_the_key_and_what_is_allowed(settings, expected):
     found = problems(settings)
@@ -153,6 +165,27 @@ def test_layer_settings_pam_and_oauth():
     assert c.JupyterHub.authenticator_class == "oauthenticator.github.GitHubOAuthenticator"
     assert c.GitHubOAuthenticator.client_id == "abc"
     assert c.Authenticator.allow_all is True
+
+
+def test_layer_settings_kubernetes():
+    c = Config()
+    layer_settings(c, validate_settings({
+        "spawner": {"kind": "kubernetes"},
+        "kubernetes": {
+            "namespace": "ml", "images": {"cpu": "r/cpu:1", "gpu": "r/gpu:1"},
+            "node_selector": {"karpenter.sh/capacity-type": "on-demand"},
+            "node_overhead": {"max_pods": 58, "daemonset_memory": "1Gi"},
+            "storage": {"mode": "access-points", "claim": "team-efs",
+                        "datasets": [{"name": "d", "claim": "data", "mount_path": "/data"}]},
+        },
+    }))
+    assert c.JupyterHub.spawner_class == "redspot-kube"
+    k = c.RedspotKubeSpawner
+    assert (k.namespace, k.images) == ("ml", {"cpu": "r/cpu:1", "gpu": "r/gpu:1"})
+    assert k.extra_node_selector == {"karpenter.sh/capacity-type": "on-demand"}
+    assert (k.max_pods_per_node, k.daemonset_memory) == (58, "1Gi")
+    assert (k.storage_mode, k.storage_claim) == ("access-points", "team-efs")
+    assert k.datasets == [{"name": "d", "claim": "data", "mount_path": "/data"}]
 
 
 def test_layer_command_line():

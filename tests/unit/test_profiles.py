@@ -132,9 +132,10 @@ def test_parse_user_options(options, expected):
 @pytest.mark.parametrize("options, message", [
     (["m5.xlarge"], "user_options must be a JSON object"),
     ("m5.xlarge", "user_options must be a JSON object"),
-    ({"profile": 5}, "user option 'profile' must be a profile name, got 5"),
-    ({"profile": ""}, "must be a profile name"),
-    ({"profile": ["a", "b"]}, "must be a profile name"),
+    ({"profile": 5}, ("user option 'profile' must be a name "
+                      "(the name of an instance profile), got 5")),
+    ({"profile": ""}, "must be a name"),
+    ({"profile": ["a", "b"]}, "must be a name"),
     ({"image": "evil"}, "unknown user option(s): image; allowed: profile"),
 ])
 def test_parse_user_options_refuses_malformed_input(options, message):

@@ -42,7 +42,7 @@ def test_the_chosen_profile_reaches_limits_and_environment():
     apply(spawner, {"profile": "p3.2xlarge"})
     assert spawner.profile.name == "p3.2xlarge"
     assert (spawner.cpu_limit, spawner.mem_limit) == (8.0, 61 * GiB)
-    env = spawner.profile_env()
+    env = spawner.redspot_env()
     assert env["REDSPOT_GPUS"] == "1" and env["REDSPOT_PROFILE"] == "p3.2xlarge"
 
 

@@ -1,0 +1,251 @@
+"""RedspotKubeSpawner: one pod per user on EKS, on a node of the chosen instance type.
+
+Built on KubeSpawner, fed by the same profile and group rules as the local spawner
+(``profiles.py``) and the same storage layout (``storage.py``):
+
+- ``profile_list`` is a callable: each user sees only the profiles their groups allow,
+  each one a KubeSpawner profile (node selector on the instance type, guarantees and
+  limits that leave the node its share, ``nvidia.com/gpu`` and its toleration);
+- ``load_user_options()`` validates the request against the same rules (a clear 400
+  naming the allowed profiles) before KubeSpawner applies the chosen profile;
+- home, ``shared/public``, ``shared/<group>`` and read-only data sets are mounted from
+  EFS, either from one ReadWriteMany claim or through per-user access points;
+- pods run as a non-root uid with no privilege escalation, every capability dropped,
+  the runtime's default seccomp profile and no service-account token.
+"""
+
+from __future__ import annotations
+
+from kubespawner import KubeSpawner
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default, validate
+
+from .. import __version__
+from .base import RedspotSpawnerMixin
+from .profiles import NodeOverhead, ProfileError, kubespawner_profile, parse_size
+from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes, safe_name
+
+DEFAULT_IMAGE = f"redspot/singleuser:{__version__}"
+
+
+class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
+    # --- images (until the environments service picks them) -----------------------------
+    images = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""Images users may choose, by name: ``{"cpu": "…/singleuser:1.0",
+        "gpu": "…/singleuser-gpu:1.0"}``. The first is the default. With more than one,
+        the spawn form offers them and ``user_options`` may name one as ``image``.
+        Default: ``{"default": "redspot/singleuser:<version>"}``.""",
+    )
+
+    @default("images")
+    def _images_default(self):
+        return {"default": DEFAULT_IMAGE}
+
+    @validate("images")
+    def _check_images(self, proposal):
+        if not proposal.value:
+            raise ValueError("images: at least one image is needed")
+        return proposal.value
+
+    # --- placement ----------------------------------------------------------------------
+    extra_node_selector = Dict(
+        value_trait=Unicode(),
+        config=True,
+        help="""Labels every user pod's node must carry, on top of the instance type, e.g.
+        ``{"karpenter.sh/capacity-type": "on-demand"}``. Profiles add their own
+        ``node_labels``.""",
+    )
+    max_pods_per_node = Integer(
+        110, config=True,
+        help="Pods a node is sized for; EKS keeps 11 MiB of memory per pod. Default 110.",
+    )
+    memory_capacity_fraction = Float(
+        0.95, config=True,
+        help="Share of an instance's nominal memory its kernel leaves to Kubernetes. 0.95.",
+    )
+    daemonset_cpu = Float(
+        0.2, config=True, help="CPUs left on each node for its daemonsets. Default 0.2.",
+    )
+    daemonset_memory = Unicode(
+        "512Mi", config=True, help="Memory left on each node for its daemonsets. 512Mi.",
+    )
+
+    # --- storage ------------------------------------------------------------------------
+    storage_mode = Enum(
+        list(STORAGE_MODES), default_value="shared-pvc", config=True,
+        help="""``shared-pvc`` (default): homes are ``home/<user>`` folders of
+        ``storage_claim``. ``access-points``: each home is a PVC of its own from
+        ``home_storage_class`` (an EFS StorageClass with ``provisioningMode: efs-ap``).""",
+    )
+    storage_claim = Unicode(
+        "redspot-efs", config=True,
+        help="The ReadWriteMany PVC holding home/ (shared-pvc mode) and shared/.",
+    )
+    home_storage_class = Unicode(
+        "efs-ap", config=True, help="StorageClass of per-user homes (access-points mode).",
+    )
+    home_size = Unicode(
+        "10Gi", config=True, help="Requested size of a per-user home PVC (EFS ignores it).",
+    )
+    datasets = List(
+        Dict(), config=True,
+        help="""Read-only data sets mounted into every server:
+        ``[{"name": "imagenet", "claim": "datasets", "mount_path": "/data/imagenet",
+        "sub_path": "imagenet"}]``.""",
+    )
+
+    # --- what the server is told --------------------------------------------------------
+    service_urls = Dict(
+        value_trait=Unicode(), config=True,
+        help="""URLs of Redspot services, by name; each reaches the server as
+        ``REDSPOT_<NAME>_URL`` (``{"models": "http://hub:8081/services/models/"}``).""",
+    )
+
+    # --- KubeSpawner defaults Redspot changes -------------------------------------------
+    @default("profile_list")
+    def _profile_list_default(self):
+        return type(self).kube_profile_list
+
+    @default("image")
+    def _image_default(self):
+        return next(iter(self.images.values()))
+
+    @default("uid")
+    def _uid_default(self):
+        return 1000
+
+    @default("gid")
+    def _gid_default(self):
+        return 100
+
+    @default("fs_gid")
+    def _fs_gid_default(self):
+        return 100
+
+    @default("allow_privilege_escalation")
+    def _ape_default(self):
+        return False
+
+    @default("container_security_context")
+    def _csc_default(self):
+        return {"capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True}
+
+    @default("pod_security_context")
+    def _psc_default(self):
+        return {
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "fsGroupChangePolicy": "OnRootMismatch",
+        }
+
+    @default("automount_service_account_token")
+    def _no_token(self):
+        return False
+
+    @default("default_url")
+    def _default_url(self):
+        return "/lab"
+
+    @default("start_timeout")
+    def _start_timeout_default(self):
+        # a GPU node may have to be started for the pod first
+        return 900
+
+    # --- profiles -----------------------------------------------------------------------
+
+    @property
+    def node_overhead(self) -> NodeOverhead:
+        return NodeOverhead(
+            max_pods=self.max_pods_per_node,
+            memory_capacity=self.memory_capacity_fraction,
+            daemonset_cpu=self.daemonset_cpu,
+            daemonset_memory=parse_size(self.daemonset_memory),
+        )
+
+    def kube_profile_list(self) -> list[dict]:
+        """The KubeSpawner profiles of the instance profiles this user may use."""
+        allowed = self.allowed_profiles()
+        names = [p.name for p in allowed]
+        default_name = self.default_profile if self.default_profile in names else (
+            names[0] if names else None)
+        return [
+            kubespawner_profile(p, p.name == default_name, self.node_overhead,
+                                self.extra_node_selector)
+            for p in allowed
+        ]
+
+    def user_option_keys(self) -> dict[str, str]:
+        keys = super().user_option_keys()
+        keys["image"] = f"one of the images: {', '.join(self.images)}"
+        return keys
+
+    def apply_options(self, options: dict) -> None:
+        name = options.get("image")
+        if name is not None:
+            if name not in self.images:
+                raise ProfileError(
+                    f"image {name!r} is not available; choose one of: {', '.join(self.images)}"
+                )
+            self.image = self.images[name]
+
+    def apply_profile(self, profile) -> None:
+        # resources, placement and GPUs come from the KubeSpawner profile, applied by
+        # KubeSpawner.load_user_options from kube_profile_list
+        self.profile = profile
+
+    def render_image_choices(self) -> list[str]:
+        return list(self.images) if len(self.images) > 1 else []
+
+    async def load_user_options(self):
+        """Validate the request with Redspot's rules, then let KubeSpawner apply it."""
+        self._apply_user_options(self.user_options)
+        await super().load_user_options()
+        self._apply_storage()
+
+    # --- storage ------------------------------------------------------------------------
+
+    @property
+    def kube_storage(self) -> KubeStorage:
+        return KubeStorage(
+            mode=self.storage_mode,
+            claim=self.storage_claim,
+            home_storage_class=self.home_storage_class,
+            home_size=self.home_size,
+            datasets=tuple(Dataset(**d) for d in self.datasets),
+        )
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.user.name, groups=tuple(g.name for g in self.user.groups))
+
+    _operator_volumes = None
+
+    def _apply_storage(self) -> None:
+        if self._operator_volumes is None:
+            self._operator_volumes = (list(self.volumes), list(self.volume_mounts))
+        storage = self.kube_storage
+        volumes, mounts = kube_volumes(self.layout, storage)
+        self.volumes = [*volumes, *self._operator_volumes[0]]
+        self.volume_mounts = [*mounts, *self._operator_volumes[1]]
+        home_claim = storage.home_claim(self.layout)
+        if home_claim:
+            self.storage_pvc_ensure = True
+            self.pvc_name = home_claim
+            self.storage_class = storage.home_storage_class
+            self.storage_capacity = storage.home_size
+            self.storage_access_modes = ["ReadWriteMany"]
+        else:
+            self.storage_pvc_ensure = False
+
+    # --- environment --------------------------------------------------------------------
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.redspot_env())
+        env["REDSPOT_NAMESPACE"] = self.namespace
+        env["REDSPOT_RAY_CLUSTER"] = f"ray-{safe_name(self.user.name, max_length=40)}"
+        env["REDSPOT_STORAGE_MODE"] = self.storage_mode
+        for name, url in self.service_urls.items():
+            env[f"REDSPOT_{safe_name(name).upper().replace('-', '_')}_URL"] = url
+        return env
