@@ -13,6 +13,7 @@ Target: Redspot / plain <= 1.10 (median, one at a time).
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import pwd
 import statistics
@@ -134,6 +135,9 @@ def main() -> None:
             for entry in pwd.getpwall():
                 if entry.pw_name.startswith(ACCOUNT_PREFIX):
                     subprocess.run(["userdel", entry.pw_name], check=False)
+            for entry in grp.getgrall():
+                if entry.gr_name.startswith(ACCOUNT_PREFIX):
+                    subprocess.run(["groupdel", entry.gr_name], check=False)
         subprocess.run(["rm", "-rf", str(root)], check=False)
     print_table(results, args)
 

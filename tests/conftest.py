@@ -3,17 +3,18 @@
 - ``test_root`` (session): a temp folder other accounts may pass through (mode 0711),
   for data folders whose homes belong to per-user system accounts.
 - ``account_prefix`` (session): a prefix for the system accounts this run creates
-  (``rt<pid>-``); every account with it is deleted at the end.
+  (``rt<pid>-``); every account and group with it is deleted at the end.
 - ``hub_factory``: starts real hubs with ``redspot up`` (``tests.helpers.Hub``) in fresh
   data folders, and stops them (and every server they started) afterwards.
 - ``team_hub`` (module): one running hub shared by a module's tests, with users
-  ``alice`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
+  ``alice`` and ``carol`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
 - ``offline_kubeconfig``: ``KUBECONFIG`` pointing at a cluster that is not there, which
   is all KubeSpawner needs to build manifests.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -25,12 +26,13 @@ import pytest
 
 from tests.helpers import FAKE_KUBECONFIG, Hub, redspot
 
-PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
+PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22",
+             "carol": "carol-password-3"}
 
 TEAM_SETTINGS = {
     "profiles": {"default": "m5.xlarge", "everyone": ["m5.xlarge"]},
     "groups": {
-        "gpu-team": {"users": ["alice"], "profiles": ["g5.xlarge", "p3.2xlarge"]},
+        "gpu-team": {"users": ["alice", "carol"], "profiles": ["g5.xlarge", "p3.2xlarge"]},
     },
 }
 
@@ -65,6 +67,9 @@ def account_prefix():
         for entry in pwd.getpwall():
             if entry.pw_name.startswith(prefix):
                 subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
+        for entry in grp.getgrall():
+            if entry.gr_name.startswith(prefix):
+                subprocess.run(["groupdel", entry.gr_name], check=False, capture_output=True)
 
 
 class HubPool:

@@ -2,7 +2,9 @@
 
 As root (``isolation: auto`` or ``accounts``), each hub user gets a system account
 (``redspot-<name>``) whose home is ``<data>/home/<name>``, mode 0700, and the server
-runs as that account: tenants are isolated by the operating system. Not as root,
+runs as that account: tenants are isolated by the operating system. ``~/shared`` links
+to ``<data>/shared/public`` and ``<data>/shared/<group>`` for the user's hub groups,
+each guarded by a Linux group whose members follow the hub's groups. Not as root,
 every server runs as the invoking account, and ``redspot up`` says so at start.
 
 Servers start in their own session, so neither Ctrl-C in the hub's terminal nor the
@@ -13,6 +15,7 @@ restarted with ``--keep-servers`` finds them again by the pid kept in its databa
 from __future__ import annotations
 
 import asyncio
+import grp
 import os
 import pwd
 import subprocess
@@ -23,7 +26,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Enum, Unicode, default
 
 from .base import RedspotSpawnerMixin
-from .storage import Layout, safe_name, system_account_name
+from .storage import Layout, safe_name, system_account_name, system_group_name
 
 _account_lock = asyncio.Lock()
 
@@ -86,10 +89,14 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         return pwd.getpwuid(os.geteuid()).pw_name
 
     @property
+    def layout(self) -> Layout:
+        return Layout(self.user.name, groups=tuple(g.name for g in self.user.groups))
+
+    @property
     def home(self) -> Path:
         if not self.data_dir:
             raise SpawnError("RedspotLocalSpawner.data_dir is not set")
-        return Path(self.data_dir) / Layout(self.user.name).home
+        return Path(self.data_dir) / self.layout.home
 
     # --- accounts and folders -----------------------------------------------------------
 
@@ -105,20 +112,35 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
                 return pwd.getpwnam(name)
             except KeyError:
                 pass
-            cmd = ["useradd", "--home-dir", str(self.home), "--no-create-home",
-                   "--shell", "/bin/bash", "--user-group", "--comment",
-                   f"Redspot user {self.user.name}", name]
-            proc = await asyncio.create_subprocess_exec(
-                *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-            )
-            out, _ = await proc.communicate()
-            if proc.returncode:
-                raise SpawnError(
-                    f"could not create the system account {name!r} for {self.user.name!r}: "
-                    f"useradd said {out.decode(errors='replace').strip()!r}"
-                )
+            await _run("useradd", "--home-dir", str(self.home), "--no-create-home",
+                       "--shell", "/bin/bash", "--user-group", "--comment",
+                       f"Redspot user {self.user.name}", name)
             self.log.info("Created system account %s for %s", name, self.user.name)
             return pwd.getpwnam(name)
+
+    async def ensure_groups(self, account: pwd.struct_passwd) -> None:
+        """Make the account a member of exactly its shared folders' groups.
+
+        One Linux group per hub group the user is in, and the group of ``shared/public``;
+        a user who left a hub group loses its folder at their next start.
+        """
+        prefix = self.account_prefix
+        wanted = {system_group_name(None, prefix)} | {
+            system_group_name(g, prefix) for g in self.layout.groups
+        }
+        managed = f"{prefix}grp_"
+        async with _account_lock:
+            existing = {g.gr_name: g for g in grp.getgrall()}
+            for name in sorted(wanted - set(existing)):
+                await _run("groupadd", name)
+            current = {
+                name for name, g in existing.items()
+                if name.startswith(managed) and account.pw_name in g.gr_mem
+            }
+            for name in sorted(wanted - current):
+                await _run("gpasswd", "--add", account.pw_name, name)
+            for name in sorted(current - wanted):
+                await _run("gpasswd", "--delete", account.pw_name, name)
 
     def ensure_home(self, account: pwd.struct_passwd | None) -> Path:
         home = self.home
@@ -134,6 +156,47 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
             if (st.st_uid, st.st_gid) != (account.pw_uid, account.pw_gid):
                 os.chown(home, account.pw_uid, account.pw_gid)
         return home
+
+    def ensure_shared(self, account: pwd.struct_passwd | None) -> None:
+        """The shared folders of the layout, and links to them in ``~/shared``.
+
+        As root, ``shared/<group>`` belongs to the group's Linux group (mode 2770: files
+        made there stay the group's), ``shared/public`` to every account's (3770: nobody
+        deletes another's files). Without accounts, all is the hub account's.
+        """
+        root = Path(self.data_dir)
+        (root / "shared").mkdir(exist_ok=True)
+        os.chmod(root / "shared", 0o711 if account else 0o700)
+        groups = {path.name: group for group, path in self.layout.group_dirs().items()}
+        links = self.home / "shared"
+        if links.is_symlink() or (links.exists() and not links.is_dir()):
+            self.log.warning("%s is not a folder: not linking shared folders there", links)
+            return
+        links.mkdir(mode=0o700, exist_ok=True)
+        if account:
+            os.chown(links, account.pw_uid, account.pw_gid)
+        wanted = self.layout.shared_links()
+        for name, relative in wanted.items():
+            folder = root / relative
+            folder.mkdir(exist_ok=True)
+            if account:
+                group = system_group_name(groups.get(name), self.account_prefix)
+                os.chown(folder, 0, grp.getgrnam(group).gr_gid)
+                os.chmod(folder, 0o3770 if name == "public" else 0o2770)
+            else:
+                os.chmod(folder, 0o700)
+            link = links / name
+            if link.is_symlink() and os.readlink(link) != str(folder):
+                link.unlink()
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(folder)
+                if account:
+                    os.lchown(link, account.pw_uid, account.pw_gid)
+        # links to folders of groups the user has left
+        for link in links.iterdir():
+            if (link.is_symlink() and link.name not in wanted
+                    and os.readlink(link).startswith(str(root / "shared") + os.sep)):
+                link.unlink()
 
     # --- the process --------------------------------------------------------------------
 
@@ -153,7 +216,8 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
             os.setgid(gid)
             os.setgroups(groups)
             os.setuid(uid)
-            os.umask(0o077)
+            # home is 0700; files in shared folders stay readable by the folder's group
+            os.umask(0o007)
             os.chdir(home)
 
         return preexec
@@ -181,7 +245,10 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
 
     async def start(self):
         account = await self.ensure_account() if self.uses_accounts else None
+        if account:
+            await self.ensure_groups(account)
         home = self.ensure_home(account)
+        self.ensure_shared(account)
         self.notebook_dir = str(home)
         log = None
         if self.log_dir:
@@ -203,3 +270,12 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         finally:
             if log:
                 log.close()
+
+
+async def _run(*cmd: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    if proc.returncode:
+        raise SpawnError(f"{cmd[0]} failed: {out.decode(errors='replace').strip()}")

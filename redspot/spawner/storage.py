@@ -54,6 +54,19 @@ def system_account_name(name: str, prefix: str = "redspot-") -> str:
     return account
 
 
+def system_group_name(group: str | None, prefix: str = "redspot-") -> str:
+    """The Linux group of a hub group's shared folder: ``redspot-grp_gpu-team``.
+
+    ``None`` names the group of ``shared/public`` (every Redspot account):
+    ``redspot-grp_public``. Safe names never hold ``_``, so no per-user account (and its
+    own group) can ever be called like one of these.
+    """
+    base = f"{prefix}grp_"
+    if group is None:
+        return base + "public"
+    return base + safe_name(group, max_length=32 - len(base), reserved=("public",))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where a user's folders are, relative to the storage root (the data folder or EFS)."""
@@ -74,6 +87,12 @@ class Layout:
             g: PurePosixPath("shared", safe_name(g, reserved=("public",)))
             for g in sorted(self.groups)
         }
+
+    def shared_links(self) -> dict[str, PurePosixPath]:
+        """``~/shared/<name>`` -> the folder it shows, for servers on one machine."""
+        links = {"public": self.public}
+        links.update({path.name: path for path in self.group_dirs().values()})
+        return links
 
 
 # --- Kubernetes: the same layout on EFS ---------------------------------------------------

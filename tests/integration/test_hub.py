@@ -19,6 +19,13 @@ pytestmark = pytest.mark.integration
 GiB = 1024**3
 
 
+def as_account(account: str) -> dict:
+    """subprocess arguments that run a command with exactly an account's credentials."""
+    entry = pwd.getpwnam(account)
+    return {"user": entry.pw_uid, "group": entry.pw_gid,
+            "extra_groups": os.getgrouplist(account, entry.pw_gid)}
+
+
 def server_info(hub, name, token):
     r = requests.get(
         f"{hub.url}/user/{name}/redspot/api/info",
@@ -195,17 +202,77 @@ def test_tenants_are_isolated_by_the_operating_system(team_hub, account_prefix):
             assert os.stat(f"/proc/{pid}").st_uid == account.pw_uid
         # alice's account cannot read bob's home
         (homes / "bob" / "secret.txt").write_text("bob's")
-        alice_uid = accounts["alice"].pw_uid
+        alice = as_account(accounts["alice"].pw_name)
         result = subprocess.run(
-            ["cat", str(homes / "bob" / "secret.txt")], user=alice_uid,
-            capture_output=True, text=True,
+            ["cat", str(homes / "bob" / "secret.txt")], capture_output=True, text=True, **alice
         )
         assert result.returncode != 0 and "Permission denied" in result.stderr
-        assert subprocess.run(["ls", str(homes)], user=alice_uid,
-                              capture_output=True).returncode != 0
+        assert subprocess.run(["ls", str(homes)], capture_output=True, **alice).returncode != 0
     finally:
         for name in ("alice", "bob"):
             team_hub.stop_server(name)
+
+
+def _contents(hub, name, token, path, method="GET", **kwargs):
+    return requests.request(method, f"{hub.url}/user/{name}/api/contents/{path}",
+                            headers={"Authorization": f"token {token}"}, timeout=30, **kwargs)
+
+
+def test_shared_folders_follow_hub_groups(team_hub, account_prefix):
+    tokens = {name: team_hub.user_token(name) for name in ("alice", "carol", "bob")}
+    for name, token in tokens.items():
+        assert team_hub.spawn(name, token, {}).status_code in (201, 202)
+    try:
+        for name in tokens:
+            team_hub.wait_ready(name)
+        note = {"type": "file", "format": "text", "content": "GPU budget: 8 x A100"}
+        r = _contents(team_hub, "alice", tokens["alice"], "shared/gpu-team/plan.txt", "PUT",
+                      json=note)
+        assert r.status_code == 201, r.text
+        hello = {"type": "file", "format": "text", "content": "hello, everyone"}
+        r = _contents(team_hub, "alice", tokens["alice"], "shared/public/hello.txt", "PUT",
+                      json=hello)
+        assert r.status_code == 201, r.text
+
+        # carol, in gpu-team too, reads alice's file in her own server
+        r = _contents(team_hub, "carol", tokens["carol"], "shared/gpu-team/plan.txt")
+        assert r.status_code == 200 and r.json()["content"] == "GPU budget: 8 x A100"
+        # bob is not in gpu-team: no folder in his server...
+        listing = _contents(team_hub, "bob", tokens["bob"], "shared").json()["content"]
+        assert sorted(item["name"] for item in listing) == ["public"]
+        assert _contents(team_hub, "bob", tokens["bob"],
+                         "shared/gpu-team/plan.txt").status_code == 404
+        # ...but everyone reads the public folder
+        r = _contents(team_hub, "bob", tokens["bob"], "shared/public/hello.txt")
+        assert r.status_code == 200 and r.json()["content"] == "hello, everyone"
+
+        if os.geteuid() == 0:
+            team_dir = team_hub.data_dir / "shared" / "gpu-team"
+            bob = as_account(f"{account_prefix}bob")
+            denied = subprocess.run(["ls", str(team_dir)], capture_output=True, text=True, **bob)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr
+            # nobody deletes another's file in the public folder
+            hello_path = team_hub.data_dir / "shared" / "public" / "hello.txt"
+            gone = subprocess.run(["rm", "-f", str(hello_path)], capture_output=True, **bob)
+            assert gone.returncode != 0 and hello_path.exists()
+
+        # carol leaves gpu-team: at her next start the folder is gone for her
+        team_hub.stop_server("carol")
+        r = team_hub.api("DELETE", "/groups/gpu-team/users", json={"users": ["carol"]})
+        assert r.status_code == 200, r.text
+        assert team_hub.spawn("carol", tokens["carol"], {}).status_code in (201, 202)
+        team_hub.wait_ready("carol")
+        listing = _contents(team_hub, "carol", tokens["carol"], "shared").json()["content"]
+        assert [item["name"] for item in listing] == ["public"]
+        if os.geteuid() == 0:
+            denied = subprocess.run(["cat", str(team_dir / "plan.txt")], capture_output=True,
+                                    text=True, **as_account(f"{account_prefix}carol"))
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    finally:
+        team_hub.api("POST", "/groups/gpu-team/users", json={"users": ["carol"]})
+        for name in tokens:
+            if team_hub.server_model(name):
+                team_hub.stop_server(name)
 
 
 def test_alice_cannot_reach_bobs_server_with_her_cookie_or_token(team_hub):
