@@ -91,9 +91,9 @@ class Hub:
         config_d.mkdir(exist_ok=True)
         # the tests' own admin service: how the tests create tokens and inspect state
         (config_d / "00-tests.py").write_text(
-            "c.JupyterHub.services = [{'name': 'tests', 'api_token': "
-            f"{self.service_token!r}}}]\n"
-            "c.JupyterHub.load_roles = [{'name': 'admin', 'services': ['tests']}]\n"
+            "c.JupyterHub.services.append({'name': 'tests', 'api_token': "
+            f"{self.service_token!r}}})\n"
+            "c.JupyterHub.load_roles.append({'name': 'admin', 'services': ['tests']})\n"
         )
         for name, text in self.config_d.items():
             (config_d / name).write_text(text)

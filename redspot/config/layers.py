@@ -13,11 +13,12 @@ wins and every layer can be tested on a fresh ``Config()``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from traitlets.config import Config, PyFileConfigLoader
+from traitlets.config import Config
 
+from ..hub import scopes
 from ..spawner.profiles import build_catalog
 from .loader import profile_rules
 from .paths import DataPaths
@@ -46,6 +47,13 @@ class Context:
     paths: DataPaths
     proxy_command: str = "configurable-http-proxy"
     server_python: str | None = None
+    #: The Python that runs Redspot's services (the hub's own).
+    python: str = "python3"
+    #: A free port on 127.0.0.1 for each service, by name.
+    service_ports: dict = field(default_factory=dict)
+    #: Variables services that fetch packages need from the hub's environment
+    #: (certificates, proxies, package indexes): JupyterHub gives services no others.
+    service_env: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,30 @@ def layer_defaults(c: Config, ctx: Context) -> None:
     c.RedspotLocalSpawner.log_dir = str(paths.logs)
     if ctx.server_python:
         c.RedspotLocalSpawner.python = ctx.server_python
+
+
+def layer_services(c: Config, settings: dict, ctx: Context) -> None:
+    """The Redspot services that ``services.<name>.enabled`` turns on, with their scopes."""
+    enabled = [name for name, service in settings.get("services", {}).items()
+               if service.get("enabled")]
+    if not enabled:
+        return
+    services = []
+    if "environments" in enabled:
+        services.append({
+            "name": "environments",
+            "display": True,
+            "url": f"http://127.0.0.1:{ctx.service_ports['environments']}",
+            "command": [ctx.python, "-m", "redspot.environments.service",
+                        f"--data-dir={ctx.paths.environments}"],
+            "oauth_no_confirm": True,
+            "oauth_client_allowed_scopes": list(scopes.CUSTOM_SCOPES),
+            "environment": dict(ctx.service_env),
+        })
+    c.JupyterHub.services = services
+    c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
+    admins = settings.get("auth", {}).get("admin_users", ["admin"])
+    c.JupyterHub.load_roles = scopes.service_roles(enabled, admins)
 
 
 def layer_settings(c: Config, settings: dict) -> None:
@@ -198,13 +230,18 @@ def layer_command_line(c: Config, cli: CommandLine) -> None:
 
 
 def layer_config_d(c: Config, directory: Path) -> list[Path]:
-    """Load ``directory/*.py`` in name order on top of ``c``; return the files loaded."""
+    """Run ``directory/*.py`` in name order on ``c``; return the files run.
+
+    Like ``jupyterhub_config.py``, each file gets ``c`` (and ``get_config()``); unlike it,
+    ``c`` already holds what the earlier layers set, so a file may read or extend it
+    (``c.JupyterHub.services.append(...)``) as well as set values.
+    """
     loaded = []
     if not directory.is_dir():
         return loaded
     for path in sorted(directory.glob("*.py")):
-        loader = PyFileConfigLoader(path.name, path=str(directory))
-        c.merge(loader.load_config())
+        namespace = {"c": c, "get_config": lambda: c, "__file__": str(path)}
+        exec(compile(path.read_text(), str(path), "exec"), namespace)  # noqa: S102
         loaded.append(path)
     return loaded
 
@@ -214,6 +251,7 @@ def assemble(settings: dict, ctx: Context, cli: CommandLine, config_d: Path | No
     c = Config()
     layer_defaults(c, ctx)
     layer_settings(c, settings)
+    layer_services(c, settings, ctx)
     layer_command_line(c, cli)
     if config_d is not None:
         layer_config_d(c, config_d)

@@ -62,6 +62,11 @@ class DataPaths:
         return self.root / "runtime"
 
     @property
+    def environments(self) -> Path:
+        """The environment service's catalog, build logs and builds."""
+        return self.root / "environments"
+
+    @property
     def homes(self) -> Path:
         return self.root / "home"
 

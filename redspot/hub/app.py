@@ -16,6 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jupyterhub.utils import random_port
+
 from ..config.layers import CommandLine, Context, assemble
 from ..config.loader import ConfigError, load_settings
 from ..config.paths import DataPaths, default_data_dir
@@ -35,6 +37,14 @@ STARTER_CONFIG = """\
 # auth:
 #   signup: approval
 """
+
+
+#: What services that download packages keep of the hub's environment.
+SERVICE_ENV_KEEP = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT",
+                    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS",
+                    "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_CACHE_DIR",
+                    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+                    "no_proxy", "HOME", "PATH", "LANG")
 
 
 class StartupError(Exception):
@@ -198,9 +208,13 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             paths=paths,
             proxy_command=find_proxy(),
             server_python=server_python(paths, settings, isolated, log=log),
+            python=sys.executable,
+            service_ports={name: random_port() for name in settings.get("services", {})},
+            service_env={k: os.environ[k] for k in SERVICE_ENV_KEEP if k in os.environ},
         )
     else:
-        ctx = Context(paths=paths)
+        ctx = Context(paths=paths, python=sys.executable,
+                      service_ports={name: 0 for name in settings.get("services", {})})
     config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
     c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"

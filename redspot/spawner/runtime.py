@@ -117,17 +117,41 @@ def system_python() -> str:
     )
 
 
+def uv_env() -> dict[str, str]:
+    """The environment uv runs in: pip's local find-links, where the machine has them."""
+    env = dict(os.environ)
+    if os.environ.get("PIP_FIND_LINKS"):
+        env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
+    return env
+
+
+def server_venv_commands(dest: Path, requirements: Path) -> list[list[str]]:
+    """How to build a virtualenv servers can run from: the system's Python, the packages
+    in ``requirements`` (resolved together), and Redspot itself."""
+    uv = _uv()
+    python = str(dest / "bin" / "python")
+    return [
+        [uv, "venv", "--python", system_python(), str(dest)],
+        [uv, "pip", "install", "--python", python, "-r", str(requirements)],
+        [uv, "pip", "install", "--no-deps", "--python", python,
+         _redspot_source() or str(Path(redspot.__file__).parent.parent)],
+    ]
+
+
+def base_requirements() -> list[str]:
+    """The packages of the hub's environment (without Redspot): what every server has."""
+    return _frozen_requirements(_uv())
+
+
 def prepare_runtime(root: Path, log=print) -> str:
     """Build (or reuse) the server runtime under ``root``; return its Python.
 
     Runtimes are content-addressed (``root/<digest>``): a rebuild never touches the one
     that running servers use.
     """
-    uv = _uv()
-    requirements = _frozen_requirements(uv)
-    source = _redspot_source()
+    requirements = base_requirements()
     digest = hashlib.sha256(
-        ("\n".join(requirements) + _source_digest(source)).encode()
+        ("\n".join(requirements) + _source_digest(_redspot_source())).encode()
     ).hexdigest()[:16]
     dest = root / digest
     python = dest / "bin" / "python"
@@ -135,23 +159,14 @@ def prepare_runtime(root: Path, log=print) -> str:
     if marker.exists():
         return str(python)
     log(f"Preparing the server runtime in {dest} ({len(requirements)} packages)...")
-    env = dict(os.environ)
-    if os.environ.get("PIP_FIND_LINKS"):
-        env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
     old_umask = os.umask(0o022)
     try:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(dest, ignore_errors=True)
-
-        def run(*cmd):
-            subprocess.run(cmd, check=True, env=env)
-
-        run(uv, "venv", "--quiet", "--python", system_python(), str(dest))
-        reqs = dest / "requirements.txt"
+        reqs = root / f"{digest}.requirements.txt"
         reqs.write_text("\n".join(requirements) + "\n")
-        run(uv, "pip", "install", "--quiet", "--python", str(python), "-r", str(reqs))
-        run(uv, "pip", "install", "--quiet", "--no-deps", "--python", str(python),
-            source or str(Path(redspot.__file__).parent.parent))
+        for cmd in server_venv_commands(dest, reqs):
+            subprocess.run(cmd, check=True, env=uv_env())
     except subprocess.CalledProcessError as e:
         raise RuntimePreparationError(f"preparing the server runtime failed: {e}") from None
     finally:

@@ -209,6 +209,19 @@ def test_layer_config_d_loads_files_in_name_order(tmp_path):
     assert layer_config_d(Config(), tmp_path / "missing") == []
 
 
+def test_config_d_files_see_and_extend_earlier_layers(tmp_path):
+    (tmp_path / "10-more.py").write_text(
+        "c.JupyterHub.services.append({'name': 'mine'})\n"
+        "c.JupyterHub.port = c.JupyterHub.port + 1\n"
+    )
+    c = Config()
+    c.JupyterHub.services = [{"name": "environments"}]
+    c.JupyterHub.port = 8000
+    layer_config_d(c, tmp_path)
+    assert c.JupyterHub.services == [{"name": "environments"}, {"name": "mine"}]
+    assert c.JupyterHub.port == 8001
+
+
 def test_layers_apply_in_order(tmp_path):
     (tmp_path / "50-port.py").write_text("c.JupyterHub.port = 7000\n")
     settings = validate_settings({"hub": {"port": 9000, "ip": "10.0.0.1"}})

@@ -1,0 +1,133 @@
+"""Builders: how an environment spec becomes something a server (and Ray) can run.
+
+One interface, ``Builder``; each builder says which bases it builds on, what their
+digests are (part of every tag), and builds a spec into a *location*: the Python of a
+virtualenv, or an image reference. Output lines go to a ``log`` callable as they come.
+
+- ``VenvBuilder`` (the local default): uv builds a virtualenv on the system's Python
+  with the servers' packages and the spec's, resolved together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from .. import __version__
+from ..spawner import runtime
+from .spec import EnvironmentSpec
+
+Log = Callable[[str], None]
+
+
+class BuildFailed(Exception):
+    """A build did not produce its environment; the log says why."""
+
+
+class Builder:
+    kind = ""
+
+    def bases(self) -> dict[str, str]:
+        """The bases this builder builds on: name -> what it holds."""
+        raise NotImplementedError
+
+    def base_digest(self, base: str) -> str:
+        raise NotImplementedError
+
+    def check(self, spec: EnvironmentSpec) -> None:
+        """Raise ValueError if this builder cannot build ``spec`` (before anything starts)."""
+
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log) -> str:
+        """Build ``spec`` as ``tag``; return where it is. Raise BuildFailed, leaving nothing."""
+        raise NotImplementedError
+
+    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
+        raise NotImplementedError
+
+
+async def run_logged(cmd: list[str], log: Log, env: dict | None = None) -> None:
+    """Run ``cmd``, sending each line of its output to ``log``; BuildFailed if it fails."""
+    log("$ " + " ".join(cmd))
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    async for line in proc.stdout:
+        log(line.decode(errors="replace").rstrip("\n"))
+    code = await proc.wait()
+    if code:
+        raise BuildFailed(f"{os.path.basename(cmd[0])} exited with {code}")
+
+
+def merge_requirements(base: list[str], wanted: tuple[str, ...]) -> list[str]:
+    """The base's pins, except for the packages the spec names: the user's choice wins
+    (and the resolver says so when it cannot satisfy both)."""
+    named = {canonicalize_name(Requirement(r).name) for r in wanted}
+    kept = [r for r in base if canonicalize_name(Requirement(r).name) not in named]
+    return [*kept, *wanted]
+
+
+class VenvBuilder(Builder):
+    """Virtualenvs in ``root/<tag>``, each with everything a Redspot server needs."""
+
+    kind = "venv"
+    BASE = "default"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._base_requirements: list[str] | None = None
+
+    @property
+    def base_requirements(self) -> list[str]:
+        if self._base_requirements is None:
+            self._base_requirements = runtime.base_requirements()
+        return self._base_requirements
+
+    def bases(self) -> dict[str, str]:
+        return {self.BASE: "JupyterLab, Redspot and the hub's packages, in a virtualenv"}
+
+    def base_digest(self, base: str) -> str:
+        text = "\n".join([__version__, *self.base_requirements])
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+    def check(self, spec: EnvironmentSpec) -> None:
+        if spec.debian:
+            raise ValueError(
+                "debian: the venv builder cannot install Debian packages; leave them out, "
+                "or run Redspot with the buildah or kaniko builder"
+            )
+
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log) -> str:
+        dest = self.root / tag
+        self.root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        requirements = self.root / f"{tag}.requirements.txt"
+        requirements.write_text("".join(f"{r}\n" for r in merge_requirements(
+            self.base_requirements, spec.python)))
+        old_umask = os.umask(0o022)  # servers run as other accounts: everyone reads
+        try:
+            for cmd in runtime.server_venv_commands(dest, requirements):
+                await run_logged(cmd, log, env=runtime.uv_env())
+            (dest / "redspot-environment.json").write_text(json.dumps(
+                {"tag": tag, "spec": spec.to_dict()}, indent=2))
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        finally:
+            os.umask(old_umask)
+            requirements.unlink(missing_ok=True)
+        return str(dest / "bin" / "python")
+
+    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
+        from .render import runtime_env
+
+        return runtime_env(spec, python=location)

@@ -1,0 +1,197 @@
+"""The environment service's logic, without HTTP: who may do what, and builds run once.
+
+``Requester`` is who asks (from the hub); ``EnvironmentManager`` checks them, keeps the
+catalog, and starts each build once: concurrent requests for the same tag share the
+same running build, and a tag that is ready is never built again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..hub import scopes
+from .builders import Builder, BuildFailed
+from .catalog import TEAM, Catalog, CatalogError, Entry
+from .spec import EnvironmentSpec, SpecError, parse_spec
+
+
+class Refused(Exception):
+    """The request cannot be done: ``status`` is the HTTP status, the message says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Requester:
+    name: str
+    scopes: frozenset[str]
+    admin: bool = False
+
+    @classmethod
+    def from_hub_model(cls, model: dict) -> Requester:
+        return cls(model["name"], frozenset(model.get("scopes", ())), bool(model.get("admin")))
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or (self.admin and scope == scopes.ENVIRONMENTS_ADMIN)
+
+
+class BuildLog:
+    """A build's output: kept in a file, and followed live by any number of readers."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.done = False
+        self._changed = asyncio.Condition()
+
+    def write(self, line: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+        asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        self.done = True
+        await self._notify()
+
+    async def follow(self, offset: int = 0):
+        """Yield the log's text from ``offset`` as it grows, until the build ends."""
+        while True:
+            text = self.path.read_text() if self.path.exists() else ""
+            if len(text) > offset:
+                yield text[offset:]
+                offset = len(text)
+            if self.done:
+                return
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(self._changed.wait(), 1)
+                except TimeoutError:
+                    pass
+
+
+class EnvironmentManager:
+    def __init__(self, catalog: Catalog, builder: Builder, log_dir: Path):
+        self.catalog = catalog
+        self.builder = builder
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._running: dict[str, asyncio.Task] = {}
+        self._logs: dict[str, BuildLog] = {}
+
+    # --- reading ------------------------------------------------------------------------
+
+    def visible(self, who: Requester, entry: Entry) -> bool:
+        return entry.owner in (TEAM, who.name) or who.may(scopes.ENVIRONMENTS_ADMIN)
+
+    def list(self, who: Requester) -> list[dict]:
+        self._require(who, scopes.ENVIRONMENTS_READ)
+        owners = None if who.may(scopes.ENVIRONMENTS_ADMIN) else [TEAM, who.name]
+        return [self.describe(e) for e in self.catalog.entries(owners)]
+
+    def get(self, who: Requester, owner: str, name: str) -> Entry:
+        self._require(who, scopes.ENVIRONMENTS_READ)
+        entry = self.catalog.get(owner, name)
+        if entry is None or not self.visible(who, entry):
+            raise Refused(404, f"no environment {owner}/{name}")
+        return entry
+
+    def describe(self, entry: Entry) -> dict:
+        build = self.catalog.build(entry.tag)
+        status = build.status if build else "failed"
+        model = {
+            "id": f"{entry.owner}/{entry.name}",
+            "owner": entry.owner,
+            "name": entry.name,
+            "scope": "team" if entry.owner == TEAM else "personal",
+            "spec": entry.spec,
+            "tag": entry.tag,
+            "status": status,
+            "created": entry.created,
+        }
+        if build and build.status == "ready":
+            spec = EnvironmentSpec.from_dict(entry.spec)
+            model["location"] = build.location
+            model["runtime_env"] = self.builder.runtime_env(spec, build.location)
+        if build and build.error:
+            model["error"] = build.error
+        return model
+
+    def log_path(self, tag: str) -> Path:
+        return self.log_dir / f"{tag}.log"
+
+    def follow_log(self, tag: str, offset: int = 0):
+        log = self._logs.get(tag)
+        if log is None:
+            log = BuildLog(self.log_path(tag))
+            log.done = True
+        return log.follow(offset)
+
+    # --- changing -----------------------------------------------------------------------
+
+    async def create(self, who: Requester, data: object, team: bool = False) -> dict:
+        self._require(who, scopes.ENVIRONMENTS_WRITE)
+        if team and not who.may(scopes.ENVIRONMENTS_ADMIN):
+            raise Refused(403, "only admins publish team environments")
+        try:
+            spec = parse_spec(data, self.builder.bases())
+            self.builder.check(spec)
+        except (SpecError, ValueError) as e:
+            raise Refused(400, str(e)) from None
+        tag = spec.tag(self.builder.base_digest(spec.base))
+        owner = TEAM if team else who.name
+        try:
+            entry = self.catalog.add(owner, spec.name, spec.to_dict(), tag)
+        except CatalogError as e:
+            raise Refused(409, f"{e}; delete it first, or choose another name") from None
+        self.start_build(spec, tag)
+        return self.describe(entry)
+
+    def start_build(self, spec, tag: str) -> asyncio.Task | None:
+        """Start building ``tag`` unless it is ready or already building."""
+        if tag in self._running:
+            return self._running[tag]
+        if not self.catalog.claim_build(tag):
+            return None
+        task = asyncio.get_running_loop().create_task(self._build(spec, tag))
+        self._running[tag] = task
+        task.add_done_callback(lambda _: self._running.pop(tag, None))
+        return task
+
+    async def _build(self, spec, tag: str) -> None:
+        path = self.log_path(tag)
+        path.unlink(missing_ok=True)
+        log = self._logs[tag] = BuildLog(path)
+        started = time.monotonic()
+        log.write(f"Building {tag} with the {self.builder.kind} builder")
+        try:
+            location = await self.builder.build(spec, tag, log.write)
+        except BuildFailed as e:
+            log.write(f"Build failed: {e}")
+            self.catalog.finish_build(tag, error=str(e))
+        except Exception as e:  # a bug or the machine: still nothing listed as ready
+            log.write(f"Build failed: {type(e).__name__}: {e}")
+            self.catalog.finish_build(tag, error=f"{type(e).__name__}: {e}")
+        else:
+            log.write(f"Built {tag} in {time.monotonic() - started:.1f} s: {location}")
+            self.catalog.finish_build(tag, location=location)
+        finally:
+            await log.close()
+
+    def delete(self, who: Requester, owner: str, name: str) -> None:
+        entry = self.get(who, owner, name)
+        mine = entry.owner == who.name and who.may(scopes.ENVIRONMENTS_WRITE)
+        if not (mine or who.may(scopes.ENVIRONMENTS_ADMIN)):
+            raise Refused(403, f"{owner}/{name} is not yours to delete")
+        self.catalog.remove(entry.owner, entry.name)
+
+    def _require(self, who: Requester, scope: str) -> None:
+        if not who.may(scope):
+            raise Refused(403, f"this needs the scope {scope}")

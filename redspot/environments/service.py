@@ -1,0 +1,195 @@
+"""The environments service: a JupyterHub service at ``/services/environments/``.
+
+REST API (JSON), every request authenticated by the hub (a token or the hub's OAuth
+cookie) and checked against ``custom:redspot:environments:*`` scopes:
+
+    GET    api/bases                             the bases environments build on
+    GET    api/environments                      the team's and your own environments
+    POST   api/environments                      create one and build it (``"team": true``
+                                                 to publish it to everyone: admins only)
+    GET    api/environments/<owner>/<name>       one environment (owner: a user or ``team``)
+    GET    api/environments/<owner>/<name>/log   its build log (``?follow=1``: until done)
+    DELETE api/environments/<owner>/<name>       delete it (yours, or any as an admin)
+
+The hub starts it (``services.environments.enabled``) with the settings below on its
+command line; it reads the rest from the ``JUPYTERHUB_*`` variables the hub gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import ioloop, web
+from traitlets import Enum, Unicode, default
+from traitlets.config import Application
+
+from .. import __version__
+from .builders import VenvBuilder
+from .catalog import Catalog
+from .manager import EnvironmentManager, Refused, Requester
+
+MAX_BODY = 64 * 1024
+
+
+class ApiHandler(HubOAuthenticated, web.RequestHandler):
+    @property
+    def manager(self) -> EnvironmentManager:
+        return self.settings["manager"]
+
+    def get_login_url(self):
+        # an API answers 403, it does not send browsers to a login page
+        raise web.HTTPError(403, "sign in to the hub, or send a hub token")
+
+    @property
+    def requester(self) -> Requester:
+        model = self.current_user
+        if not model:
+            raise web.HTTPError(403, "sign in to the hub, or send a hub token")
+        return Requester.from_hub_model(model)
+
+    def body(self) -> object:
+        if len(self.request.body) > MAX_BODY:
+            raise web.HTTPError(413, f"a request body may have at most {MAX_BODY} bytes")
+        try:
+            return json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError as e:
+            raise web.HTTPError(400, f"the body is not JSON: {e}") from None
+
+    def write_json(self, data, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def _handle_request_exception(self, e):
+        if isinstance(e, Refused):
+            self.send_error(e.status, exc_info=(type(e), web.HTTPError(e.status, str(e)), None))
+        else:
+            super()._handle_request_exception(e)
+
+
+class BasesHandler(ApiHandler):
+    @web.authenticated
+    def get(self):
+        self.requester  # noqa: B018 (authenticated, whoever asks)
+        self.write_json({"bases": self.manager.builder.bases(),
+                         "builder": self.manager.builder.kind})
+
+
+class EnvironmentsHandler(ApiHandler):
+    @web.authenticated
+    def get(self):
+        self.write_json({"environments": self.manager.list(self.requester)})
+
+    @web.authenticated
+    async def post(self):
+        data = self.body()
+        team = False
+        if isinstance(data, dict):
+            team = data.pop("team", False)
+            if not isinstance(team, bool):
+                raise web.HTTPError(400, "team: expected true or false")
+        model = await self.manager.create(self.requester, data, team=team)
+        self.set_header("Location", url_path_join(self.request.path, model["id"]))
+        self.write_json(model, 200 if model["status"] == "ready" else 202)
+
+
+class EnvironmentHandler(ApiHandler):
+    @web.authenticated
+    def get(self, owner, name):
+        entry = self.manager.get(self.requester, owner, name)
+        self.write_json(self.manager.describe(entry))
+
+    @web.authenticated
+    def delete(self, owner, name):
+        self.manager.delete(self.requester, owner, name)
+        self.set_status(204)
+        self.finish()
+
+
+class LogHandler(ApiHandler):
+    @web.authenticated
+    async def get(self, owner, name):
+        entry = self.manager.get(self.requester, owner, name)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        if self.get_argument("follow", "0") in ("1", "true"):
+            async for chunk in self.manager.follow_log(entry.tag):
+                self.write(chunk)
+                await self.flush()
+            return
+        path = self.manager.log_path(entry.tag)
+        self.finish(path.read_text() if path.exists() else "")
+
+
+class EnvironmentsService(Application):
+    name = "redspot-environments"
+    version = __version__
+    description = "Redspot's environment service (a JupyterHub service)."
+
+    data_dir = Unicode(
+        config=True, help="Where the catalog, the build logs and the builds live.",
+    )
+    builder = Enum(["venv"], default_value="venv", config=True,
+                   help="How environments are built. ``venv`` (default): uv virtualenvs.")
+    service_url = Unicode(
+        config=True, help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.",
+    )
+    prefix = Unicode(config=True, help="URL prefix. Default: $JUPYTERHUB_SERVICE_PREFIX.")
+
+    aliases = {"data-dir": "EnvironmentsService.data_dir",
+               "builder": "EnvironmentsService.builder",
+               "log-level": "Application.log_level"}
+
+    @default("service_url")
+    def _service_url_default(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101/")
+
+    @default("prefix")
+    def _prefix_default(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/environments/")
+
+    def make_app(self) -> web.Application:
+        if not self.data_dir:
+            raise SystemExit("redspot-environments: --data-dir is required")
+        root = Path(self.data_dir)
+        catalog = Catalog(root / "catalog.sqlite")
+        builder = VenvBuilder(root / "venvs")
+        manager = EnvironmentManager(catalog, builder, root / "logs")
+        api = url_path_join(self.prefix, "api")
+        return web.Application(
+            [
+                (url_path_join(self.prefix, "oauth_callback"), HubOAuthCallbackHandler),
+                (url_path_join(api, "bases"), BasesHandler),
+                (url_path_join(api, "environments"), EnvironmentsHandler),
+                (url_path_join(api, "environments", r"([^/]+)", r"([^/]+)"),
+                 EnvironmentHandler),
+                (url_path_join(api, "environments", r"([^/]+)", r"([^/]+)", "log"),
+                 LogHandler),
+            ],
+            manager=manager,
+            cookie_secret=os.urandom(32),
+        )
+
+    def start(self):
+        url = urlparse(self.service_url)
+        app = self.make_app()
+        app.listen(url.port, url.hostname)
+        self.log.info("Redspot environments service on %s (builder: %s)",
+                      self.service_url, self.builder)
+        ioloop.IOLoop.current().start()
+
+
+main = EnvironmentsService.launch_instance
+
+if __name__ == "__main__":
+    main()

