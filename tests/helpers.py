@@ -238,7 +238,7 @@ class Browser:
     def spawn_form(self) -> requests.Response:
         return self.get("/hub/spawn")
 
-    def submit_spawn(self, profile: str) -> requests.Response:
+    def submit_spawn(self, profile: str, **fields: str) -> requests.Response:
         page = self.spawn_form()
-        data = {"profile": profile, "_xsrf": self._xsrf(page.text)}
+        data = {"profile": profile, "_xsrf": self._xsrf(page.text), **fields}
         return self.session.post(f"{self.hub.url}/hub/spawn", data=data, timeout=60)

@@ -114,6 +114,8 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             "oauth_client_allowed_scopes": list(scopes.CUSTOM_SCOPES),
             "environment": dict(ctx.service_env),
         })
+        c.RedspotSpawnerMixin.environments_catalog = str(
+            ctx.paths.environments / "catalog.sqlite")
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])

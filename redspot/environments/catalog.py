@@ -59,7 +59,10 @@ class Catalog:
                 " tag TEXT PRIMARY KEY, status TEXT NOT NULL, location TEXT NOT NULL,"
                 " error TEXT NOT NULL, started REAL NOT NULL, finished REAL);"
             )
-            # a build that was running when the service stopped did not finish
+
+    def recover(self) -> None:
+        """At the service's start: a build that was running when it stopped did not finish."""
+        with closing(self._connect()) as conn, conn:
             conn.execute("UPDATE builds SET status = 'failed', error = 'interrupted: the "
                          "service stopped during the build' WHERE status = 'building'")
 
@@ -128,3 +131,22 @@ class Catalog:
 def _entry(row) -> Entry:
     owner, name, spec, tag, created = row
     return Entry(owner, name, json.loads(spec), tag, created)
+
+
+def ready_environments(catalog: Catalog, user: str) -> list[dict]:
+    """The environments ``user`` may start a server in: the team's and their own, built.
+
+    Each: ``{"id": "owner/name", "description", "tag", "location", "env": {...}}``.
+    """
+    ready = []
+    for entry in catalog.entries([TEAM, user]):
+        build = catalog.build(entry.tag)
+        if build and build.status == "ready":
+            ready.append({
+                "id": f"{entry.owner}/{entry.name}",
+                "description": entry.spec.get("description", ""),
+                "tag": entry.tag,
+                "location": build.location,
+                "env": dict(entry.spec.get("env", {})),
+            })
+    return ready

@@ -163,6 +163,7 @@ class EnvironmentsService(Application):
             raise SystemExit("redspot-environments: --data-dir is required")
         root = Path(self.data_dir)
         catalog = Catalog(root / "catalog.sqlite")
+        catalog.recover()
         builder = VenvBuilder(root / "venvs")
         manager = EnvironmentManager(catalog, builder, root / "logs")
         api = url_path_join(self.prefix, "api")

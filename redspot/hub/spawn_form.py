@@ -22,10 +22,13 @@ _STYLE = """
 
 
 def render_profiles_form(profiles: list[Profile], selected: str | None,
-                         images: list[str] = (), selected_image: str | None = None) -> str:
+                         images: list[str] = (), selected_image: str | None = None,
+                         environments: list[tuple[str, str]] = (),
+                         selected_environment: str | None = None) -> str:
     """Radio cards named ``profile``; ``selected`` is preselected (else the first one).
 
-    With ``images``, a select named ``image`` offers them too.
+    With ``images``, a select named ``image`` offers them too; with ``environments``
+    (id, description), a select named ``environment``, whose first choice is none.
     """
     if not profiles:
         return (
@@ -59,10 +62,24 @@ def render_profiles_form(profiles: list[Profile], selected: str | None,
             '<h3><label for="redspot-image">Image</label></h3>'
             f'<select class="form-control" id="redspot-image" name="image">{options}</select>'
         )
+    environment_select = ""
+    if environments:
+        options = '<option value="">Redspot default</option>' + "".join(
+            f'<option value="{escape(env_id)}"'
+            f'{" selected" if env_id == selected_environment else ""}>'
+            f"{escape(env_id)}{' — ' + escape(description) if description else ''}</option>"
+            for env_id, description in environments
+        )
+        environment_select = (
+            '<h3><label for="redspot-environment">Environment</label></h3>'
+            '<select class="form-control" id="redspot-environment" name="environment">'
+            f"{options}</select>"
+        )
     return (
         _STYLE
         + '<h3>Instance profile</h3><div class="redspot-profiles" id="redspot-profiles">'
         + "".join(cards)
         + "</div>"
+        + environment_select
         + image_select
     )

@@ -69,8 +69,21 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         True, config=True, help="Admins may use every offered profile. Default True."
     )
 
+    environments_catalog = Unicode(
+        "",
+        config=True,
+        help="""The environment service's catalog (SQLite). When set, users may start
+        their server in any ready environment of theirs or their team's
+        (``user_options["environment"] = "owner/name"``). Set by ``redspot up`` when
+        ``services.environments`` is enabled.""",
+    )
+
     profile = Any(
         None, allow_none=True, help="The Profile this server was started with (set on spawn)."
+    )
+    redspot_environment = Any(
+        None, allow_none=True,
+        help="The Redspot environment this server was started in (a dict), if any.",
     )
 
     @validate("profile_catalog")
@@ -120,7 +133,17 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         return render_profiles_form(
             allowed, chosen.name if chosen else None,
             images=self.render_image_choices(), selected_image=previous.get("image"),
+            environments=[(e["id"], e["description"]) for e in self.ready_environments()],
+            selected_environment=previous.get("environment"),
         )
+
+    def ready_environments(self) -> list[dict]:
+        """The built environments this user may start a server in (none without a catalog)."""
+        if not self.environments_catalog:
+            return []
+        from ..environments.catalog import Catalog, ready_environments
+
+        return ready_environments(Catalog(self.environments_catalog), self.user.name)
 
     def render_image_choices(self) -> list[str]:
         """Image names the form offers (none: the spawner has no choice of image)."""
@@ -138,7 +161,10 @@ class RedspotSpawnerMixin(LoggingConfigurable):
 
     def user_option_keys(self) -> dict[str, str]:
         """The keys ``user_options`` may carry, and what each one is."""
-        return dict(USER_OPTION_KEYS)
+        keys = dict(USER_OPTION_KEYS)
+        if self.environments_catalog:
+            keys["environment"] = "a ready environment, as owner/name"
+        return keys
 
     def _apply_user_options(self, user_options) -> None:
         try:
@@ -152,6 +178,23 @@ class RedspotSpawnerMixin(LoggingConfigurable):
 
     def apply_options(self, options: dict) -> None:
         """Apply the options other than the profile (validated already by their parser)."""
+        self.redspot_environment = None
+        wanted = options.get("environment")
+        if wanted is None:
+            return
+        ready = {e["id"]: e for e in self.ready_environments()}
+        if wanted not in ready:
+            allowed = ", ".join(ready) or "none is ready yet"
+            raise ProfileError(
+                f"environment {wanted!r} is not a ready environment of yours or your team's; "
+                f"choose one of: {allowed}"
+            )
+        self.redspot_environment = ready[wanted]
+        self.apply_environment(self.redspot_environment)
+
+    def apply_environment(self, environment: dict) -> None:
+        """Start the server in ``environment``. Each spawner says how."""
+        raise ProfileError("this spawner cannot start servers in environments")
 
     def apply_profile(self, profile: Profile) -> None:
         """Put the profile's resources on this spawner. Subclasses add their own."""
@@ -160,8 +203,13 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         self.mem_limit = profile.memory
 
     def redspot_env(self) -> dict[str, str]:
-        """What every Redspot server is told: its profile, and that Ray stays quiet."""
+        """What every Redspot server is told: its profile, its environment's variables,
+        and that Ray stays quiet."""
         env = {"RAY_USAGE_STATS_ENABLED": "0"}
+        if self.redspot_environment:
+            env.update(self.redspot_environment["env"])
+            env["REDSPOT_ENVIRONMENT"] = self.redspot_environment["id"]
+            env["REDSPOT_ENVIRONMENT_TAG"] = self.redspot_environment["tag"]
         if self.profile:
             env.update(self.profile.server_env())
         return env
@@ -172,6 +220,8 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         state = super().get_state()
         if self.profile:
             state["profile"] = self.profile.name
+        if self.redspot_environment:
+            state["environment"] = self.redspot_environment
         return state
 
     def load_state(self, state):
@@ -179,19 +229,22 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         name = state.get("profile")
         if name and name in self.catalog:
             self.profile = self.catalog[name]
+        self.redspot_environment = state.get("environment")
 
     def clear_state(self):
         super().clear_state()
         self.profile = None
+        self.redspot_environment = None
 
 
 def _options_from_form(form_data: dict) -> dict:
     """Form data (lists of strings) -> user options. Validation comes later, for API and form.
 
-    Fields starting with ``_`` (the form's ``_xsrf`` token) are the page's, not options.
+    Fields starting with ``_`` (the form's ``_xsrf`` token) are the page's, not options;
+    an empty choice (the default environment) is no option.
     """
     return {
         key: values[0] if len(values) == 1 else values
         for key, values in form_data.items()
-        if not key.startswith("_")
+        if not key.startswith("_") and values != [""]
     }

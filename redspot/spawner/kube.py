@@ -180,8 +180,15 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         keys["image"] = f"one of the images: {', '.join(self.images)}"
         return keys
 
+    def apply_environment(self, environment: dict) -> None:
+        """Pods in an environment run its image (built by the buildah or kaniko builder)."""
+        self.image = environment["location"]
+
     def apply_options(self, options: dict) -> None:
+        super().apply_options(options)
         name = options.get("image")
+        if name is not None and self.redspot_environment:
+            raise ProfileError("choose an environment or an image, not both")
         if name is not None:
             if name not in self.images:
                 raise ProfileError(

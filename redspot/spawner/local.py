@@ -78,6 +78,11 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
     def _cmd_default(self):
         return [self.python, "-m", "jupyterhub.singleuser"]
 
+    def apply_environment(self, environment: dict) -> None:
+        """Servers in an environment run its virtualenv's Python."""
+        self.python = environment["location"]
+        self.cmd = [self.python, "-m", "jupyterhub.singleuser"]
+
     @property
     def uses_accounts(self) -> bool:
         return self.isolation == "accounts" or (self.isolation == "auto" and os.geteuid() == 0)

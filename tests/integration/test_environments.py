@@ -197,3 +197,40 @@ def test_build_logs_can_be_followed_until_the_build_ends(env_hub):
     assert time.monotonic() - start < 300
     assert envs_api(env_hub, "alice", "GET",
                     "environments/alice/followed").json()["status"] == "ready"
+
+
+def test_the_spawn_page_lists_ready_environments_and_a_server_starts_in_one(env_hub):
+    from tests.helpers import Browser
+    from tests.kernels import run_cell
+
+    r = envs_api(env_hub, "alice", "POST", "environments", json={
+        "name": "sixer", "python": ["six==1.16.0"], "env": {"SIXER": "on"},
+        "description": "six pinned"})
+    assert r.status_code in (200, 202), r.text
+    assert wait_built(env_hub, "alice", "alice/sixer")["status"] == "ready"
+
+    alice = Browser(env_hub)
+    alice.login("alice", USERS["alice"])
+    form = alice.spawn_form().text
+    assert '<option value="alice/sixer">alice/sixer — six pinned</option>' in form
+    bob = Browser(env_hub)
+    bob.login("bob", USERS["bob"])
+    assert "alice/sixer" not in bob.spawn_form().text
+
+    # bob may not start in alice's environment: a 400 with what he may use
+    r = env_hub.spawn("bob", env_hub.tokens["bob"], {"environment": "alice/sixer"})
+    assert r.status_code == 400
+    assert "'alice/sixer' is not a ready environment of yours or your team's" in (
+        r.json()["message"])
+
+    assert alice.submit_spawn("m5.xlarge", environment="alice/sixer").status_code == 200
+    try:
+        env_hub.wait_ready("alice")
+        out = run_cell(env_hub.url, "alice", env_hub.tokens["alice"],
+                       "import os, sys, six; print(sys.executable, six.__version__, "
+                       "os.environ['SIXER'], os.environ['REDSPOT_ENVIRONMENT'])")
+        python, version, sixer, env_id = out.split()
+        assert python.startswith(str(env_hub.data_dir / "environments" / "venvs"))
+        assert (version, sixer, env_id) == ("1.16.0", "on", "alice/sixer")
+    finally:
+        env_hub.stop_server("alice")

@@ -119,4 +119,7 @@ def test_catalog_claims_a_build_once_and_retries_failures(tmp_path):
 
 def test_a_build_interrupted_by_a_restart_is_failed_not_ready(tmp_path):
     Catalog(tmp_path / "c.sqlite").claim_build("env-2")
+    reader = Catalog(tmp_path / "c.sqlite")  # e.g. the spawner, reading
+    assert reader.build("env-2").status == "building"
+    reader.recover()  # the service, starting again
     assert Catalog(tmp_path / "c.sqlite").build("env-2").status == "failed"
