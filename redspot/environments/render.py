@@ -32,7 +32,7 @@ def dockerfile(spec: EnvironmentSpec, base_image: str, tag: str) -> str:
     if spec.debian:
         unpinned = any("=" not in p for p in spec.debian)
         lines += [
-            "USER root",
+            "USER 0",
             "SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]",
             *(["# hadolint ignore=DL3008"] if unpinned else []),
             "RUN apt-get update \\",

@@ -70,7 +70,7 @@ def test_dockerfile_keeps_requirements_out_of_shell_commands():
     assert text == (
         "FROM registry/singleuser@sha256:" + "0" * 64 + "\n"
         'LABEL io.redspot.environment.tag="env-abc"\n'
-        "USER root\n"
+        "USER 0\n"
         'SHELL ["/bin/bash", "-o", "pipefail", "-c"]\n'
         "# hadolint ignore=DL3008\n"
         "RUN apt-get update \\\n"
