@@ -36,6 +36,7 @@ test: deps test-system
 
 bench: deps
 	$(PY) bench/spawn.py
+	$(PY) bench/environments.py
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench
