@@ -15,8 +15,10 @@ CHP := .local/chp/node_modules/.bin/configurable-http-proxy
 # command:Debian package, installed when the command is missing (npm comes with some
 # builds of nodejs, so commands are checked, not package names).
 DEB_NEEDS := python3:python3 node:nodejs npm:npm useradd:passwd
-# only for `make test`: the browser tests drive Debian's Chromium with Playwright
-DEB_TEST_NEEDS := chromium:chromium
+# only for `make test`: the browser tests drive Debian's Chromium with Playwright; the
+# image builds use buildah, push to Debian's registry, on a busybox rootfs of their own
+DEB_TEST_NEEDS := chromium:chromium buildah:buildah docker-registry:docker-registry \
+	busybox:busybox-static
 STAMP := $(VENV)/.redspot-stamps
 
 # Arguments for `redspot up`, e.g. `make up ARGS="--port 9000"`.

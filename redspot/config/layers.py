@@ -104,12 +104,21 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         return
     services = []
     if "environments" in enabled:
+        envs = settings["services"]["environments"]
+        command = [ctx.python, "-m", "redspot.environments.service",
+                   f"--data-dir={ctx.paths.environments}",
+                   f"--builder={envs.get('builder', 'venv')}"]
+        if envs.get("registry"):
+            command.append(f"--registry={envs['registry']}")
+        for name, ref in envs.get("bases", {}).items():
+            command += ["--EnvironmentsService.bases", f"{name}={ref}"]
+        if envs.get("tls_verify") is False:
+            command.append("--no-tls-verify")
         services.append({
             "name": "environments",
             "display": True,
             "url": f"http://127.0.0.1:{ctx.service_ports['environments']}",
-            "command": [ctx.python, "-m", "redspot.environments.service",
-                        f"--data-dir={ctx.paths.environments}"],
+            "command": command,
             "oauth_no_confirm": True,
             "oauth_client_allowed_scopes": list(scopes.CUSTOM_SCOPES),
             "environment": dict(ctx.service_env),

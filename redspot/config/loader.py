@@ -141,6 +141,11 @@ def _check_consistency(settings: dict) -> list[str]:
         problems.extend(_check_oauth(auth["oauth"]))
     if "signup" in auth and auth.get("type", "password") != "password":
         problems.append("auth.signup: only applies to auth.type password")
+    environments = settings.get("services", {}).get("environments", {})
+    if environments.get("builder") == "buildah" and not (
+        environments.get("registry") and environments.get("bases")
+    ):
+        problems.append("services.environments: the buildah builder needs registry and bases")
     for name, service in settings.get("services", {}).items():
         if service.get("enabled") and name not in AVAILABLE_SERVICES:
             problems.append(

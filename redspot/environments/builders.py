@@ -131,3 +131,67 @@ class VenvBuilder(Builder):
         from .render import runtime_env
 
         return runtime_env(spec, python=location)
+
+
+class BuildahBuilder(Builder):
+    """OCI images built with buildah from the rendered Dockerfile, pushed to a registry.
+
+    ``bases`` maps base names to image references pinned by digest
+    (``registry/redspot-singleuser@sha256:…``); the build runs in buildah's ``chroot``
+    isolation on the ``vfs`` storage driver (what works without privileges beyond root
+    and without a container runtime), and the result is pushed as
+    ``<registry>/<repository>:<tag>``. Its location is the pushed image by digest.
+    """
+
+    kind = "buildah"
+
+    def __init__(self, root: Path, registry: str, bases: dict[str, str],
+                 repository: str = "redspot-env", tls_verify: bool = True,
+                 buildah: str = "buildah"):
+        for name, ref in bases.items():
+            if "@sha256:" not in ref:
+                raise ValueError(f"base {name!r}: pin the image by digest (name@sha256:…), "
+                                 f"got {ref!r}")
+        self.root = Path(root)
+        self.registry = registry
+        self.repository = repository
+        self._bases = dict(bases)
+        self.tls_verify = tls_verify
+        self.buildah = buildah
+
+    def bases(self) -> dict[str, str]:
+        return dict(self._bases)
+
+    def base_digest(self, base: str) -> str:
+        return self._bases[base].split("@", 1)[1]
+
+    def _buildah(self, *args: str) -> list[str]:
+        return [self.buildah, "--storage-driver", "vfs", "--root", str(self.root / "storage"),
+                "--runroot", str(self.root / "run"), *args]
+
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log) -> str:
+        from .render import build_context
+
+        context = self.root / "contexts" / tag
+        shutil.rmtree(context, ignore_errors=True)
+        context.mkdir(parents=True)
+        for name, text in build_context(spec, self._bases[spec.base], tag).items():
+            (context / name).write_text(text)
+        image = f"{self.registry}/{self.repository}:{tag}"
+        tls = f"--tls-verify={'true' if self.tls_verify else 'false'}"
+        digest_file = context / "digest"
+        try:
+            await run_logged(self._buildah("bud", "--isolation", "chroot", tls,
+                                           "-f", str(context / "Dockerfile"), "-t", image,
+                                           str(context)), log)
+            await run_logged(self._buildah("push", tls, "--digestfile", str(digest_file),
+                                           image, f"docker://{image}"), log)
+            digest = digest_file.read_text().strip()
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+        return f"{self.registry}/{self.repository}@{digest}"
+
+    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
+        from .render import runtime_env
+
+        return runtime_env(spec, image=location)

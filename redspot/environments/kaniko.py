@@ -9,6 +9,7 @@ cluster.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from .render import build_context
@@ -54,7 +55,7 @@ def kaniko_manifests(spec: EnvironmentSpec, tag: str, base_image: str,
         "metadata": {"name": name, "namespace": settings.namespace, "labels": labels},
         "data": {
             **context,
-            "config.json": '{"credHelpers": {"%s": "ecr-login"}}' % settings.registry,
+            "config.json": json.dumps({"credHelpers": {settings.registry: "ecr-login"}}),
         },
     }
     items = [{"key": key, "path": key} for key in context]

@@ -25,11 +25,11 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
-from traitlets import Enum, Unicode, default
+from traitlets import Bool, Dict, Enum, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
-from .builders import VenvBuilder
+from .builders import BuildahBuilder, VenvBuilder
 from .catalog import Catalog
 from .manager import EnvironmentManager, Refused, Requester
 
@@ -139,8 +139,13 @@ class EnvironmentsService(Application):
     data_dir = Unicode(
         config=True, help="Where the catalog, the build logs and the builds live.",
     )
-    builder = Enum(["venv"], default_value="venv", config=True,
-                   help="How environments are built. ``venv`` (default): uv virtualenvs.")
+    builder = Enum(["venv", "buildah"], default_value="venv", config=True,
+                   help="""How environments are built. ``venv`` (default): uv virtualenvs.
+                   ``buildah``: OCI images pushed to ``registry``.""")
+    registry = Unicode(config=True, help="buildah: the registry images are pushed to.")
+    bases = Dict(value_trait=Unicode(), config=True,
+                 help="buildah: base images by name, pinned by digest (name@sha256:…).")
+    tls_verify = Bool(True, config=True, help="buildah: verify the registry's certificate.")
     service_url = Unicode(
         config=True, help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.",
     )
@@ -148,7 +153,10 @@ class EnvironmentsService(Application):
 
     aliases = {"data-dir": "EnvironmentsService.data_dir",
                "builder": "EnvironmentsService.builder",
+               "registry": "EnvironmentsService.registry",
                "log-level": "Application.log_level"}
+    flags = {"no-tls-verify": ({"EnvironmentsService": {"tls_verify": False}},
+                               "Do not verify the registry's TLS certificate.")}
 
     @default("service_url")
     def _service_url_default(self):
@@ -164,7 +172,11 @@ class EnvironmentsService(Application):
         root = Path(self.data_dir)
         catalog = Catalog(root / "catalog.sqlite")
         catalog.recover()
-        builder = VenvBuilder(root / "venvs")
+        if self.builder == "buildah":
+            builder = BuildahBuilder(root / "buildah", self.registry, self.bases,
+                                     tls_verify=self.tls_verify)
+        else:
+            builder = VenvBuilder(root / "venvs")
         manager = EnvironmentManager(catalog, builder, root / "logs")
         api = url_path_join(self.prefix, "api")
         return web.Application(

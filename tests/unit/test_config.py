@@ -188,6 +188,43 @@ def test_layer_settings_kubernetes():
     assert k.datasets == [{"name": "d", "claim": "data", "mount_path": "/data"}]
 
 
+def test_layer_services_runs_the_environments_service_with_its_scopes():
+    from redspot.config.layers import layer_services
+
+    ctx = Context(paths=DataPaths(Path("/data")), python="/py",
+                  service_ports={"environments": 9100}, service_env={"SSL_CERT_FILE": "/ca"})
+    c = Config()
+    layer_services(c, validate_settings({"services": {"environments": {
+        "enabled": True, "builder": "buildah", "registry": "reg:5000", "tls_verify": False,
+        "bases": {"singleuser": "reg:5000/su@sha256:" + "a" * 64}}}}), ctx)
+    (service,) = c.JupyterHub.services
+    assert service["name"] == "environments"
+    assert service["url"] == "http://127.0.0.1:9100"
+    assert service["command"] == [
+        "/py", "-m", "redspot.environments.service", "--data-dir=/data/environments",
+        "--builder=buildah", "--registry=reg:5000",
+        "--EnvironmentsService.bases", "singleuser=reg:5000/su@sha256:" + "a" * 64,
+        "--no-tls-verify"]
+    assert service["environment"] == {"SSL_CERT_FILE": "/ca"}
+    assert set(c.JupyterHub.custom_scopes) == {
+        "custom:redspot:environments:read", "custom:redspot:environments:write",
+        "custom:redspot:environments:admin"}
+    user_role, admin_role = c.JupyterHub.load_roles
+    assert user_role["name"] == "user"
+    assert "access:services!service=environments" in user_role["scopes"]
+    assert "custom:redspot:environments:write" in user_role["scopes"]
+    assert admin_role["users"] == ["admin"]
+    assert c.RedspotSpawnerMixin.environments_catalog == "/data/environments/catalog.sqlite"
+    c = Config()
+    layer_services(c, validate_settings({}), ctx)
+    assert "services" not in c.JupyterHub
+
+
+def test_the_buildah_builder_needs_a_registry_and_bases():
+    assert problems({"services": {"environments": {"enabled": True, "builder": "buildah"}}}) == [
+        "services.environments: the buildah builder needs registry and bases"]
+
+
 def test_layer_command_line():
     c = Config()
     layer_command_line(c, CommandLine(ip="0.0.0.0", port=80, keep_servers=True))
