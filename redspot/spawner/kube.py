@@ -20,6 +20,7 @@ from kubespawner import KubeSpawner
 from traitlets import Dict, Enum, Float, Integer, List, Unicode, default, validate
 
 from .. import __version__
+from ..compute.kuberay import ray_cluster_name
 from .base import RedspotSpawnerMixin
 from .profiles import NodeOverhead, ProfileError, kubespawner_profile, parse_size
 from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes, safe_name
@@ -251,7 +252,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         env = super().get_env()
         env.update(self.redspot_env())
         env["REDSPOT_NAMESPACE"] = self.namespace
-        env["REDSPOT_RAY_CLUSTER"] = f"ray-{safe_name(self.user.name, max_length=40)}"
+        env["REDSPOT_RAY_CLUSTER"] = ray_cluster_name(self.user.name)
         env["REDSPOT_STORAGE_MODE"] = self.storage_mode
         for name, url in self.service_urls.items():
             env[f"REDSPOT_{safe_name(name).upper().replace('-', '_')}_URL"] = url

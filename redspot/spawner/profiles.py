@@ -400,17 +400,37 @@ def pod_resources(profile: Profile, overhead: NodeOverhead = NodeOverhead()) -> 
             f"({profile.vcpus} vCPU, {format_bytes(profile.memory)})"
         )
     return {
-        # whole millicores and MiB (JupyterHub's "M" is 2**20 bytes)
+        # whole millicores and whole MiB
         "cpu_guarantee": _millicores(cpu_guarantee),
         "cpu_limit": _millicores(cpu_allocatable),
-        "mem_guarantee": f"{mem_guarantee // MiB}M",
-        "mem_limit": f"{mem_allocatable // MiB}M",
+        "mem_guarantee": mem_guarantee // MiB * MiB,
+        "mem_limit": mem_allocatable // MiB * MiB,
     }
+
+
+def kube_resources(profile: Profile, overhead: NodeOverhead = NodeOverhead()) -> dict:
+    """``pod_resources`` as a container's ``resources`` (requests, limits, GPUs)."""
+    r = pod_resources(profile, overhead)
+    resources = {
+        "requests": {"cpu": f"{int(r['cpu_guarantee'] * 1000)}m",
+                     "memory": f"{r['mem_guarantee'] // MiB}Mi"},
+        "limits": {"cpu": f"{int(r['cpu_limit'] * 1000)}m",
+                   "memory": f"{r['mem_limit'] // MiB}Mi"},
+    }
+    if profile.gpus:
+        resources["requests"]["nvidia.com/gpu"] = str(profile.gpus)
+        resources["limits"]["nvidia.com/gpu"] = str(profile.gpus)
+    return resources
 
 
 def _millicores(cpus: float) -> float:
     """Round down to whole millicores (ignoring float noise such as 3.7199999)."""
     return math.floor(cpus * 1000 + 1e-6) / 1000
+
+
+def node_selector_for(profile: Profile, extra: Mapping[str, str] | None = None) -> dict:
+    """The labels a node must carry for a profile's pods."""
+    return {INSTANCE_TYPE_LABEL: profile.name, **(extra or {}), **profile.node_labels}
 
 
 def kubespawner_override(
@@ -419,13 +439,14 @@ def kubespawner_override(
     node_selector: Mapping[str, str] | None = None,
 ) -> dict:
     """The KubeSpawner traits a profile sets: placement, resources, GPUs, priority."""
+    resources = pod_resources(profile, overhead)
     override = {
-        "node_selector": {
-            INSTANCE_TYPE_LABEL: profile.name,
-            **(node_selector or {}),
-            **profile.node_labels,
-        },
-        **pod_resources(profile, overhead),
+        "node_selector": node_selector_for(profile, node_selector),
+        "cpu_guarantee": resources["cpu_guarantee"],
+        "cpu_limit": resources["cpu_limit"],
+        # JupyterHub's "M" is 2**20 bytes
+        "mem_guarantee": f"{resources['mem_guarantee'] // MiB}M",
+        "mem_limit": f"{resources['mem_limit'] // MiB}M",
     }
     if profile.gpus:
         override["extra_resource_limits"] = {"nvidia.com/gpu": str(profile.gpus)}
