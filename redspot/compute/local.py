@@ -1,0 +1,170 @@
+"""A user's own Ray head on one machine, started on demand by their server.
+
+The head runs under the user's account (the server's), listens on 127.0.0.1 only, has
+Ray's token authentication on with a token only that account can read, and usage
+statistics off. Its state lives in ``~/.redspot/ray/``:
+
+    token        the cluster's token (0600): what a driver needs to join
+    head.json    {"address", "dashboard", "client", "pgid", "temp_dir"}
+
+Ray's processes are started in a process group of their own; stopping the head signals
+that group (by its id, never by process name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class RayHeadError(RuntimeError):
+    """The head could not be started or reached; the message says why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    address: str  # 127.0.0.1:<gcs port>
+    dashboard: str  # http://127.0.0.1:<port>
+    client: str  # ray://127.0.0.1:<port>
+    pgid: int
+    temp_dir: str
+
+
+def auth_env(token_path: Path) -> dict[str, str]:
+    """What a Ray process or driver needs to join a token-protected cluster."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class LocalRayHead:
+    def __init__(self, state_dir: Path | None = None, temp_dir: Path | None = None,
+                 ray: str | None = None):
+        self.state_dir = Path(state_dir or Path.home() / ".redspot" / "ray")
+        # Ray's sockets must fit in 107 bytes: keep its folder short, and the account's own
+        self.temp_dir = Path(temp_dir or f"/tmp/redspot-ray-{os.getuid()}")
+        self.ray = ray or str(Path(sys.executable).parent / "ray")
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_dir / "token"
+
+    @property
+    def info_path(self) -> Path:
+        return self.state_dir / "head.json"
+
+    def token(self) -> str:
+        """The cluster's token, made on first use (0600, in a 0700 folder)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.state_dir, 0o700)
+        if not self.token_path.exists():
+            fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+        return self.token_path.read_text().strip()
+
+    def info(self) -> HeadInfo | None:
+        """The running head, or None (a head whose processes are gone is forgotten)."""
+        try:
+            info = HeadInfo(**json.loads(self.info_path.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+        if not group_alive(info.pgid):
+            self.info_path.unlink(missing_ok=True)
+            return None
+        return info
+
+    def start(self, cpus: float | None = None, gpus: int | None = None,
+              memory: int | None = None, timeout: float = 120) -> HeadInfo:
+        """Start the head unless it runs; return where it is."""
+        running = self.info()
+        if running:
+            return running
+        self.token()
+        self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
+        cmd = [
+            self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
+            f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={ports['dashboard']}",
+            f"--ray-client-server-port={ports['client']}",
+            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+        ]
+        if cpus is not None:
+            cmd.append(f"--num-cpus={max(1, int(cpus))}")
+        if gpus is not None:
+            cmd.append(f"--num-gpus={gpus}")
+        if memory is not None:
+            cmd.append(f"--memory={int(memory)}")
+        env = {**os.environ, **auth_env(self.token_path)}
+        log = self.state_dir / "head.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._kill_group(proc.pid)
+            raise RayHeadError(f"the Ray head did not start in {timeout} s; see {log}") from None
+        if code:
+            self._kill_group(proc.pid)
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            raise RayHeadError("the Ray head did not start:\n" + "\n".join(tail))
+        info = HeadInfo(
+            address=f"127.0.0.1:{ports['gcs']}",
+            dashboard=f"http://127.0.0.1:{ports['dashboard']}",
+            client=f"ray://127.0.0.1:{ports['client']}",
+            pgid=proc.pid,
+            temp_dir=str(self.temp_dir),
+        )
+        self.info_path.write_text(json.dumps(asdict(info)))
+        return info
+
+    def stop(self, timeout: float = 10) -> bool:
+        """Stop the head's process group (SIGTERM, then SIGKILL after ``timeout`` s: Ray's
+        GCS server does not always end on SIGTERM); True if one was running."""
+        info = self.info()
+        if info is None:
+            return False
+        self._kill_group(info.pgid, timeout)
+        self.info_path.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _kill_group(pgid: int, timeout: float = 10) -> None:
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not group_alive(pgid):
+                    return
+                time.sleep(0.2)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies, waiting to be reaped by
+    their parent, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
