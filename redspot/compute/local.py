@@ -45,9 +45,14 @@ class HeadInfo:
 
 
 def auth_env(token_path: Path) -> dict[str, str]:
-    """What a Ray process or driver needs to join a token-protected cluster."""
+    """What a Ray process or driver needs to join the user's token-protected cluster.
+
+    A one-machine cluster never takes other nodes: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    is Ray's switch that makes its node address the loopback one (otherwise Ray replaces
+    127.0.0.1 by the machine's network address and binds its servers there).
+    """
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
-            "RAY_USAGE_STATS_ENABLED": "0"}
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class LocalRayHead:

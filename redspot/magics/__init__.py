@@ -1,7 +1,8 @@
 """Redspot's IPython extension, loaded in every kernel of a Redspot server.
 
-``%redspot`` shows the instance profile the server runs on. The Ray and training
-magics (``%%ray_remote``, ``%%ray_train``) join this extension in later releases.
+``%redspot`` shows the instance profile the server runs on; ``%ray_connect``,
+``%ray_status``, ``%ray_disconnect`` and ``%%ray_remote`` (``redspot.magics.ray``) send
+cells to the user's Ray cluster.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ class RedspotMagics(Magics):
 
 
 def load_ipython_extension(ipython):
+    from .ray import RayMagics
+
     ipython.register_magics(RedspotMagics)
+    ipython.register_magics(RayMagics)
 
 
 def unload_ipython_extension(ipython):

@@ -240,6 +240,8 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.redspot_env())
+        # the user's Ray cluster is this machine alone: Ray keeps to the loopback address
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         return env
 
     def get_args(self):
