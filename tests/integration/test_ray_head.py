@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ def head(tmp_path_factory):
     info = head.start(cpus=2)
     yield head, info
     head.stop(timeout=5)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def run_driver(address, env, timeout=120):
@@ -61,8 +63,12 @@ def test_a_driver_without_the_token_is_refused(head, tmp_path):
 def test_start_is_idempotent_and_stop_ends_every_process(tmp_path):
     temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
     head = LocalRayHead(state_dir=tmp_path / "state", temp_dir=temp)
-    info = head.start(cpus=1)
-    assert head.start() == info  # already running: the same head
-    assert head.stop(timeout=5) is True
-    assert not group_alive(info.pgid)
-    assert head.info() is None and head.stop() is False
+    try:
+        info = head.start(cpus=1)
+        assert head.start() == info  # already running: the same head
+        assert head.stop(timeout=5) is True
+        assert not group_alive(info.pgid)
+        assert head.info() is None and head.stop() is False
+    finally:
+        head.stop(timeout=5)
+        shutil.rmtree(temp, ignore_errors=True)

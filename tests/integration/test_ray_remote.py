@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,11 +16,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
-    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"),
-                        temp_dir=Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp")))
+    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
+    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"), temp_dir=temp)
     info = head.start(cpus=2)
     yield head, info
     head.stop(timeout=5)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
