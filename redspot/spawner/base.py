@@ -181,6 +181,7 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         self.redspot_environment = None
         wanted = options.get("environment")
         if wanted is None:
+            self.apply_environment(None)
             return
         ready = {e["id"]: e for e in self.ready_environments()}
         if wanted not in ready:
@@ -192,9 +193,12 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         self.redspot_environment = ready[wanted]
         self.apply_environment(self.redspot_environment)
 
-    def apply_environment(self, environment: dict) -> None:
-        """Start the server in ``environment``. Each spawner says how."""
-        raise ProfileError("this spawner cannot start servers in environments")
+    def apply_environment(self, environment: dict | None) -> None:
+        """Start the server in ``environment`` (None: the default one). Each spawner says
+        how; the same spawner starts the user's server again and again, so None must undo
+        an earlier environment."""
+        if environment is not None:
+            raise ProfileError("this spawner cannot start servers in environments")
 
     def apply_profile(self, profile: Profile) -> None:
         """Put the profile's resources on this spawner. Subclasses add their own."""

@@ -181,9 +181,10 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         keys["image"] = f"one of the images: {', '.join(self.images)}"
         return keys
 
-    def apply_environment(self, environment: dict) -> None:
-        """Pods in an environment run its image (built by the buildah or kaniko builder)."""
-        self.image = environment["location"]
+    def apply_environment(self, environment: dict | None) -> None:
+        """Pods in an environment run its image (built by the buildah or kaniko builder);
+        others the default image (or the one the ``image`` option names)."""
+        self.image = environment["location"] if environment else next(iter(self.images.values()))
 
     def apply_options(self, options: dict) -> None:
         super().apply_options(options)

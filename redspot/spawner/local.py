@@ -78,9 +78,13 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
     def _cmd_default(self):
         return [self.python, "-m", "jupyterhub.singleuser"]
 
-    def apply_environment(self, environment: dict) -> None:
-        """Servers in an environment run its virtualenv's Python."""
-        self.python = environment["location"]
+    _default_python: str | None = None
+
+    def apply_environment(self, environment: dict | None) -> None:
+        """Servers in an environment run its virtualenv's Python; others the default one."""
+        if self._default_python is None:
+            self._default_python = self.python
+        self.python = environment["location"] if environment else self._default_python
         self.cmd = [self.python, "-m", "jupyterhub.singleuser"]
 
     @property

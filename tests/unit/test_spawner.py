@@ -90,3 +90,25 @@ def test_accounts_and_homes_follow_the_isolation_setting():
     assert spawner.account_name.startswith("rs-alice-s-")
     assert str(spawner.home).startswith("/data/home/alice-s-")
     assert not make_spawner(isolation="none").uses_accounts
+
+
+def test_a_server_started_without_an_environment_leaves_the_last_one(tmp_path):
+    from redspot.environments.catalog import Catalog
+
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    catalog.add("alice", "six", {"name": "six", "base": "default", "python": ["six"],
+                                 "debian": [], "env": {"SIX": "1"}, "description": ""},
+                "env-1")
+    catalog.claim_build("env-1")
+    catalog.finish_build("env-1", location="/envs/env-1/bin/python")
+    spawner = make_spawner(environments_catalog=str(tmp_path / "catalog.sqlite"),
+                           python="/srv/runtime/bin/python")
+    apply(spawner, {"environment": "alice/six"})
+    assert spawner.cmd[0] == "/envs/env-1/bin/python"
+    assert spawner.redspot_env()["SIX"] == "1"
+    apply(spawner, {})  # the next start, in the default environment
+    assert spawner.cmd[0] == "/srv/runtime/bin/python"
+    assert "SIX" not in spawner.redspot_env()
+    with pytest.raises(web.HTTPError) as e:
+        apply(spawner, {"environment": "bob/other"})
+    assert "choose one of: alice/six" in e.value.log_message
