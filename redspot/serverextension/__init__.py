@@ -6,6 +6,7 @@ server was started with (from the ``REDSPOT_*`` environment the spawner set).
 
 from __future__ import annotations
 
+import atexit
 import json
 
 from jupyter_server.base.handlers import APIHandler
@@ -32,3 +33,13 @@ def _load_jupyter_server_extension(serverapp):
         ".*$", [(url_path_join(base, "redspot", "api", "info"), InfoHandler)]
     )
     serverapp.log.info("Redspot server extension %s loaded", __version__)
+    atexit.register(_stop_ray_head, serverapp.log)
+
+
+def _stop_ray_head(log):
+    """The server stops: so does the user's Ray head that its kernels started (the hub
+    gives a stopping server a few seconds, so Ray gets a short grace period)."""
+    from ..compute.local import LocalRayHead
+
+    if LocalRayHead().stop(timeout=3):
+        log.info("Stopped this user's Ray head")

@@ -179,6 +179,29 @@ def test_the_redspot_ipython_extension_is_loaded_in_kernels(team_hub):
         team_hub.stop_server("bob")
 
 
+def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub):
+    from tests.kernels import run_cell
+
+    token = team_hub.user_token("bob")
+    assert team_hub.spawn("bob", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
+    try:
+        team_hub.wait_ready("bob")
+        kernel = _start_kernel(team_hub, "bob", token)
+        out = run_cell(team_hub.url, "bob", token, "%ray_connect", kernel=kernel, timeout=180)
+        assert "Connected to your Ray cluster at 127.0.0.1:" in out, out
+        run_cell(team_hub.url, "bob", token, "base = 6", kernel=kernel)
+        out = run_cell(team_hub.url, "bob", token,
+                       "%%ray_remote --cpus 1\nimport getpass\nanswer = base * 7\n"
+                       "print('worker of', getpass.getuser())", kernel=kernel, timeout=120)
+        assert "worker of" in out, out
+        assert "42" in run_cell(team_hub.url, "bob", token, "print(answer)", kernel=kernel)
+    finally:
+        team_hub.stop_server("bob")
+    # the server took the user's Ray head with it
+    state = team_hub.data_dir / "home" / "bob" / ".redspot" / "ray" / "head.json"
+    assert not state.exists()
+
+
 # --- isolation ---------------------------------------------------------------------------
 
 
