@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,11 +57,13 @@ def auth_env(token_path: Path) -> dict[str, str]:
 
 
 class LocalRayHead:
-    def __init__(self, state_dir: Path | None = None, temp_dir: Path | None = None,
+    def __init__(self, state_dir: Path | None = None, private_dir: Path | None = None,
                  ray: str | None = None):
         self.state_dir = Path(state_dir or Path.home() / ".redspot" / "ray")
-        # Ray's sockets must fit in 107 bytes: keep its folder short, and the account's own
-        self.temp_dir = Path(temp_dir or f"/tmp/redspot-ray-{os.getuid()}")
+        # Ray's sockets must fit in 107 bytes: keep its folder short. Ray opens its temp
+        # folder to everyone (0777), so it sits inside one only this account may enter.
+        self.private_dir = Path(private_dir or f"/tmp/redspot-{os.getuid()}")
+        self.temp_dir = self.private_dir / "ray"
         self.ray = ray or str(Path(sys.executable).parent / "ray")
 
     @property
@@ -99,7 +102,13 @@ class LocalRayHead:
         if running:
             return running
         self.token()
-        self.temp_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = self.private_dir
+        private.mkdir(exist_ok=True, mode=0o700)
+        if private.stat().st_uid != os.getuid():
+            raise RayHeadError(f"{private} belongs to another account; remove it or choose "
+                               "another folder for Ray")
+        os.chmod(private, 0o700)  # our own folder, made for Ray alone
+        self.temp_dir.mkdir(exist_ok=True, mode=0o700)
         ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
         cmd = [
             self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
@@ -146,6 +155,11 @@ class LocalRayHead:
             return False
         self._kill_group(info.pgid, timeout)
         self.info_path.unlink(missing_ok=True)
+        shutil.rmtree(info.temp_dir, ignore_errors=True)  # Ray's sessions: sockets, logs
+        try:
+            Path(info.temp_dir).parent.rmdir()  # the private folder, when nothing else is in it
+        except OSError:
+            pass
         return True
 
     @staticmethod

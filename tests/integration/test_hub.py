@@ -179,7 +179,8 @@ def test_the_redspot_ipython_extension_is_loaded_in_kernels(team_hub):
         team_hub.stop_server("bob")
 
 
-def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub):
+def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
+                                                                      account_prefix):
     from tests.kernels import run_cell
 
     token = team_hub.user_token("bob")
@@ -189,6 +190,11 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub)
         kernel = _start_kernel(team_hub, "bob", token)
         out = run_cell(team_hub.url, "bob", token, "%ray_connect", kernel=kernel, timeout=180)
         assert "Connected to your Ray cluster at 127.0.0.1:" in out, out
+        if os.geteuid() == 0:
+            uid = pwd.getpwnam(f"{account_prefix}bob").pw_uid
+            private = f"/tmp/redspot-{uid}"
+            assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+            assert os.stat(private).st_uid == uid
         run_cell(team_hub.url, "bob", token, "base = 6", kernel=kernel)
         out = run_cell(team_hub.url, "bob", token,
                        "%%ray_remote --cpus 1\nimport getpass\nanswer = base * 7\n"
@@ -197,7 +203,8 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub)
         assert "42" in run_cell(team_hub.url, "bob", token, "print(answer)", kernel=kernel)
     finally:
         team_hub.stop_server("bob")
-    # the server took the user's Ray head with it
+    # the server took the user's Ray head with it, and Ray's folder (opened to everyone by
+    # Ray) sat in one only bob's account may enter
     state = team_hub.data_dir / "home" / "bob" / ".redspot" / "ray" / "head.json"
     assert not state.exists()
 

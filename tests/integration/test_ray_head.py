@@ -30,7 +30,7 @@ DRIVER = textwrap.dedent("""
 def head(tmp_path_factory):
     state = tmp_path_factory.mktemp("ray-state")
     temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=state, temp_dir=temp)
+    head = LocalRayHead(state_dir=state, private_dir=temp)
     info = head.start(cpus=2)
     yield head, info
     head.stop(timeout=5)
@@ -62,10 +62,13 @@ def test_a_driver_without_the_token_is_refused(head, tmp_path):
 
 def test_start_is_idempotent_and_stop_ends_every_process(tmp_path):
     temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=tmp_path / "state", temp_dir=temp)
+    head = LocalRayHead(state_dir=tmp_path / "state", private_dir=temp)
     try:
+        tmp_mode = os.stat("/tmp").st_mode
         info = head.start(cpus=1)
         assert head.start() == info  # already running: the same head
+        assert os.stat(temp).st_mode & 0o777 == 0o700  # Ray's folder sits in a private one
+        assert os.stat("/tmp").st_mode == tmp_mode  # and nothing else was touched
         assert head.stop(timeout=5) is True
         assert not group_alive(info.pgid)
         assert head.info() is None and head.stop() is False

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"), temp_dir=temp)
+    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"), private_dir=temp)
     info = head.start(cpus=2)
     yield head, info
     head.stop(timeout=5)
