@@ -18,22 +18,17 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from jupyterhub.utils import random_port
+
 
 class RayHeadError(RuntimeError):
     """The head could not be started or reached; the message says why."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -109,7 +104,7 @@ class LocalRayHead:
                                "another folder for Ray")
         os.chmod(private, 0o700)  # our own folder, made for Ray alone
         self.temp_dir.mkdir(exist_ok=True, mode=0o700)
-        ports = {"gcs": free_port(), "dashboard": free_port(), "client": free_port()}
+        ports = {"gcs": random_port(), "dashboard": random_port(), "client": random_port()}
         cmd = [
             self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
             f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
