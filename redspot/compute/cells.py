@@ -1,10 +1,11 @@
 """Running a notebook cell on Ray: what goes in, what comes out, and the remote side.
 
 Pure parts (no Ray): ``analyze`` finds the names a cell reads and binds. The remote part,
-``run_cell``, is a Ray streaming-generator task: it runs the cell in a thread of the
-worker, yields its output as it is printed, and finally yields the result (the names
-the cell bound, the value of its last expression, or the error with the cell's own
-traceback).
+``run_cell``, is the body of an ordinary Ray task: it runs the cell with the notebook's
+values, sends what the cell prints or displays back through the kernel's output channel
+as it comes (``channel``), and returns the names the cell bound, the value of its last
+expression, or the error with the cell's own traceback. ``run_cell_streaming`` does the
+same as a streaming generator, for kernels the workers cannot connect to.
 """
 
 from __future__ import annotations
@@ -82,63 +83,149 @@ def analyze(code: str) -> CellNames:
 
 
 class _Stream(io.TextIOBase):
-    def __init__(self, name: str, sink: queue.Queue):
+    """``sys.stdout``/``sys.stderr`` of a remote cell: line-buffered, like a terminal."""
+
+    def __init__(self, name: str, emit):
         self.name = name
-        self.sink = sink
+        self.emit = emit
+        self._buffer: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
 
     def writable(self):
         return True
 
     def write(self, text):
-        if text:
-            self.sink.put(("stream", self.name, text))
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        with self._lock:
+            self._buffer.append(text)
+            self._size += len(text)
+            if "\n" not in text and "\r" not in text and self._size < 8192:
+                return len(text)
+        self.flush()
         return len(text)
 
+    def flush(self):
+        with self._lock:
+            text, self._buffer, self._size = "".join(self._buffer), [], 0
+        if text:
+            self.emit(("stream", self.name, text))
 
-def execute(code: str, inputs: dict, writes: list[str], last_expression: bool, sink):
-    """Run ``code`` with ``inputs``; print output goes to ``sink``. Returns the result."""
+
+def execute(code: str, inputs: dict, writes: list[str], last_expression: bool, emit) -> dict:
+    """Run ``code`` with ``inputs``; its output goes to ``emit`` as it comes.
+
+    Returns ``{"outputs": {name: Packed}, "last": Packed | None, "refused": [...]}`` or
+    ``{"error": {...}}`` with the cell's own traceback. Values are packed here, so a value
+    that cannot be pickled is named in ``refused`` instead of failing the whole result.
+    """
+    from . import display
+    from .shipping import pack
+
     namespace = {"__name__": "__main__", "__builtins__": builtins, **inputs}
     tree = ast.parse(code, CELL_FILENAME)
     last = None
     if last_expression:
         last = ast.Expression(tree.body.pop().value)
     out, err = sys.stdout, sys.stderr
-    stdout, stderr = _Stream("stdout", sink), _Stream("stderr", sink)
+    stdout, stderr = _Stream("stdout", emit), _Stream("stderr", emit)
     try:
         sys.stdout, sys.stderr = stdout, stderr
-        exec(compile(tree, CELL_FILENAME, "exec"), namespace)  # noqa: S102
-        value = eval(compile(last, CELL_FILENAME, "eval"), namespace) if last else None
+        with display.capture(emit, code, namespace):
+            exec(compile(tree, CELL_FILENAME, "exec"), namespace)  # noqa: S102
+            value = eval(compile(last, CELL_FILENAME, "eval"), namespace) if last else None
+    except KeyboardInterrupt:  # the run was cancelled: Ray reports it
+        raise
     except BaseException as e:  # the cell's error, with the cell's frames only
-        frames = [f for f in traceback.extract_tb(e.__traceback__)
-                  if f.filename == CELL_FILENAME or "site-packages" in f.filename]
-        lines = code.splitlines()
-        text = "".join(
-            f'  Cell line {f.lineno}, in {f.name}\n    {lines[f.lineno - 1].strip()}\n'
-            if f.filename == CELL_FILENAME and 0 < (f.lineno or 0) <= len(lines)
-            else f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
-            for f in frames
-        )
-        return {"error": {"type": type(e), "name": type(e).__name__, "value": str(e),
-                          "traceback": text}}
+        stdout.flush()
+        stderr.flush()
+        return {"error": _error(e, code)}
     finally:
+        stdout.flush()
+        stderr.flush()
         sys.stdout, sys.stderr = out, err
-    return {"outputs": {n: namespace[n] for n in writes if n in namespace}, "last": value}
+    result = {"outputs": {}, "last": None, "refused": []}
+    for name in writes:
+        if name not in namespace:
+            continue
+        try:
+            result["outputs"][name] = pack(namespace[name])
+        except Exception as e:
+            result["refused"].append(f"{name} ({type(namespace[name]).__name__}: {e})")
+    if value is not None:
+        try:
+            result["last"] = pack(value)
+        except Exception:  # shown here instead: its representation comes back
+            emit(("display", *display.bundle(value)))
+    return result
 
 
-def run_cell_generator(code: str, inputs: dict, writes: list[str], last_expression: bool):
-    """The body of the streaming task: yields ("stream", name, text) then ("result", r)."""
-    sink: queue.Queue = queue.Queue()
+def _error(e: BaseException, code: str) -> dict:
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if f.filename == CELL_FILENAME or "site-packages" in f.filename]
+    lines = code.splitlines()
+    text = "".join(
+        f"  Cell line {f.lineno}, in {f.name}\n    {lines[f.lineno - 1].strip()}\n"
+        if f.filename == CELL_FILENAME and 0 < (f.lineno or 0) <= len(lines)
+        else f'  File "{f.filename}", line {f.lineno}, in {f.name}\n'
+        for f in frames
+    )
+    import cloudpickle
+
+    error_type = type(e)
+    try:
+        cloudpickle.dumps(error_type)
+    except Exception:  # known by name only
+        error_type = None
+    return {"type": error_type, "name": error_type.__name__ if error_type else type(e).__name__,
+            "value": str(e), "traceback": text}
+
+
+def run_cell(code: str, writes: list[str], last_expression: bool, inline: dict,
+             channel, ref_names: list[str], *ref_values) -> dict:
+    """The body of a cell's task. Output goes live through ``channel`` (a
+    :class:`~.channel.ChannelAddress`); what could not go comes back in the result."""
+    from .channel import RemoteOutput
+    from .shipping import unpack_inputs
+
+    remote = RemoteOutput(channel)
+    kept: list[tuple] = []
+
+    def emit(event):
+        if not remote.emit(event):
+            kept.append(event)
+
+    try:
+        inputs = unpack_inputs(inline, dict(zip(ref_names, ref_values, strict=True)))
+        result = execute(code, inputs, writes, last_expression, emit)
+    finally:
+        streamed = remote.close()
+    result["streamed"] = streamed
+    result["output"] = kept
+    return result
+
+
+def run_cell_streaming(code: str, writes: list[str], last_expression: bool, inline: dict,
+                       channel, ref_names: list[str], *ref_values):
+    """The same as a streaming task, for kernels the workers cannot reach (Ray Client):
+    yields ("stream"|"display", ...) events as they come, then ("result", result)."""
+    from .shipping import unpack_inputs
+
+    events: queue.Queue = queue.Queue()
+    done = object()
     result: dict = {}
 
     def work():
-        result.update(execute(code, inputs, writes, last_expression, sink))
+        try:
+            inputs = unpack_inputs(inline, dict(zip(ref_names, ref_values, strict=True)))
+            result.update(execute(code, inputs, writes, last_expression, events.put))
+        finally:
+            events.put(done)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
-    while thread.is_alive() or not sink.empty():
-        try:
-            yield sink.get(timeout=0.02)
-        except queue.Empty:
-            continue
+    while (event := events.get()) is not done:
+        yield event
     thread.join()
-    yield ("result", result)
+    yield ("result", {**result, "streamed": False, "output": []})

@@ -6,6 +6,7 @@ statistics off. Its state lives in ``~/.redspot/ray/``:
 
     token        the cluster's token (0600): what a driver needs to join
     head.json    {"address", "dashboard", "client", "pgid", "temp_dir"}
+    last-used    touched whenever a kernel uses the head (its idle time)
 
 Ray's processes are started in a process group of their own; stopping the head signals
 that group (by its id, never by process name).
@@ -13,6 +14,7 @@ that group (by its id, never by process name).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -68,6 +70,28 @@ class LocalRayHead:
     @property
     def info_path(self) -> Path:
         return self.state_dir / "head.json"
+
+    @property
+    def activity_path(self) -> Path:
+        return self.state_dir / "last-used"
+
+    def touch(self) -> None:
+        """Note that a kernel uses the head now (see :meth:`idle_seconds`)."""
+        try:
+            os.utime(self.activity_path)
+        except FileNotFoundError:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.activity_path.touch(mode=0o600)
+
+    def idle_seconds(self) -> float | None:
+        """Seconds since a kernel last used the running head (None: no head runs)."""
+        info = self.info()
+        if info is None:
+            return None
+        times = [self.info_path.stat().st_mtime]
+        with contextlib.suppress(FileNotFoundError):
+            times.append(self.activity_path.stat().st_mtime)
+        return max(0.0, time.time() - max(times))
 
     def token(self) -> str:
         """The cluster's token, made on first use (0600, in a 0700 folder)."""

@@ -1,23 +1,46 @@
-"""The kernel's connection to Ray: connect, describe, and run cells remotely.
+"""The kernel's connection to Ray: connect, describe, ship values, and run cells.
 
-The only module of the magics' side that imports ray. A kernel on the same machine as
-the cluster joins it as a driver (``ray.init(address=…)``): the fastest transport, with
-task round trips of a few milliseconds.
+The only module of the magics' side that imports ray. Which cluster and how to reach it
+is ``transport.py``'s decision; this module holds the connection, the output channel
+that brings back what remote cells print, and the cache of large values already in the
+object store (``shipping.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import cells
-from .local import LocalRayHead, auth_env
+from . import cells, transport
+from .channel import OutputChannel
+from .local import LocalRayHead
+from .shipping import InputCache, Shipment
+
+#: How long a cancelled cell gets to stop (KeyboardInterrupt) before its worker is killed.
+CANCEL_GRACE = 3.0
+#: Default seconds without use after which a kernel lets go of the user's own head.
+DEFAULT_IDLE_TIMEOUT = 3600
+
+
+def idle_timeout() -> int:
+    """``$REDSPOT_RAY_IDLE_TIMEOUT`` (set by the spawner), in seconds; 0: never."""
+    try:
+        return max(0, int(os.environ.get("REDSPOT_RAY_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)))
+    except ValueError:
+        return DEFAULT_IDLE_TIMEOUT
 
 
 class ResourceError(ValueError):
     """No node of the cluster can run the request; the message lists what there is."""
+
+
+class NotConnected(RuntimeError):
+    """The kernel is not connected to a cluster (any more)."""
 
 
 @dataclass
@@ -39,47 +62,205 @@ def _ray():
     return ray
 
 
-class RaySession:
+class RunOutput:
+    """Where a run's output goes: kept until someone shows it, then passed on live.
+
+    A cell that waits for its run attaches at once; an ``--async`` run keeps its output
+    until ``%ray_result`` (or the handle) attaches.
+    """
+
     def __init__(self):
-        self.address: str | None = None
-        self.dashboard: str | None = None
-        self._task = None
+        self.events: list[tuple] = []
+        self._target: Callable | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event: tuple) -> None:
+        with self._lock:
+            if self._target is None:
+                self.events.append(event)
+                return
+            self._target(event)
+
+    def attach(self, target: Callable) -> None:
+        with self._lock:
+            for event in self.events:
+                target(event)
+            self._target = target
+
+    def detach(self) -> None:
+        with self._lock:
+            self._target = None
+
+
+class RemoteRun:
+    """One cell sent to the cluster: wait for it, ask whether it is done, or cancel it."""
+
+    def __init__(self, session: RaySession, ref, channel_address, streaming: bool):
+        self.session = session
+        self.ref = ref
+        self.channel_address = channel_address
+        self.streaming = streaming
+        self.output = RunOutput()
+        self.started = time.monotonic()
+        self._result: dict | None = None
+        self._lock = threading.Lock()
+
+    def done(self) -> bool:
+        if self._result is not None:
+            return True
+        ready, _ = _ray().wait([self.ref], timeout=0)
+        return bool(ready)
+
+    def wait(self, timeout: float | None = None) -> dict:
+        """The run's result (see :func:`cells.execute`); cancels the run when the wait is
+        interrupted or ``timeout`` s pass (then TimeoutError)."""
+        with self._lock:
+            if self._result is None:
+                try:
+                    self._result = self._wait(timeout)
+                except BaseException:
+                    self.cancel()
+                    raise
+                finally:
+                    self.session.touch()
+            return self._result
+
+    def _wait(self, timeout):
+        ray = _ray()
+        deadline = None if timeout is None else self.started + timeout
+        if self.streaming:
+            return self._wait_streaming(deadline, timeout)
+        while True:
+            # in slices: a running cell counts as use of the cluster (see touch)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"the cell did not finish in {timeout:g} s; it was cancelled")
+            try:
+                result = ray.get(self.ref, timeout=60 if left is None else min(left, 60))
+                break
+            except ray.exceptions.GetTimeoutError:
+                self.session.touch()
+        if self.channel_address is not None:
+            self.session.channel.finish(self.channel_address, result.get("streamed", False))
+        for event in result.get("output", ()):
+            self.output(event)
+        return result
+
+    def _wait_streaming(self, deadline, timeout):
+        ray = _ray()
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"the cell did not finish in {timeout:g} s; it was cancelled")
+            ready, _ = ray.wait([self.ref], timeout=0.2 if left is None else min(0.2, left))
+            if not ready:
+                continue
+            try:
+                event = ray.get(next(self.ref))
+            except StopIteration:
+                raise RuntimeError("the cell's task ended without a result") from None
+            if event[0] == "result":
+                return event[1]
+            self.output(event)
+
+    def cancel(self) -> None:
+        """Stop the run: KeyboardInterrupt in the cell, then its worker killed if it does
+        not stop within a few seconds."""
+        if self._result is not None:
+            return
+        ray = _ray()
+        with contextlib.suppress(Exception):
+            ray.cancel(self.ref, force=False)
+            if self.streaming:
+                return
+            ready, _ = ray.wait([self.ref], timeout=CANCEL_GRACE)
+            if not ready:
+                ray.cancel(self.ref, force=True)
+        if self.channel_address is not None:
+            self.session.channel.finish(self.channel_address, streamed=False)
+
+
+class RaySession:
+    def __init__(self, head: LocalRayHead | None = None):
+        self.head = head
+        self.target: transport.Target | None = None
+        self.channel: OutputChannel | None = None
+        self.cache: InputCache | None = None
+        self.last_used = time.monotonic()
         self._nodes: tuple[float, list] | None = None
+        self._remote: dict = {}
+        self._runs: weakref.WeakSet = weakref.WeakSet()
+        self.idle_disconnected = False
+        self._watch: threading.Thread | None = None
 
     @property
     def connected(self) -> bool:
-        return _ray().is_initialized()
+        return self.target is not None and _ray().is_initialized()
 
-    def connect(self, address: str | None = None, local: bool = False) -> str:
-        """Join ``address``, a new in-process cluster (``local``), or the user's own head."""
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        head = None
-        if address is None and not local:
-            # before ray is imported: it reads some of these when it is
-            head = LocalRayHead()
-            os.environ.update(auth_env(head.token_path))
-        ray = _ray()
-        if ray.is_initialized():
-            ray.shutdown()
-        if local:
-            ray.init(logging_level="ERROR", log_to_driver=False,
-                     include_dashboard=False, num_cpus=_env_int("REDSPOT_CPUS"))
-            self.address, self.dashboard = "local", None
-            return "a new local Ray cluster in this kernel"
-        if head is not None:
-            info = head.start(cpus=_env_float("REDSPOT_CPUS"), gpus=_env_int("REDSPOT_GPUS"))
-            address, self.dashboard = info.address, info.dashboard
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-        self.address = address
-        return f"your Ray cluster at {address}"
+    @property
+    def address(self) -> str | None:
+        return self.target.address if self.target else None
+
+    @property
+    def dashboard(self) -> str | None:
+        return self.target.dashboard if self.target else None
+
+    def connect(self, address: str | None = None, local: bool = False,
+                cluster: str | None = None) -> str:
+        """Join a cluster (see ``transport.resolve``); say which."""
+        target = transport.resolve(address, local=local, cluster=cluster)
+        self.disconnect()
+        self.target = transport.connect(
+            target, head=self.head, cpus=_env_float("REDSPOT_CPUS"),
+            gpus=_env_int("REDSPOT_GPUS"))
+        if self.target.streams_by_channel:
+            self.channel = OutputChannel(transport.channel_host(self.target))
+        self.cache = InputCache(_ray().put)
+        self._nodes = None
+        self.touch()
+        return self.target.description
+
+    def watch_idle(self, busy: Callable[[], bool], timeout: int | None = None) -> None:
+        """Let go of the user's own head after ``timeout`` s without use, so that it may
+        stop (a driver whose head stops dies with it: the kernel would die). In use: a
+        run not yet collected, or ``busy()`` (the kernel runs a cell)."""
+        timeout = idle_timeout() if timeout is None else timeout
+        if not timeout or self._watch is not None:
+            return
+
+        def watch():
+            interval = min(60.0, max(0.5, timeout / 4))
+            while True:
+                time.sleep(interval)
+                if self.target is None or not self.target.own_head:
+                    continue
+                if busy() or any(not run.done() for run in list(self._runs)):
+                    self.touch()
+                elif time.monotonic() - self.last_used >= timeout:
+                    with contextlib.suppress(Exception):
+                        self.disconnect()
+                    self.idle_disconnected = True
+
+        self._watch = threading.Thread(target=watch, name="redspot-ray-idle", daemon=True)
+        self._watch.start()
 
     def disconnect(self, stop_head: bool = False) -> None:
-        ray = _ray()
-        if ray.is_initialized():
+        ray = _ray() if self.target is not None or stop_head else None
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+        self.cache = None
+        if ray is not None and ray.is_initialized():
             ray.shutdown()
         if stop_head:
-            LocalRayHead().stop()
-        self.address = None
+            (self.head or LocalRayHead()).stop()
+        self.target = None
+
+    def touch(self) -> None:
+        """Note that the cluster is in use (the user's local head stops when idle)."""
+        self.last_used = time.monotonic()
+        if self.target is not None and self.target.own_head:
+            (self.head or LocalRayHead()).touch()
 
     def nodes(self, max_age: float = 5.0) -> list[dict]:
         now = time.monotonic()
@@ -91,6 +272,7 @@ class RaySession:
     def status(self) -> dict:
         ray = _ray()
         return {"address": self.address, "dashboard": self.dashboard,
+                "transport": self.target.kind if self.target else None,
                 "nodes": len(self.nodes(max_age=0)),
                 "resources": ray.cluster_resources(),
                 "available": ray.available_resources()}
@@ -111,52 +293,48 @@ class RaySession:
         asked = ", ".join(f"{k} {_fmt(k, v)}" for k, v in wanted.items() if v)
         raise ResourceError(f"no node of the cluster has {asked}; the cluster has: {described}")
 
-    def run(self, code: str, inputs: dict, writes: list[str], last_expression: bool,
-            cpus: float = 1, gpus: float = 0, memory: int | None = None,
-            timeout: float | None = None, runtime_env: dict | None = None) -> Iterator:
-        """Submit the cell; yield ("stream", name, text) events, then ("result", dict)."""
-        ray = _ray()
-        task = _remote_cell().options(num_cpus=cpus, num_gpus=gpus, memory=memory,
-                                      runtime_env=runtime_env)
-        self._task = generator = task.remote(code, inputs, writes, last_expression)
-        deadline = time.monotonic() + timeout if timeout else None
-        try:
-            while True:
-                # short waits: a deadline is kept and Ctrl-C is seen while the cell runs
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"the cell did not finish in {timeout} s; "
-                                       "it was cancelled")
-                ready, _ = ray.wait([generator], timeout=0.2 if left is None else min(0.2, left))
-                if not ready:
-                    continue
-                try:
-                    ref = next(generator)
-                except StopIteration:
-                    return
-                yield ray.get(ref)
-        except BaseException:
-            self.cancel()
-            raise
-        finally:
-            self._task = None
+    def ship(self, values: dict, alive: Callable[[str], bool]) -> Shipment:
+        """The cell's inputs, large ones by reference (see ``shipping.py``); references
+        of names the notebook no longer has are let go."""
+        if self.cache is None:
+            raise NotConnected("not connected to a Ray cluster: run %ray_connect")
+        self.cache.forget(keep=alive)
+        return self.cache.prepare(values)
 
-    def cancel(self) -> None:
-        if self._task is not None:
-            try:
-                _ray().cancel(self._task, force=True)
-            except Exception:  # already finished
-                pass
+    def submit(self, code: str, shipment: Shipment, writes: list[str], last_expression: bool,
+               cpus: float = 1, gpus: float = 0, memory: int | None = None,
+               runtime_env: dict | None = None) -> RemoteRun:
+        """Start the cell on the cluster; its output is kept in the run's ``output``."""
+        if not self.connected:
+            raise NotConnected("not connected to a Ray cluster: run %ray_connect")
+        self.touch()
+        streaming = self.channel is None
+        options = {"num_cpus": cpus, "num_gpus": gpus, "memory": memory,
+                   "runtime_env": runtime_env or None, "max_retries": 0}
+        names = list(shipment.refs)
+        args = [code, writes, last_expression, shipment.inline]
+        if streaming:
+            run = RemoteRun(self, None, None, streaming=True)
+            self._runs.add(run)
+            run.ref = self._task(streaming=True).options(**options).remote(
+                *args, None, names, *shipment.refs.values())
+            return run
+        address = None
+        run = RemoteRun(self, None, None, streaming=False)
+        self._runs.add(run)
+        address = self.channel.open(run.output)
+        run.channel_address = address
+        run.ref = self._task(streaming=False).options(**options).remote(
+            *args, address, names, *shipment.refs.values())
+        return run
 
-
-_REMOTE = None
-
-
-def _remote_cell():
-    global _REMOTE
-    if _REMOTE is None:
-        _REMOTE = _ray().remote(num_returns="streaming")(cells.run_cell_generator)
-    return _REMOTE
+    def _task(self, streaming: bool):
+        if streaming not in self._remote:
+            ray = _ray()
+            self._remote[streaming] = (
+                ray.remote(num_returns="streaming")(cells.run_cell_streaming) if streaming
+                else ray.remote(cells.run_cell))
+        return self._remote[streaming]
 
 
 def _env_int(name):

@@ -114,10 +114,11 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             command += ["--EnvironmentsService.bases", f"{name}={ref}"]
         if envs.get("tls_verify") is False:
             command.append("--no-tls-verify")
+        url = f"http://127.0.0.1:{ctx.service_ports['environments']}"
         services.append({
             "name": "environments",
             "display": True,
-            "url": f"http://127.0.0.1:{ctx.service_ports['environments']}",
+            "url": url,
             "command": command,
             "oauth_no_confirm": True,
             "oauth_client_allowed_scopes": list(scopes.CUSTOM_SCOPES),
@@ -125,6 +126,8 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         })
         c.RedspotSpawnerMixin.environments_catalog = str(
             ctx.paths.environments / "catalog.sqlite")
+        c.RedspotSpawnerMixin.service_urls = {
+            "environments": f"{url}/services/environments/"}
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])
@@ -192,7 +195,8 @@ def layer_settings(c: Config, settings: dict) -> None:
         c.RedspotLocalSpawner.isolation = local["isolation"]
     if "account_prefix" in local:
         c.RedspotLocalSpawner.account_prefix = local["account_prefix"]
-
+    if "idle_timeout" in settings.get("ray", {}):
+        c.RedspotSpawnerMixin.ray_idle_timeout = settings["ray"]["idle_timeout"]
 
     layer_kubernetes(c, settings.get("kubernetes", {}))
 

@@ -35,8 +35,13 @@ def service_roles(services: list[str], admin_users: list[str]) -> list[dict]:
     if "environments" in services:
         user_scopes.append(ENVIRONMENTS_WRITE)
         admin_scopes.append(ENVIRONMENTS_ADMIN)
+    # a server's own token ($JUPYTERHUB_API_TOKEN: kernels use it) reaches the services
+    server_scopes = ["users:activity!user", "access:servers!server", *access]
+    if "environments" in services:
+        server_scopes.append(ENVIRONMENTS_READ)
     return [
         {"name": "user", "scopes": user_scopes},
+        {"name": "server", "scopes": server_scopes},
         {"name": "redspot-admin", "description": "Administers Redspot's services",
          "scopes": admin_scopes, "users": list(admin_users)},
     ]

@@ -1,20 +1,30 @@
 """Redspot's jupyter-server extension: what the JupyterLab side asks the server.
 
-``GET /redspot/api/info`` answers the Redspot version and the instance profile this
-server was started with (from the ``REDSPOT_*`` environment the spawner set).
+``GET /redspot/api/info``
+    the Redspot version and the instance profile this server was started with (from the
+    ``REDSPOT_*`` environment the spawner set).
+``/redspot/ray/dashboard/…``
+    the user's Ray dashboard, proxied: the browser reaches it behind the hub's login, and
+    the server adds the cluster's token, which the browser never sees.
+
+It also stops the user's local Ray head when it has not been used for
+``$REDSPOT_RAY_IDLE_TIMEOUT`` seconds, and when the server stops.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import os
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.ioloop import PeriodicCallback
 
 from .. import __version__
 from ..info import server_info
+from .dashboard import DashboardProxyHandler
 
 
 class InfoHandler(APIHandler):
@@ -29,11 +39,13 @@ def _jupyter_server_extension_points():
 
 def _load_jupyter_server_extension(serverapp):
     base = serverapp.web_app.settings["base_url"]
-    serverapp.web_app.add_handlers(
-        ".*$", [(url_path_join(base, "redspot", "api", "info"), InfoHandler)]
-    )
+    serverapp.web_app.add_handlers(".*$", [
+        (url_path_join(base, "redspot", "api", "info"), InfoHandler),
+        (url_path_join(base, "redspot", "ray", "dashboard") + "(/.*)?", DashboardProxyHandler),
+    ])
     serverapp.log.info("Redspot server extension %s loaded", __version__)
     atexit.register(_stop_ray_head, serverapp.log)
+    _watch_ray_head(serverapp.log)
 
 
 def _stop_ray_head(log):
@@ -43,3 +55,28 @@ def _stop_ray_head(log):
 
     if LocalRayHead().stop(timeout=3):
         log.info("Stopped this user's Ray head")
+
+
+def _watch_ray_head(log):
+    """Stop the user's local head once no kernel has used it for the idle timeout.
+
+    Kernels let go of the head at the idle timeout (``RaySession.watch_idle``); the head
+    stops two checks later, when every kernel that was connected has disconnected.
+    """
+    from ..compute.local import LocalRayHead
+    from ..compute.session import idle_timeout
+
+    timeout = idle_timeout()
+    if not timeout or os.environ.get("REDSPOT_RAY_CLUSTER"):  # Kubernetes: KubeRay's job
+        return None
+    interval = min(60.0, max(0.5, timeout / 4))
+
+    def check():
+        head = LocalRayHead()
+        idle = head.idle_seconds()
+        if idle is not None and idle > timeout + 2 * interval and head.stop(timeout=3):
+            log.info("Stopped this user's Ray head: unused for %d s", int(idle))
+
+    callback = PeriodicCallback(check, interval * 1000)
+    callback.start()
+    return callback

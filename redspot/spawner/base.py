@@ -13,7 +13,7 @@ User options are untrusted input, handled in three steps:
 from __future__ import annotations
 
 from tornado import web
-from traitlets import Any, Bool, Dict, List, Unicode, default, validate
+from traitlets import Any, Bool, Dict, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 from ..hub.spawn_form import render_profiles_form
@@ -76,6 +76,19 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         their server in any ready environment of theirs or their team's
         (``user_options["environment"] = "owner/name"``). Set by ``redspot up`` when
         ``services.environments`` is enabled.""",
+    )
+
+    service_urls = Dict(
+        value_trait=Unicode(), config=True,
+        help="""URLs of Redspot services, by name; each reaches the server as
+        ``REDSPOT_<NAME>_URL`` (``{"environments": "http://127.0.0.1:8091/services/environments/"}``).
+        Set by ``redspot up`` for the services it runs.""",
+    )
+
+    ray_idle_timeout = Integer(
+        3600, config=True,
+        help="""Seconds without use after which the user's Ray cluster stops (0: never).
+        Reaches the server as ``REDSPOT_RAY_IDLE_TIMEOUT``.""",
     )
 
     profile = Any(
@@ -209,13 +222,16 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     def redspot_env(self) -> dict[str, str]:
         """What every Redspot server is told: its profile, its environment's variables,
         and that Ray stays quiet."""
-        env = {"RAY_USAGE_STATS_ENABLED": "0"}
+        env = {"RAY_USAGE_STATS_ENABLED": "0",
+               "REDSPOT_RAY_IDLE_TIMEOUT": str(self.ray_idle_timeout)}
         if self.redspot_environment:
             env.update(self.redspot_environment["env"])
             env["REDSPOT_ENVIRONMENT"] = self.redspot_environment["id"]
             env["REDSPOT_ENVIRONMENT_TAG"] = self.redspot_environment["tag"]
         if self.profile:
             env.update(self.profile.server_env())
+        for name, url in self.service_urls.items():
+            env[f"REDSPOT_{name.upper().replace('-', '_')}_URL"] = url
         return env
 
     # --- state across hub restarts -------------------------------------------------------

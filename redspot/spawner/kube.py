@@ -23,7 +23,7 @@ from .. import __version__
 from ..compute.kuberay import ray_cluster_name
 from .base import RedspotSpawnerMixin
 from .profiles import NodeOverhead, ProfileError, kubespawner_profile, parse_size
-from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes, safe_name
+from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes
 
 DEFAULT_IMAGE = f"redspot/singleuser:{__version__}"
 
@@ -97,12 +97,6 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
     )
 
     # --- what the server is told --------------------------------------------------------
-    service_urls = Dict(
-        value_trait=Unicode(), config=True,
-        help="""URLs of Redspot services, by name; each reaches the server as
-        ``REDSPOT_<NAME>_URL`` (``{"models": "http://hub:8081/services/models/"}``).""",
-    )
-
     # --- KubeSpawner defaults Redspot changes -------------------------------------------
     @default("profile_list")
     def _profile_list_default(self):
@@ -255,6 +249,4 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         env["REDSPOT_NAMESPACE"] = self.namespace
         env["REDSPOT_RAY_CLUSTER"] = ray_cluster_name(self.user.name)
         env["REDSPOT_STORAGE_MODE"] = self.storage_mode
-        for name, url in self.service_urls.items():
-            env[f"REDSPOT_{safe_name(name).upper().replace('-', '_')}_URL"] = url
         return env

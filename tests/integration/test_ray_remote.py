@@ -114,7 +114,7 @@ def test_return_and_no_return(shell):
 def test_a_cell_past_its_timeout_is_cancelled(shell):
     result = run(shell, "import time\ntime.sleep(30)", "--timeout 2")
     assert not result.success
-    assert "did not finish in 2.0 s; it was cancelled" in str(result.error_in_exec)
+    assert "did not finish in 2 s; it was cancelled" in str(result.error_in_exec)
 
 
 def test_output_streams_into_the_cell_while_it_runs(shell, monkeypatch):
@@ -146,3 +146,142 @@ def test_ray_status_shows_the_cluster(shell, capsys):
     status = shell.run_line_magic("ray_status", "")
     assert status["resources"]["CPU"] == 2
     assert "1 node(s), 2 CPU" in capsys.readouterr().out
+
+
+def test_pandas_frames_go_in_and_come_back_writable(shell):
+    import pandas as pd
+
+    shell.user_ns["frame"] = pd.DataFrame({"x": range(1000), "label": ["a", "b"] * 500})
+    result = run(shell, "summary = frame.groupby('label').x.sum()\n"
+                        "doubled = frame.assign(x=frame.x * 2)")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["summary"].to_dict() == {"a": 249500, "b": 250000}
+    doubled = shell.user_ns["doubled"]
+    assert doubled.x.iloc[-1] == 1998
+    doubled.loc[0, "x"] = -1  # changed in place: not the object store's read-only memory
+    assert doubled.x.iloc[0] == -1
+
+
+def test_large_values_go_once_and_again_only_when_they_change(shell):
+    import numpy as np
+
+    magics = shell.magics_manager.registry["RayMagics"]
+    big = np.arange(2_000_000, dtype=np.float64)  # 16 MB
+    shell.user_ns["big"] = big
+    assert run(shell, "total = float(big.sum())").success
+    cache = magics.session.cache
+    assert "big" in cache
+    first = cache._refs["big"]
+    assert run(shell, "total = float(big.sum())").success
+    assert cache._refs["big"] is first  # unchanged: the same reference went again
+    big[0] = 1e9  # changed in place: noticed, sent again
+    assert run(shell, "total = float(big.sum())").success
+    assert cache._refs["big"] is not first
+    assert shell.user_ns["total"] == float(big.sum())
+    del shell.user_ns["big"]
+    assert run(shell, "pass").success
+    assert "big" not in cache  # gone from the notebook: let go
+
+
+def test_a_large_input_changed_in_place_on_the_cluster_explains_itself(shell, capsys):
+    import numpy as np
+
+    shell.user_ns["grid"] = np.zeros(1_000_000)
+    result = run(shell, "grid[0] = 1")
+    assert not result.success
+    err = capsys.readouterr().err
+    assert "read-only" in err and "x = x.copy()" in err
+
+
+def test_rich_output_and_figures_are_displayed_in_the_cell(shell):
+    from IPython.utils.capture import capture_output
+
+    with capture_output() as captured:
+        result = run(shell, "from IPython.display import HTML, display\n"
+                            "display(HTML('<b>bold</b>'))\n"
+                            "import matplotlib.pyplot as plt\n"
+                            "plt.plot([1, 3, 2])\n"
+                            "plt.show()\n"
+                            "print('after the plot')")
+    assert result.success, result.error_in_exec
+    bundles = [o.data for o in captured.outputs]
+    assert any(b.get("text/html") == "<b>bold</b>" for b in bundles)
+    png = next(b["image/png"] for b in bundles if "image/png" in b)
+    import base64
+
+    assert base64.b64decode(png).startswith(b"\x89PNG")
+    assert "after the plot" in captured.stdout
+
+
+def test_names_that_cannot_come_back_are_named_and_the_rest_comes_back(shell, capsys):
+    shell.user_ns.pop("ok", None)
+    result = run(shell, "import threading\nguard = threading.Lock()\nok = 7")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["ok"] == 7 and "guard" not in shell.user_ns
+    assert "stay on the cluster" in capsys.readouterr().err
+
+
+def test_an_async_run_returns_at_once_and_is_collected_later(shell, capsys):
+    import time
+
+    shell.user_ns["seed"] = 3
+    start = time.monotonic()
+    result = run(shell, "import time\ntime.sleep(3)\nprint('slept')\nlater = seed * 2\nlater + 1",
+                 "--async -o job")
+    assert result.success, result.error_in_exec
+    assert time.monotonic() - start < 2.5
+    job = shell.user_ns["job"]
+    assert not job.done()
+    value = shell.run_line_magic("ray_result", "job")
+    assert value == 7 and shell.user_ns["later"] == 6 and job.done()
+    assert "slept" in capsys.readouterr().out
+    assert shell.run_line_magic("ray_result", "job") == 7  # collected once, kept
+
+
+def test_async_needs_a_name_and_ray_result_a_handle(shell):
+    result = run(shell, "x = 1", "--async")
+    assert "--async needs -o NAME" in str(result.error_in_exec)
+    shell.user_ns["not_a_run"] = 5
+    result = shell.run_cell("%ray_result not_a_run")
+    assert "is not the handle of a %%ray_remote --async run" in str(result.error_in_exec)
+
+
+def test_interrupting_the_kernel_cancels_the_remote_cell(shell, tmp_path):
+    import signal
+    import threading
+    import time
+
+    beat = tmp_path / "beat"
+    shell.user_ns["beat_path"] = str(beat)
+    threading.Timer(4, os.kill, (os.getpid(), signal.SIGINT)).start()
+    start = time.monotonic()
+    result = run(shell, "import time\nfor i in range(600):\n"
+                        "    open(beat_path, 'w').write(str(i))\n    time.sleep(0.1)")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert time.monotonic() - start < 15
+    stopped_at = beat.read_text()
+    time.sleep(1.5)
+    assert beat.read_text() == stopped_at  # the remote cell stopped too
+    assert run(shell, "after = 1").success  # and the kernel goes on
+
+
+def test_env_runs_the_cell_with_the_environments_runtime_env(shell, monkeypatch):
+    from redspot.environments.client import EnvironmentsClient
+
+    asked = []
+
+    def runtime_env(self, environment):
+        asked.append(environment)
+        return {"env_vars": {"REDSPOT_TEST_FLAVOUR": "vanilla"}}
+
+    monkeypatch.setattr(EnvironmentsClient, "runtime_env", runtime_env)
+    result = run(shell, "import os\nflavour = os.environ.get('REDSPOT_TEST_FLAVOUR')",
+                 "--env team/vanilla")
+    assert result.success, result.error_in_exec
+    assert asked == ["team/vanilla"] and shell.user_ns["flavour"] == "vanilla"
+
+
+def test_env_without_an_environment_service_is_a_clear_error(shell, monkeypatch):
+    monkeypatch.delenv("REDSPOT_ENVIRONMENTS_URL", raising=False)
+    result = run(shell, "x = 1", "--env team/vanilla")
+    assert "environments are not available here" in str(result.error_in_exec)

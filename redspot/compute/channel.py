@@ -1,0 +1,180 @@
+"""Live output of remote cells: from the worker straight back to the kernel.
+
+A cell's task is an ordinary Ray task (the fastest kind); what it prints or displays
+while it runs comes back on a side channel: the kernel listens on a TCP port of the
+address Ray knows it by, and a worker that has output connects to it. A cell that
+prints nothing opens no connection and costs nothing more than the task.
+
+Every run has its own id and the channel a secret that goes to the worker inside the
+task's arguments (through the token-protected cluster): a connection must present both
+on its first line, or it is dropped. Messages are JSON lines, never pickles::
+
+    {"secret": "…", "run": "…"}                 first line of a connection
+    {"t": "stream", "name": "stdout", "text": "…"}
+    {"t": "display", "data": {…}, "metadata": {…}}
+    {"t": "end"}                                  the run's last message
+
+The kernel delivers a run's events, in order, to the sink the run was opened with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import secrets
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[tuple], None]
+
+#: A worker's first line must come within this many seconds.
+HELLO_TIMEOUT = 10
+#: Largest line accepted (a display bundle with an image fits easily).
+MAX_LINE = 64 << 20
+
+
+@dataclass
+class _Run:
+    sink: Sink
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class ChannelAddress:
+    """What a task needs to send its output back (picklable, small)."""
+
+    host: str
+    port: int
+    secret: str
+    run: str
+
+
+class OutputChannel:
+    """The kernel's end: accepts workers' connections and hands their events to sinks."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
+        self.secret = secrets.token_hex(16)
+        self._server = socket.create_server((host, 0))
+        self.port = self._server.getsockname()[1]
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, name="redspot-output", daemon=True).start()
+
+    def open(self, sink: Sink) -> ChannelAddress:
+        """Register a run whose events go to ``sink``; its address goes with the task."""
+        run = uuid.uuid4().hex
+        with self._lock:
+            self._runs[run] = _Run(sink)
+        return ChannelAddress(self.host, self.port, self.secret, run)
+
+    def finish(self, address: ChannelAddress, streamed: bool, timeout: float = 10) -> None:
+        """Forget a run; first wait for its last message when its worker sent output."""
+        with self._lock:
+            run = self._runs.get(address.run)
+        if run is not None and streamed:
+            run.ended.wait(timeout)
+        with self._lock:
+            self._runs.pop(address.run, None)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
+        self._server.close()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket):
+        with conn, conn.makefile("rb") as lines:
+            conn.settimeout(HELLO_TIMEOUT)
+            try:
+                hello = json.loads(lines.readline(4096))
+                secret, run_id = str(hello["secret"]), str(hello["run"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return
+            if not hmac.compare_digest(secret, self.secret):
+                log.warning("Dropped an output connection with a wrong secret")
+                return
+            with self._lock:
+                run = self._runs.get(run_id)
+            if run is None:
+                return
+            conn.settimeout(None)
+            try:
+                for line in iter(lambda: lines.readline(MAX_LINE), b""):
+                    message = json.loads(line)
+                    kind = message.get("t")
+                    if kind == "end":
+                        break
+                    if kind == "stream":
+                        run.sink(("stream", message["name"], message["text"]))
+                    elif kind == "display":
+                        run.sink(("display", message["data"], message.get("metadata", {})))
+            except (OSError, ValueError, KeyError):
+                log.exception("Output of run %s was cut short", run_id)
+            finally:
+                run.ended.set()
+
+
+class RemoteOutput:
+    """The worker's end: connects on the first event, sends JSON lines, ends the run."""
+
+    def __init__(self, address: ChannelAddress | None):
+        self.address = address
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self.failed = False
+
+    @property
+    def streamed(self) -> bool:
+        return self._sock is not None
+
+    def emit(self, event: tuple) -> bool:
+        """Send one event; False when it could not go (the caller keeps it)."""
+        if self.address is None or self.failed:
+            return False
+        if event[0] == "stream":
+            message = {"t": "stream", "name": event[1], "text": event[2]}
+        else:
+            message = {"t": "display", "data": event[1], "metadata": event[2]}
+        with self._lock:
+            try:
+                if self._sock is None:
+                    self._connect()
+                self._sock.sendall(json.dumps(message).encode() + b"\n")
+            except OSError:
+                self.failed = True
+                return False
+        return True
+
+    def _connect(self):
+        a = self.address
+        sock = socket.create_connection((a.host, a.port), timeout=10)
+        sock.sendall(json.dumps({"secret": a.secret, "run": a.run}).encode() + b"\n")
+        sock.settimeout(None)
+        self._sock = sock
+
+    def close(self) -> bool:
+        """End the run; True if it had sent anything (the kernel then waits for the end)."""
+        with self._lock:
+            if self._sock is None:
+                return False
+            with contextlib.suppress(OSError):
+                self._sock.sendall(b'{"t": "end"}\n')
+                self._sock.close()
+            return not self.failed

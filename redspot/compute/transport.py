@@ -1,0 +1,162 @@
+"""How a kernel reaches a Ray cluster: which cluster, and by which of Ray's three ways.
+
+``driver``
+    ``ray.init(address="host:port")``: the kernel joins the cluster as a driver. The
+    fastest (a task's round trip is a couple of milliseconds) and what Redspot uses for
+    a user's own cluster: locally a head on the same machine, on Kubernetes a RayCluster
+    whose pods reach the notebook pod. Cell output comes back on the kernel's output
+    channel (``channel.py``).
+``client``
+    ``ray.init("ray://host:10001")``: Ray Client, through one port of the head, for a
+    kernel the cluster cannot reach back. Slower (10-15 ms a round trip) and less sturdy;
+    cell output comes back as a streaming generator. Chosen by a ``ray://`` address.
+``jobs``
+    Ray's Jobs API, over the dashboard's HTTP port: for runs that must outlive the kernel.
+    :class:`Jobs` submits, follows and stops them.
+
+Which cluster: an address given by the user; ``--cluster NAME`` (a RayCluster of the
+server's namespace, on Kubernetes); otherwise the user's own: on Kubernetes the
+RayCluster the spawner made (``$REDSPOT_RAY_CLUSTER``), locally a head started on
+demand under the user's account (``local.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kuberay import PORTS
+from .local import LocalRayHead, auth_env
+
+#: Where Kubernetes tells a pod its namespace.
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_ADDRESS = re.compile(r"^(ray://)?[A-Za-z0-9.\-]+:\d{1,5}$|^(ray://)?\[[0-9a-fA-F:]+\]:\d{1,5}$")
+
+
+class TransportError(ValueError):
+    """The cluster cannot be reached as asked; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A cluster and the way to reach it."""
+
+    kind: str  # "driver", "client" or "in-process"
+    address: str | None  # what ray.init gets
+    description: str
+    dashboard: str | None = None  # the dashboard's URL, where known
+    own_head: bool = False  # the user's local head: started on demand
+
+    @property
+    def streams_by_channel(self) -> bool:
+        """Whether the cluster's workers can connect back to the kernel."""
+        return self.kind != "client"
+
+
+def resolve(address: str | None = None, *, local: bool = False, cluster: str | None = None,
+            environ: dict | None = None) -> Target:
+    """The cluster a ``%ray_connect`` asks for (pure: it starts nothing)."""
+    environ = os.environ if environ is None else environ
+    if sum(bool(x) for x in (address, local, cluster)) > 1:
+        raise TransportError("give one of ADDRESS, --local and --cluster NAME")
+    if local:
+        return Target("in-process", None, "a new Ray cluster inside this kernel")
+    if address:
+        address = address.strip()
+        if not _ADDRESS.match(address):
+            raise TransportError(
+                f"{address!r} is not a Ray address: use HOST:PORT (the GCS port, e.g. "
+                "10.0.0.5:6379) to join as a driver, or ray://HOST:PORT for Ray Client")
+        if address.startswith("ray://"):
+            return Target("client", address, f"the Ray cluster at {address} (Ray Client)")
+        return Target("driver", address, f"the Ray cluster at {address}")
+    name = cluster or environ.get("REDSPOT_RAY_CLUSTER")
+    if name:
+        if not _NAME.match(name):
+            raise TransportError(f"--cluster: {name!r} is not a RayCluster name (lowercase "
+                                 "letters, digits and '-', at most 63)")
+        namespace = environ.get("REDSPOT_NAMESPACE") or _pod_namespace()
+        if not namespace:
+            raise TransportError("--cluster needs Kubernetes: no namespace is known here "
+                                 "(REDSPOT_NAMESPACE is not set)")
+        host = f"{name}-head-svc.{namespace}.svc"
+        whose = "your" if name == environ.get("REDSPOT_RAY_CLUSTER") else "the"
+        return Target("driver", f"{host}:{PORTS['gcs-server']}",
+                      f"{whose} Ray cluster {name}",
+                      dashboard=f"http://{host}:{PORTS['dashboard']}")
+    return Target("driver", None, "your Ray cluster", own_head=True)
+
+
+def _pod_namespace() -> str | None:
+    try:
+        return NAMESPACE_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None = None,
+            gpus: int | None = None) -> Target:
+    """Connect this process to ``target`` (starting the user's head if it is theirs);
+    return the target with its address and dashboard filled in."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if target.own_head:
+        head = head or LocalRayHead()
+        # before Ray reads them: its token and the loopback-only switch
+        os.environ.update(auth_env(head.token_path))
+        info = head.start(cpus=cpus, gpus=gpus)
+        target = Target("driver", info.address, f"your Ray cluster at {info.address}",
+                        dashboard=info.dashboard, own_head=True)
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    if target.kind == "in-process":
+        ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False,
+                 num_cpus=int(cpus) if cpus else None)
+    else:
+        ray.init(address=target.address, logging_level="ERROR", log_to_driver=False)
+    return target
+
+
+def channel_host(target: Target) -> str:
+    """The address this kernel's output channel listens on: one the workers reach."""
+    if target.own_head or target.kind == "in-process" or (
+            target.address or "").startswith(("127.", "localhost:")):
+        return "127.0.0.1"
+    import ray.util
+
+    return ray.util.get_node_ip_address()
+
+
+class Jobs:
+    """Ray's Jobs API on a cluster's dashboard: runs that outlive the kernel.
+
+    The token goes in Ray's own header (``X-Ray-Authorization``), which proxies pass on.
+    """
+
+    def __init__(self, dashboard: str, token: str):
+        from ray.job_submission import JobSubmissionClient
+
+        self.client = JobSubmissionClient(
+            dashboard, headers={"X-Ray-Authorization": f"Bearer {token}"})
+
+    def submit(self, entrypoint: str, *, runtime_env: dict | None = None,
+               metadata: dict | None = None, submission_id: str | None = None) -> str:
+        return self.client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                      metadata=metadata, submission_id=submission_id)
+
+    def status(self, job_id: str) -> str:
+        return str(self.client.get_job_status(job_id).value)
+
+    def logs(self, job_id: str) -> str:
+        return self.client.get_job_logs(job_id)
+
+    async def follow(self, job_id: str):
+        async for lines in self.client.tail_job_logs(job_id):
+            yield lines
+
+    def stop(self, job_id: str) -> bool:
+        return self.client.stop_job(job_id)

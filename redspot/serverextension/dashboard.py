@@ -1,0 +1,94 @@
+"""The user's Ray dashboard through their server: ``/user/<name>/redspot/ray/dashboard/``.
+
+The browser is already signed in to the user's server; this handler checks that (as
+every handler of the server does), then forwards the request to the dashboard of the
+user's cluster with the cluster's token in Ray's own header. The browser's cookies and
+credentials for the hub are not passed on, and the token never reaches the browser.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import httpclient, web
+
+#: Request headers not passed on to the dashboard.
+_DROP_REQUEST = {"host", "cookie", "authorization", "x-ray-authorization", "x-xsrftoken",
+                 "connection", "keep-alive", "transfer-encoding", "upgrade",
+                 "proxy-authorization", "te", "trailer", "content-length"}
+#: Response headers not passed back to the browser.
+_DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length",
+                  "content-encoding", "set-cookie", "server", "date"}
+
+
+def user_dashboard() -> tuple[str, str] | None:
+    """The URL and token of the user's own cluster's dashboard, or None if none runs."""
+    cluster = os.environ.get("REDSPOT_RAY_CLUSTER")
+    if cluster:  # Kubernetes: the RayCluster the spawner made, its token given to the pod
+        namespace = os.environ.get("REDSPOT_NAMESPACE", "default")
+        token = os.environ.get("RAY_AUTH_TOKEN") or _read(os.environ.get("RAY_AUTH_TOKEN_PATH"))
+        return f"http://{cluster}-head-svc.{namespace}.svc:8265", token or ""
+    from ..compute.local import LocalRayHead
+
+    head = LocalRayHead()
+    info = head.info()
+    if info is None:
+        return None
+    return info.dashboard, head.token()
+
+
+def _read(path: str | None) -> str | None:
+    try:
+        return Path(path).read_text().strip() if path else None
+    except OSError:
+        return None
+
+
+class DashboardProxyHandler(JupyterHandler):
+    """Forwards the dashboard's pages and API calls (HTTP; not its websockets)."""
+
+    def check_xsrf_cookie(self):
+        # the dashboard's own pages post to its API without Jupyter's XSRF token; the
+        # request is authenticated by the server's login, and only reaches the user's
+        # own cluster
+        return None
+
+    @web.authenticated
+    async def get(self, path):
+        await self._forward(path)
+
+    post = put = delete = patch = get
+
+    async def _forward(self, path):
+        dashboard = user_dashboard()
+        if dashboard is None:
+            raise web.HTTPError(
+                404, "Your Ray cluster is not running: %ray_connect in a notebook starts it")
+        base, token = dashboard
+        if path in (None, ""):
+            # relative links of the dashboard's page need the trailing slash
+            self.redirect(self.request.path + "/" + (
+                f"?{self.request.query}" if self.request.query else ""))
+            return
+        url = base + path + (f"?{self.request.query}" if self.request.query else "")
+        headers = {k: v for k, v in self.request.headers.get_all()
+                   if k.lower() not in _DROP_REQUEST}
+        headers["X-Ray-Authorization"] = f"Bearer {token}"
+        body = self.request.body if self.request.method in ("POST", "PUT", "PATCH") else None
+        request = httpclient.HTTPRequest(
+            url, method=self.request.method, headers=headers, body=body,
+            follow_redirects=False, request_timeout=60, decompress_response=True,
+            allow_nonstandard_methods=True)
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as e:
+            raise web.HTTPError(502, f"Your Ray dashboard cannot be reached: {e}") from None
+        self.set_status(response.code, response.reason)
+        for name, value in response.headers.get_all():
+            if name.lower() not in _DROP_RESPONSE:
+                if name.lower() == "location" and value.startswith("/"):
+                    value = self.request.path[: len(self.request.path) - len(path)] + value
+                self.add_header(name, value)
+        self.finish(response.body)
