@@ -39,6 +39,7 @@ test: deps test-system
 bench: deps
 	$(PY) bench/spawn.py
 	$(PY) bench/environments.py
+	$(PY) bench/ray_remote.py
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import io
 import queue
 import sys
@@ -69,8 +70,10 @@ class _Binder(ast.NodeVisitor):
     visit_SetComp = visit_DictComp = visit_GeneratorExp = visit_ListComp
 
 
+@functools.lru_cache(maxsize=128)
 def analyze(code: str) -> CellNames:
-    """The names ``code`` may read from the notebook and the names it binds."""
+    """The names ``code`` may read from the notebook and the names it binds (the same
+    object for the same code: do not change it)."""
     tree = ast.parse(code, CELL_FILENAME)
     binder = _Binder()
     for statement in tree.body:
@@ -182,13 +185,14 @@ def _error(e: BaseException, code: str) -> dict:
             "value": str(e), "traceback": text}
 
 
-def run_cell(code: str, writes: list[str], last_expression: bool, inline: dict,
-             channel, ref_names: list[str], *ref_values) -> dict:
-    """The body of a cell's task. Output goes live through ``channel`` (a
+def run_cell(spec: tuple, *ref_values) -> dict:
+    """The body of a cell's task. ``spec``: (code, writes, last_expression, inline values,
+    channel, names of ``ref_values``). Output goes live through the channel (a
     :class:`~.channel.ChannelAddress`); what could not go comes back in the result."""
     from .channel import RemoteOutput
     from .shipping import unpack_inputs
 
+    code, writes, last_expression, inline, channel, ref_names = spec
     remote = RemoteOutput(channel)
     kept: list[tuple] = []
 
@@ -206,11 +210,12 @@ def run_cell(code: str, writes: list[str], last_expression: bool, inline: dict,
     return result
 
 
-def run_cell_streaming(code: str, writes: list[str], last_expression: bool, inline: dict,
-                       channel, ref_names: list[str], *ref_values):
+def run_cell_streaming(spec: tuple, *ref_values):
     """The same as a streaming task, for kernels the workers cannot reach (Ray Client):
     yields ("stream"|"display", ...) events as they come, then ("result", result)."""
     from .shipping import unpack_inputs
+
+    code, writes, last_expression, inline, _, ref_names = spec
 
     events: queue.Queue = queue.Queue()
     done = object()

@@ -9,6 +9,7 @@ object store (``shipping.py``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -309,32 +310,30 @@ class RaySession:
             raise NotConnected("not connected to a Ray cluster: run %ray_connect")
         self.touch()
         streaming = self.channel is None
-        options = {"num_cpus": cpus, "num_gpus": gpus, "memory": memory,
-                   "runtime_env": runtime_env or None, "max_retries": 0}
-        names = list(shipment.refs)
-        args = [code, writes, last_expression, shipment.inline]
-        if streaming:
-            run = RemoteRun(self, None, None, streaming=True)
-            self._runs.add(run)
-            run.ref = self._task(streaming=True).options(**options).remote(
-                *args, None, names, *shipment.refs.values())
-            return run
-        address = None
-        run = RemoteRun(self, None, None, streaming=False)
+        run = RemoteRun(self, None, None, streaming=streaming)
         self._runs.add(run)
-        address = self.channel.open(run.output)
-        run.channel_address = address
-        run.ref = self._task(streaming=False).options(**options).remote(
-            *args, address, names, *shipment.refs.values())
+        if not streaming:
+            run.channel_address = self.channel.open(run.output)
+        spec = (code, writes, last_expression, shipment.inline, run.channel_address,
+                list(shipment.refs))
+        task = self._task(streaming, cpus, gpus, memory, runtime_env)
+        run.ref = task.remote(spec, *shipment.refs.values())
         return run
 
-    def _task(self, streaming: bool):
-        if streaming not in self._remote:
+    def _task(self, streaming: bool, cpus, gpus, memory, runtime_env):
+        """The cell's remote function with these options (made once: options cost)."""
+        key = (streaming, cpus, gpus, memory, json.dumps(runtime_env, sort_keys=True))
+        task = self._remote.get(key)
+        if task is None:
             ray = _ray()
-            self._remote[streaming] = (
-                ray.remote(num_returns="streaming")(cells.run_cell_streaming) if streaming
-                else ray.remote(cells.run_cell))
-        return self._remote[streaming]
+            body = (ray.remote(num_returns="streaming")(cells.run_cell_streaming) if streaming
+                    else ray.remote(cells.run_cell))
+            task = body.options(num_cpus=cpus, num_gpus=gpus, memory=memory,
+                                runtime_env=runtime_env or None, max_retries=0)
+            if len(self._remote) > 64:
+                self._remote.clear()
+            self._remote[key] = task
+        return task
 
 
 def _env_int(name):
