@@ -37,7 +37,7 @@ def test_empty_settings_are_valid():
      "hub: unknown key 'colour'; allowed keys: api_port, base_url, data_dir, ip, log_level, "
      "port, proxy_api_port"),
     ({"huub": {}}, "(top level): unknown key 'huub'; allowed keys: auth, groups, hub, kubernetes, "
-                   "profiles, services, spawner"),
+                   "profiles, ray, services, spawner"),
     ({"hub": {"port": "eighty"}}, "hub.port: expected an integer, got 'eighty'"),
     ({"hub": {"port": 70000}}, "hub.port: 70000 is greater than the maximum of 65535"),
     ({"auth": {"type": "ldap"}}, "auth.type: 'ldap' is not allowed; allowed: password, pam, oauth"),
@@ -209,12 +209,19 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
     assert set(c.JupyterHub.custom_scopes) == {
         "custom:redspot:environments:read", "custom:redspot:environments:write",
         "custom:redspot:environments:admin"}
-    user_role, admin_role = c.JupyterHub.load_roles
+    user_role, server_role, admin_role = c.JupyterHub.load_roles
     assert user_role["name"] == "user"
     assert "access:services!service=environments" in user_role["scopes"]
     assert "custom:redspot:environments:write" in user_role["scopes"]
+    # a server's own token (its kernels' %%ray_remote --env) reads environments
+    assert server_role["name"] == "server"
+    assert {"access:servers!server", "users:activity!user",
+            "access:services!service=environments",
+            "custom:redspot:environments:read"} == set(server_role["scopes"])
     assert admin_role["users"] == ["admin"]
     assert c.RedspotSpawnerMixin.environments_catalog == "/data/environments/catalog.sqlite"
+    assert c.RedspotSpawnerMixin.service_urls == {
+        "environments": "http://127.0.0.1:9100/services/environments/"}
     c = Config()
     layer_services(c, validate_settings({}), ctx)
     assert "services" not in c.JupyterHub
