@@ -12,6 +12,14 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 
+def start_kernel(hub_url: str, user: str, token: str) -> str:
+    """A new kernel in ``user``'s server; its id."""
+    r = requests.post(f"{hub_url}/user/{user}/api/kernels",
+                      headers={"Authorization": f"token {token}"}, json={}, timeout=60)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def run_cell(hub_url: str, user: str, token: str, code: str, kernel: str | None = None,
              timeout: float = 60) -> str:
     """Execute ``code``; return its stream output, results and errors as one string."""

@@ -114,6 +114,11 @@ class LocalRayHead:
             return None
         return info
 
+    def stop_if_idle(self, timeout: float) -> bool:
+        """Stop the head if no kernel used it for more than ``timeout`` s; True if so."""
+        idle = self.idle_seconds()
+        return idle is not None and idle > timeout and self.stop(timeout=3)
+
     def start(self, cpus: float | None = None, gpus: int | None = None,
               memory: int | None = None, timeout: float = 120) -> HeadInfo:
         """Start the head unless it runs; return where it is."""

@@ -72,10 +72,8 @@ def _watch_ray_head(log):
     interval = min(60.0, max(0.5, timeout / 4))
 
     def check():
-        head = LocalRayHead()
-        idle = head.idle_seconds()
-        if idle is not None and idle > timeout + 2 * interval and head.stop(timeout=3):
-            log.info("Stopped this user's Ray head: unused for %d s", int(idle))
+        if LocalRayHead().stop_if_idle(timeout + 2 * interval):
+            log.info("Stopped this user's Ray head: unused for %d s", timeout)
 
     callback = PeriodicCallback(check, interval * 1000)
     callback.start()

@@ -201,7 +201,7 @@ def test_build_logs_can_be_followed_until_the_build_ends(env_hub):
 
 def test_the_spawn_page_lists_ready_environments_and_a_server_starts_in_one(env_hub):
     from tests.helpers import Browser
-    from tests.kernels import run_cell
+    from tests.kernels import run_cell, start_kernel
 
     r = envs_api(env_hub, "alice", "POST", "environments", json={
         "name": "sixer", "python": ["six==1.16.0"], "env": {"SIXER": "on"},
@@ -232,5 +232,16 @@ def test_the_spawn_page_lists_ready_environments_and_a_server_starts_in_one(env_
         python, version, sixer, env_id = out.split()
         assert python.startswith(str(env_hub.data_dir / "environments" / "venvs"))
         assert (version, sixer, env_id) == ("1.16.0", "on", "alice/sixer")
+        # a cell on alice's Ray cluster in an environment, found with the server's token
+        kernel = start_kernel(env_hub.url, "alice", env_hub.tokens["alice"])
+        out = run_cell(env_hub.url, "alice", env_hub.tokens["alice"],
+                       "%%ray_remote --env alice/sixer\nimport os, six\n"
+                       "print('remote', six.__version__, os.environ.get('SIXER'))",
+                       kernel=kernel, timeout=240)
+        assert "remote 1.16.0 on" in out, out
+        out = run_cell(env_hub.url, "alice", env_hub.tokens["alice"],
+                       "%%ray_remote --env alice/nothing\nx = 1", kernel=kernel)
+        assert "environment alice/nothing does not exist; ready environments: " in out, out
+        assert "alice/sixer" in out
     finally:
         env_hub.stop_server("alice")

@@ -201,6 +201,21 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
                        "print('worker of', getpass.getuser())", kernel=kernel, timeout=120)
         assert "worker of" in out, out
         assert "42" in run_cell(team_hub.url, "bob", token, "print(answer)", kernel=kernel)
+
+        # the dashboard, through bob's server: behind the hub's login, token added there
+        out = run_cell(team_hub.url, "bob", token, "%ray_status", kernel=kernel)
+        assert "Dashboard: /user/bob/redspot/ray/dashboard/" in out, out
+        dashboard = f"{team_hub.url}/user/bob/redspot/ray/dashboard/"
+        page = requests.get(dashboard, headers={"Authorization": f"token {token}"}, timeout=30)
+        assert page.status_code == 200 and "<html" in page.text.lower(), page.text[:500]
+        api = requests.get(dashboard + "api/version",
+                           headers={"Authorization": f"token {token}"}, timeout=30)
+        assert api.status_code == 200 and api.json()["ray_version"] == "2.60.0", api.text
+        anonymous = requests.get(dashboard + "api/version", allow_redirects=False, timeout=30)
+        assert anonymous.status_code in (302, 401, 403)
+        alice = requests.get(dashboard + "api/version", allow_redirects=False, timeout=30,
+                             headers={"Authorization": f"token {team_hub.user_token('alice')}"})
+        assert alice.status_code in (302, 403, 404)
     finally:
         team_hub.stop_server("bob")
     # the server took the user's Ray head with it, and Ray's folder (opened to everyone by
@@ -347,10 +362,9 @@ def test_a_crashed_server_shows_as_stopped_and_starts_again(team_hub):
 
 
 def _start_kernel(hub, name, token) -> str:
-    r = requests.post(f"{hub.url}/user/{name}/api/kernels",
-                      headers={"Authorization": f"token {token}"}, json={}, timeout=60)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    from tests.kernels import start_kernel
+
+    return start_kernel(hub.url, name, token)
 
 
 def _kernels(hub, name, token) -> list[str]:

@@ -75,3 +75,60 @@ def test_start_is_idempotent_and_stop_ends_every_process(tmp_path):
     finally:
         head.stop(timeout=5)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+IDLE_KERNEL = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from redspot.compute.local import LocalRayHead
+    from redspot.compute.session import RaySession
+
+    head = LocalRayHead(state_dir=Path(sys.argv[1]), private_dir=Path(sys.argv[2]))
+    session = RaySession(head=head)
+    session.connect()
+    busy = [True]
+    session.watch_idle(busy=lambda: busy[0], timeout=2)
+    time.sleep(4)  # running a cell: in use
+    print("busy", session.connected, head.stop_if_idle(2), flush=True)
+    busy[0] = False
+    time.sleep(4)  # idle: the kernel lets go of the head, which may then stop
+    print("idle", session.connected, session.idle_disconnected, flush=True)
+    print("stopped", head.stop_if_idle(2), head.info() is None, flush=True)
+    session.connect()  # the next use starts it again
+    print("again", session.connected, flush=True)
+    session.disconnect(stop_head=True)
+""")
+
+
+def test_an_idle_head_is_let_go_by_kernels_then_stopped_and_restarts_on_use(tmp_path):
+    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
+    state = tmp_path / "state"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", IDLE_KERNEL, str(state), str(temp)], capture_output=True,
+            text=True, timeout=240, env={**os.environ, "HOME": str(tmp_path)})
+        lines = result.stdout.splitlines()
+        assert lines == ["busy True False", "idle False True", "stopped True True",
+                         "again True"], result.stdout + result.stderr[-3000:]
+    finally:
+        LocalRayHead(state_dir=state, private_dir=temp).stop(timeout=5)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_one_users_token_does_not_open_another_users_cluster(head, tmp_path):
+    """Two users' heads on one machine: bob's kernel, with bob's token, cannot use
+    alice's cluster."""
+    alice, alice_info = head
+    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
+    bob = LocalRayHead(state_dir=tmp_path / "bob", private_dir=temp)
+    try:
+        bob_info = bob.start(cpus=1)
+        assert bob.token() != alice.token()
+        mine = run_driver(bob_info.address, {**auth_env(bob.token_path), "HOME": str(tmp_path)})
+        assert "result 49" in mine.stdout, mine.stderr[-2000:]
+        theirs = run_driver(alice_info.address,
+                            {**auth_env(bob.token_path), "HOME": str(tmp_path)})
+        assert "result 49" not in theirs.stdout and theirs.returncode != 0
+    finally:
+        bob.stop(timeout=5)
+        shutil.rmtree(temp, ignore_errors=True)
