@@ -17,10 +17,10 @@ Built on KubeSpawner, fed by the same profile and group rules as the local spawn
 from __future__ import annotations
 
 from kubespawner import KubeSpawner
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
 from .. import __version__
-from ..compute.kuberay import ray_cluster_name
+from ..compute.kuberay import RayClusterSpec, WorkerGroup, ray_cluster_name
 from .base import RedspotSpawnerMixin
 from .profiles import NodeOverhead, ProfileError, kubespawner_profile, parse_size
 from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes
@@ -96,7 +96,22 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         "sub_path": "imagenet"}]``.""",
     )
 
-    # --- what the server is told --------------------------------------------------------
+    # --- the user's Ray cluster (KubeRay) ------------------------------------------------
+    ray_cluster = Bool(
+        True, config=True,
+        help="""Give each user a RayCluster (KubeRay) while their server runs: made when
+        the server starts, deleted when it stops; ``%ray_connect`` joins it. Needs the
+        KubeRay operator and RBAC on ``rayclusters.ray.io`` and ``secrets``.""",
+    )
+    ray_head_profile = Unicode(
+        "m5.xlarge", config=True, help="The instance profile of users' Ray heads.",
+    )
+    ray_max_workers = Integer(
+        2, config=True,
+        help="""Most workers of each profile a user's RayCluster scales out to (each
+        profile the user may use is a worker group, scaled from 0).""",
+    )
+
     # --- KubeSpawner defaults Redspot changes -------------------------------------------
     @default("profile_list")
     def _profile_list_default(self):
@@ -241,12 +256,64 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         else:
             self.storage_pvc_ensure = False
 
+    # --- Ray ------------------------------------------------------------------------------
+
+    def ray_cluster_spec(self) -> RayClusterSpec:
+        """The user's RayCluster: the server's image, a head on ``ray_head_profile``, a
+        worker group per profile the user may use, their folders mounted."""
+        head = self.catalog.get(self.ray_head_profile)
+        if head is None:
+            raise ProfileError(f"ray_head_profile {self.ray_head_profile!r} is not in the "
+                               f"catalog; choose one of: {', '.join(self.catalog)}")
+        return RayClusterSpec(
+            user=self.user.name, namespace=self.namespace, image=self.image, head=head,
+            workers=tuple(WorkerGroup(p, 0, self.ray_max_workers)
+                          for p in self.allowed_profiles()),
+            groups=self.layout.groups, storage=self.kube_storage,
+            overhead=self.node_overhead, node_selector=dict(self.extra_node_selector),
+            # 0 is "never" for Redspot; KubeRay would remove idle workers at once
+            idle_timeout_seconds=self.ray_idle_timeout or 7 * 24 * 3600,
+        )
+
+    def _ray_clusters(self):
+        from ..compute.kubernetes import RayClusters
+
+        return RayClusters(self.api.api_client)
+
+    async def start(self):
+        """The token's Secret first (the pod reads it), then the pod (KubeSpawner, which
+        loads the user's options), then the RayCluster, in the image and groups the
+        options chose. A cluster that cannot be made leaves the server running, with
+        the reason in the hub's log; ``%ray_connect`` then says it finds no cluster."""
+        if self.ray_cluster:
+            await self._ray_clusters().token(self.ray_cluster_spec())
+        url = await super().start()
+        if self.ray_cluster:
+            try:
+                await self._ray_clusters().ensure(self.ray_cluster_spec())
+            except Exception:
+                self.log.exception("Could not make the RayCluster of %s", self.user.name)
+        return url
+
+    async def stop(self, now=False):
+        await super().stop(now=now)
+        if self.ray_cluster:
+            try:
+                await self._ray_clusters().delete(self.ray_cluster_spec())
+            except Exception:
+                self.log.exception("Could not delete the RayCluster of %s", self.user.name)
+
     # --- environment --------------------------------------------------------------------
 
     def get_env(self):
         env = super().get_env()
         env.update(self.redspot_env())
         env["REDSPOT_NAMESPACE"] = self.namespace
-        env["REDSPOT_RAY_CLUSTER"] = ray_cluster_name(self.user.name)
         env["REDSPOT_STORAGE_MODE"] = self.storage_mode
+        if self.ray_cluster:
+            name = ray_cluster_name(self.user.name)
+            env["REDSPOT_RAY_CLUSTER"] = name
+            env["RAY_AUTH_MODE"] = "token"
+            env["RAY_AUTH_TOKEN"] = {"valueFrom": {"secretKeyRef": {
+                "name": f"{name}-token", "key": "token"}}}
         return env

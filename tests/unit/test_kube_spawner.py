@@ -84,11 +84,15 @@ def test_every_profile_in_every_storage_mode_makes_a_valid_pod(offline_kubeconfi
     else:
         assert "nvidia.com/gpu" not in resources["limits"]
         assert not pod["spec"].get("tolerations")
-    env = {e["name"]: e["value"] for e in notebook["env"]}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in notebook["env"]}
     assert env["REDSPOT_PROFILE"] == profile
     assert env["REDSPOT_GPUS"] == str(spec.gpus)
     assert env["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["REDSPOT_RAY_CLUSTER"] == "ray-alice"
+    # the kernel joins the user's RayCluster with its token, read from the cluster's Secret
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN"] == {"secretKeyRef": {"name": "ray-alice-token",
+                                                      "key": "token"}}
     mounts = {m["mountPath"]: m for m in notebook["volumeMounts"]}
     assert mounts["/data/imagenet"]["readOnly"] is True
     assert mounts["/home/jovyan/shared/public"]["subPath"] == "shared/public"

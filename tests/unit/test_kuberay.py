@@ -135,3 +135,122 @@ def test_a_profile_appears_in_one_worker_group_only():
 def test_worker_group_bounds():
     with pytest.raises(ValueError, match="0 <= min_replicas <= max_replicas"):
         WorkerGroup(BUILTIN_CATALOG["m5.xlarge"], 3, 1)
+
+
+# --- the spawner's RayCluster, and the module that makes it -------------------------------
+
+
+def test_the_kube_spawner_makes_a_valid_raycluster_in_the_servers_image(
+        raycluster_schema, offline_kubeconfig):
+    from tests.helpers import hub_user
+    from tests.unit.test_kube_spawner import build
+
+    spawner, _, _ = build(hub_user("alice", groups=["gpu-team"]),
+                          {"profile": "m5.xlarge", "image": "gpu"},
+                          images={"cpu": "reg/su:1", "gpu": "reg/su-gpu:1"},
+                          ray_max_workers=3, ray_idle_timeout=900)
+    manifest = ray_cluster(spawner.ray_cluster_spec())
+    validate_crd(raycluster_schema, manifest)
+    assert manifest["metadata"]["name"] == "ray-alice"
+    assert manifest["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "image"] == "reg/su-gpu:1"
+    groups = {g["groupName"]: g for g in manifest["spec"]["workerGroupSpecs"]}
+    assert "p3-2xlarge" in groups  # gpu-team may use GPU profiles: so may its Ray workers
+    assert {g["maxReplicas"] for g in groups.values()} == {3}
+    assert manifest["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] == 900
+
+
+class ApiError(Exception):
+    def __init__(self, status):
+        self.status = status
+
+
+class FakeKube:
+    """The two kubernetes_asyncio APIs RayClusters uses, at the edge: objects in dicts."""
+
+    def __init__(self):
+        self.secrets, self.clusters, self.calls = {}, {}, []
+
+    async def read_namespaced_secret(self, name, namespace):
+        self.calls.append(("read secret", name))
+        if name not in self.secrets:
+            raise ApiError(404)
+        import base64
+        from types import SimpleNamespace
+
+        token = self.secrets[name]["stringData"]["token"]
+        return SimpleNamespace(data={"token": base64.b64encode(token.encode()).decode()})
+
+    async def create_namespaced_secret(self, namespace, body):
+        self.calls.append(("create secret", body["metadata"]["name"]))
+        self.secrets[body["metadata"]["name"]] = body
+
+    async def delete_namespaced_secret(self, name, namespace):
+        self.calls.append(("delete secret", name))
+        if self.secrets.pop(name, None) is None:
+            raise ApiError(404)
+
+    async def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        name = body["metadata"]["name"]
+        self.calls.append(("create cluster", name))
+        if name in self.clusters:
+            raise ApiError(409)
+        self.clusters[name] = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
+        return self.clusters[name]
+
+    async def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        if name not in self.clusters:
+            raise ApiError(404)
+        return self.clusters[name]
+
+    async def replace_namespaced_custom_object(self, group, version, namespace, plural, name,
+                                               body):
+        self.calls.append(("replace cluster", body["metadata"].get("resourceVersion")))
+        self.clusters[name] = body
+        return body
+
+    async def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.calls.append(("delete cluster", name))
+        if self.clusters.pop(name, None) is None:
+            raise ApiError(404)
+
+
+def clusters_on(fake):
+    from redspot.compute.kubernetes import RayClusters
+
+    clusters = RayClusters.__new__(RayClusters)
+    clusters.custom = clusters.core = fake
+    return clusters
+
+
+def test_ray_clusters_make_the_token_once_and_bring_a_cluster_to_its_spec():
+    import asyncio
+
+    fake = FakeKube()
+    clusters = clusters_on(fake)
+
+    async def scenario():
+        first = await clusters.token(spec())
+        assert await clusters.token(spec()) == first and len(first) == 64
+        await clusters.ensure(spec())
+        await clusters.ensure(spec(image="reg/other:2"))  # exists: replaced, same version
+        assert fake.calls[-1] == ("replace cluster", "1")
+        cluster = await clusters.get(spec().name, "redspot")
+        assert cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+            "image"] == "reg/other:2"
+        assert await clusters.delete(spec()) is True
+        assert await clusters.delete(spec()) is False  # already gone: fine
+        assert fake.secrets == {} and fake.clusters == {}
+
+    asyncio.run(scenario())
+
+
+def test_waiting_for_a_failed_cluster_says_why():
+    import asyncio
+
+    from redspot.compute.kubernetes import RayClusterError
+
+    fake = FakeKube()
+    fake.clusters["ray-x"] = {"status": {"state": "failed", "reason": "image pull"}}
+    with pytest.raises(RayClusterError, match="RayCluster redspot/ray-x failed: image pull"):
+        asyncio.run(clusters_on(fake).wait_ready("ray-x", "redspot", timeout=5, interval=0.1))
