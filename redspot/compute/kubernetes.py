@@ -6,8 +6,8 @@ The token is made once and kept in the Secret: a cluster made again (a server re
 keeps the token its notebook pod reads.
 
 It takes a ``kubernetes_asyncio`` ``ApiClient``; KubeSpawner's is the one the spawner
-uses. Creating a RayCluster needs RBAC on ``rayclusters.ray.io`` and ``secrets`` in the
-users' namespace (the Helm chart grants the hub's service account both).
+uses. The hub's service account needs ``create, get, update, delete`` on
+``rayclusters.ray.io`` and ``secrets`` in the users' namespace (docs/kubernetes.md).
 """
 
 from __future__ import annotations

@@ -132,3 +132,24 @@ def test_one_users_token_does_not_open_another_users_cluster(head, tmp_path):
     finally:
         bob.stop(timeout=5)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_the_jobs_api_runs_a_job_that_outlives_its_submitter(head):
+    """transport.Jobs: submit with the token, follow the status and logs; without the
+    token the dashboard refuses."""
+    import time
+
+    from redspot.compute.transport import Jobs
+
+    head, info = head
+    jobs = Jobs(info.dashboard, head.token())
+    job = jobs.submit("python -c \"print('from a job', 6 * 7)\"",
+                      metadata={"redspot.io/user": "alice"})
+    deadline = time.monotonic() + 120
+    while jobs.status(job) not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() < deadline, jobs.logs(job)
+        time.sleep(0.5)
+    assert jobs.status(job) == "SUCCEEDED", jobs.logs(job)
+    assert "from a job 42" in jobs.logs(job)
+    with pytest.raises(Exception, match="403|401|[Aa]uth"):
+        Jobs(info.dashboard, "0" * 64).submit("python -c 'print(1)'")
