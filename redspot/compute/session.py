@@ -141,7 +141,7 @@ class RemoteRun:
                 break
             except ray.exceptions.GetTimeoutError:
                 self.session.touch()
-        if self.channel_address is not None:
+        if self.channel_address is not None and self.session.channel is not None:
             self.session.channel.finish(self.channel_address, result.get("streamed", False))
         for event in result.get("output", ()):
             self.output(event)
@@ -177,7 +177,7 @@ class RemoteRun:
             ready, _ = ray.wait([self.ref], timeout=CANCEL_GRACE)
             if not ready:
                 ray.cancel(self.ref, force=True)
-        if self.channel_address is not None:
+        if self.channel_address is not None and self.session.channel is not None:
             self.session.channel.finish(self.channel_address, streamed=False)
 
 
@@ -279,7 +279,10 @@ class RaySession:
                 "available": ray.available_resources()}
 
     def check_resources(self, cpus: float, gpus: float, memory: int | None) -> None:
-        """Refuse at once what no node could ever run, instead of waiting forever."""
+        """Refuse at once what no node could ever run, instead of waiting forever.
+
+        On an autoscaling cluster (KubeRay) a node that fits may be added: the error then
+        says so, and the caller may wait instead (``self.target.autoscaling``)."""
         wanted = {"CPU": cpus, "GPU": gpus, "memory": memory or 0}
         for node in self.nodes():
             have = node.get("Resources", {})

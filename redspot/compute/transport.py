@@ -49,6 +49,7 @@ class Target:
     description: str
     dashboard: str | None = None  # the dashboard's URL, where known
     own_head: bool = False  # the user's local head: started on demand
+    autoscaling: bool = False  # nodes may be added for what is asked (KubeRay)
 
     @property
     def streams_by_channel(self) -> bool:
@@ -86,7 +87,7 @@ def resolve(address: str | None = None, *, local: bool = False, cluster: str | N
         whose = "your" if name == environ.get("REDSPOT_RAY_CLUSTER") else "the"
         return Target("driver", f"{host}:{PORTS['gcs-server']}",
                       f"{whose} Ray cluster {name}",
-                      dashboard=f"http://{host}:{PORTS['dashboard']}")
+                      dashboard=f"http://{host}:{PORTS['dashboard']}", autoscaling=True)
     return Target("driver", None, "your Ray cluster", own_head=True)
 
 

@@ -166,7 +166,10 @@ class RayMagics(Magics):
         try:
             self.session.check_resources(args.cpus, args.gpus, memory)
         except ResourceError as e:
-            raise UsageError(str(e)) from None
+            if not self.session.target.autoscaling:
+                raise UsageError(str(e)) from None
+            print(f"%%ray_remote: {e}. Waiting for the autoscaler to add a node that "
+                  "fits (interrupt the kernel to give up)...", file=sys.stderr)
         user_ns = self.shell.user_ns
         values = {n: user_ns[n] for n in sorted(names.reads)
                   if n in user_ns and not n.startswith("_")}

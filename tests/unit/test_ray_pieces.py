@@ -191,6 +191,7 @@ def test_on_kubernetes_the_default_is_the_users_raycluster():
     assert target.address == "ray-alice-head-svc.team-a.svc:6379"
     assert target.dashboard == "http://ray-alice-head-svc.team-a.svc:8265"
     assert target.description == "your Ray cluster ray-alice"
+    assert target.autoscaling  # a GPU request waits for KubeRay to add a GPU worker
     other = transport.resolve(cluster="ray-shared", environ=env)
     assert other.address == "ray-shared-head-svc.team-a.svc:6379"
 
