@@ -4,8 +4,7 @@ Pure parts (no Ray): ``analyze`` finds the names a cell reads and binds. The rem
 ``run_cell``, is the body of an ordinary Ray task: it runs the cell with the notebook's
 values, sends what the cell prints or displays back through the kernel's output channel
 as it comes (``channel``), and returns the names the cell bound, the value of its last
-expression, or the error with the cell's own traceback. ``run_cell_streaming`` does the
-same as a streaming generator, for kernels the workers cannot connect to.
+expression, or the error with the cell's own traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import ast
 import builtins
 import functools
 import io
-import queue
 import sys
 import threading
 import traceback
@@ -188,7 +186,8 @@ def _error(e: BaseException, code: str) -> dict:
 def run_cell(spec: tuple, *ref_values) -> dict:
     """The body of a cell's task. ``spec``: (code, writes, last_expression, inline values,
     channel, names of ``ref_values``). Output goes live through the channel (a
-    :class:`~.channel.ChannelAddress`); what could not go comes back in the result."""
+    :class:`~.channel.ChannelAddress` or a :class:`~.channel.RelayAddress`); what could
+    not go comes back in the result."""
     from .channel import RemoteOutput
     from .shipping import unpack_inputs
 
@@ -208,29 +207,3 @@ def run_cell(spec: tuple, *ref_values) -> dict:
     result["streamed"] = streamed
     result["output"] = kept
     return result
-
-
-def run_cell_streaming(spec: tuple, *ref_values):
-    """The same as a streaming task, for kernels the workers cannot reach (Ray Client):
-    yields ("stream"|"display", ...) events as they come, then ("result", result)."""
-    from .shipping import unpack_inputs
-
-    code, writes, last_expression, inline, _, ref_names = spec
-
-    events: queue.Queue = queue.Queue()
-    done = object()
-    result: dict = {}
-
-    def work():
-        try:
-            inputs = unpack_inputs(inline, dict(zip(ref_names, ref_values, strict=True)))
-            result.update(execute(code, inputs, writes, last_expression, events.put))
-        finally:
-            events.put(done)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    while (event := events.get()) is not done:
-        yield event
-    thread.join()
-    yield ("result", {**result, "streamed": False, "output": []})

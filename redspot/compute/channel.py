@@ -1,4 +1,4 @@
-"""Live output of remote cells: from the worker straight back to the kernel.
+"""Live output of remote cells: from the worker back to the kernel, as it comes.
 
 A cell's task is an ordinary Ray task (the fastest kind); what it prints or displays
 while it runs comes back on a side channel: the kernel listens on a TCP port of the
@@ -15,6 +15,10 @@ on its first line, or it is dropped. Messages are JSON lines, never pickles::
     {"t": "end"}                                  the run's last message
 
 The kernel delivers a run's events, in order, to the sink the run was opened with.
+
+Through Ray Client the workers cannot reach the kernel: then a :class:`Relay` (a Ray
+queue, an actor of the cluster's) carries the events, and the kernel drains it while it
+waits for the run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import secrets
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,23 +136,86 @@ class OutputChannel:
                 run.ended.set()
 
 
-class RemoteOutput:
-    """The worker's end: connects on the first event, sends JSON lines, ends the run."""
+@dataclass(frozen=True)
+class RelayAddress:
+    """A run's output through the session's relay queue (Ray Client)."""
 
-    def __init__(self, address: ChannelAddress | None):
+    queue: object  # ray.util.queue.Queue
+    run: str
+
+
+class Relay:
+    """The kernel's end through Ray Client: a queue on the cluster, drained while waiting."""
+
+    def __init__(self):
+        from ray.util.queue import Queue
+
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    def open(self, sink: Sink) -> RelayAddress:
+        run = uuid.uuid4().hex
+        with self._lock:
+            self._runs[run] = _Run(sink)
+        return RelayAddress(self.queue, run)
+
+    def drain(self) -> None:
+        """Deliver what the queue holds to the runs' sinks."""
+        size = self.queue.qsize()
+        if not size:
+            return
+        for run_id, event in self.queue.get_nowait_batch(size):
+            with self._lock:
+                run = self._runs.get(run_id)
+            if run is None:
+                continue
+            if event[0] == "end":
+                run.ended.set()
+            else:
+                run.sink(event)
+
+    def finish(self, address: RelayAddress, streamed: bool, timeout: float = 10) -> None:
+        with self._lock:
+            run = self._runs.get(address.run)
+        deadline = time.monotonic() + timeout
+        while run is not None and streamed and not run.ended.is_set():
+            self.drain()
+            if time.monotonic() > deadline:
+                break
+            run.ended.wait(0.05)
+        with self._lock:
+            self._runs.pop(address.run, None)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.queue.shutdown()
+
+
+class RemoteOutput:
+    """The worker's end: connects on the first event, sends JSON lines, ends the run
+    (or puts them on the relay queue)."""
+
+    def __init__(self, address: ChannelAddress | RelayAddress | None):
         self.address = address
         self._sock: socket.socket | None = None
+        self._sent = False
         self._lock = threading.Lock()
         self.failed = False
-
-    @property
-    def streamed(self) -> bool:
-        return self._sock is not None
 
     def emit(self, event: tuple) -> bool:
         """Send one event; False when it could not go (the caller keeps it)."""
         if self.address is None or self.failed:
             return False
+        if isinstance(self.address, RelayAddress):
+            with self._lock:
+                try:
+                    self.address.queue.put((self.address.run, event))
+                except Exception:
+                    self.failed = True
+                    return False
+                self._sent = True
+            return True
         if event[0] == "stream":
             message = {"t": "stream", "name": event[1], "text": event[2]}
         else:
@@ -172,6 +240,12 @@ class RemoteOutput:
     def close(self) -> bool:
         """End the run; True if it had sent anything (the kernel then waits for the end)."""
         with self._lock:
+            if isinstance(self.address, RelayAddress):
+                if self._sent and not self.failed:
+                    with contextlib.suppress(Exception):
+                        self.address.queue.put((self.address.run, ("end",)))
+                        return True
+                return False
             if self._sock is None:
                 return False
             with contextlib.suppress(OSError):

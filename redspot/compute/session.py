@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import cells, transport
-from .channel import OutputChannel
+from .channel import OutputChannel, Relay
 from .local import LocalRayHead
 from .shipping import InputCache, Shipment
 
@@ -96,11 +96,10 @@ class RunOutput:
 class RemoteRun:
     """One cell sent to the cluster: wait for it, ask whether it is done, or cancel it."""
 
-    def __init__(self, session: RaySession, ref, channel_address, streaming: bool):
+    def __init__(self, session: RaySession):
         self.session = session
-        self.ref = ref
-        self.channel_address = channel_address
-        self.streaming = streaming
+        self.ref = None
+        self.channel_address = None
         self.output = RunOutput()
         self.started = time.monotonic()
         self._result: dict | None = None
@@ -109,6 +108,7 @@ class RemoteRun:
     def done(self) -> bool:
         if self._result is not None:
             return True
+        self.session.pump()
         ready, _ = _ray().wait([self.ref], timeout=0)
         return bool(ready)
 
@@ -129,40 +129,26 @@ class RemoteRun:
     def _wait(self, timeout):
         ray = _ray()
         deadline = None if timeout is None else self.started + timeout
-        if self.streaming:
-            return self._wait_streaming(deadline, timeout)
+        relayed = self.session.relay is not None
         while True:
-            # in slices: a running cell counts as use of the cluster (see touch)
+            # in slices: a running cell counts as use of the cluster (see touch); through
+            # Ray Client its output is fetched from the relay between slices
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(f"the cell did not finish in {timeout:g} s; it was cancelled")
+            step = 0.2 if relayed else 60
             try:
-                result = ray.get(self.ref, timeout=60 if left is None else min(left, 60))
+                result = ray.get(self.ref, timeout=step if left is None else min(left, step))
                 break
             except ray.exceptions.GetTimeoutError:
                 self.session.touch()
-        if self.channel_address is not None and self.session.channel is not None:
-            self.session.channel.finish(self.channel_address, result.get("streamed", False))
+                self.session.pump()
+        outlet = self.session.outlet
+        if self.channel_address is not None and outlet is not None:
+            outlet.finish(self.channel_address, result.get("streamed", False))
         for event in result.get("output", ()):
             self.output(event)
         return result
-
-    def _wait_streaming(self, deadline, timeout):
-        ray = _ray()
-        while True:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"the cell did not finish in {timeout:g} s; it was cancelled")
-            ready, _ = ray.wait([self.ref], timeout=0.2 if left is None else min(0.2, left))
-            if not ready:
-                continue
-            try:
-                event = ray.get(next(self.ref))
-            except StopIteration:
-                raise RuntimeError("the cell's task ended without a result") from None
-            if event[0] == "result":
-                return event[1]
-            self.output(event)
 
     def cancel(self) -> None:
         """Stop the run: KeyboardInterrupt in the cell, then its worker killed if it does
@@ -172,20 +158,20 @@ class RemoteRun:
         ray = _ray()
         with contextlib.suppress(Exception):
             ray.cancel(self.ref, force=False)
-            if self.streaming:
-                return
             ready, _ = ray.wait([self.ref], timeout=CANCEL_GRACE)
             if not ready:
                 ray.cancel(self.ref, force=True)
-        if self.channel_address is not None and self.session.channel is not None:
-            self.session.channel.finish(self.channel_address, streamed=False)
+        outlet = self.session.outlet
+        if self.channel_address is not None and outlet is not None:
+            outlet.finish(self.channel_address, streamed=False)
 
 
 class RaySession:
     def __init__(self, head: LocalRayHead | None = None):
         self.head = head
         self.target: transport.Target | None = None
-        self.channel: OutputChannel | None = None
+        self.channel: OutputChannel | None = None  # driver: workers connect to the kernel
+        self.relay: Relay | None = None  # Ray Client: output through a queue actor
         self.cache: InputCache | None = None
         self.last_used = time.monotonic()
         self._nodes: tuple[float, list] | None = None
@@ -216,6 +202,8 @@ class RaySession:
             gpus=_env_int("REDSPOT_GPUS"))
         if self.target.streams_by_channel:
             self.channel = OutputChannel(transport.channel_host(self.target))
+        else:
+            self.relay = Relay()
         self.cache = InputCache(_ray().put)
         self._nodes = None
         self.touch()
@@ -250,12 +238,26 @@ class RaySession:
         if self.channel is not None:
             self.channel.close()
             self.channel = None
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         self.cache = None
         if ray is not None and ray.is_initialized():
             ray.shutdown()
         if stop_head:
             (self.head or LocalRayHead()).stop()
         self.target = None
+
+    @property
+    def outlet(self) -> OutputChannel | Relay | None:
+        """Where remote cells' output comes in."""
+        return self.channel or self.relay
+
+    def pump(self) -> None:
+        """Fetch relayed output (Ray Client); the channel needs no help."""
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                self.relay.drain()
 
     def touch(self) -> None:
         """Note that the cluster is in use (the user's local head stops when idle)."""
@@ -312,27 +314,23 @@ class RaySession:
         if not self.connected:
             raise NotConnected("not connected to a Ray cluster: run %ray_connect")
         self.touch()
-        streaming = self.channel is None
-        run = RemoteRun(self, None, None, streaming=streaming)
+        run = RemoteRun(self)
         self._runs.add(run)
-        if not streaming:
-            run.channel_address = self.channel.open(run.output)
+        run.channel_address = self.outlet.open(run.output)
         spec = (code, writes, last_expression, shipment.inline, run.channel_address,
                 list(shipment.refs))
-        task = self._task(streaming, cpus, gpus, memory, runtime_env)
+        task = self._task(cpus, gpus, memory, runtime_env)
         run.ref = task.remote(spec, *shipment.refs.values())
         return run
 
-    def _task(self, streaming: bool, cpus, gpus, memory, runtime_env):
+    def _task(self, cpus, gpus, memory, runtime_env):
         """The cell's remote function with these options (made once: options cost)."""
-        key = (streaming, cpus, gpus, memory, json.dumps(runtime_env, sort_keys=True))
+        key = (cpus, gpus, memory, json.dumps(runtime_env, sort_keys=True))
         task = self._remote.get(key)
         if task is None:
-            ray = _ray()
-            body = (ray.remote(num_returns="streaming")(cells.run_cell_streaming) if streaming
-                    else ray.remote(cells.run_cell))
-            task = body.options(num_cpus=cpus, num_gpus=gpus, memory=memory,
-                                runtime_env=runtime_env or None, max_retries=0)
+            task = _ray().remote(cells.run_cell).options(
+                num_cpus=cpus, num_gpus=gpus, memory=memory,
+                runtime_env=runtime_env or None, max_retries=0)
             if len(self._remote) > 64:
                 self._remote.clear()
             self._remote[key] = task

@@ -9,7 +9,8 @@
 ``client``
     ``ray.init("ray://host:10001")``: Ray Client, through one port of the head, for a
     kernel the cluster cannot reach back. Slower (10-15 ms a round trip) and less sturdy;
-    cell output comes back as a streaming generator. Chosen by a ``ray://`` address.
+    cell output comes back through a queue actor on the cluster. Chosen by a ``ray://``
+    address.
 ``jobs``
     Ray's Jobs API, over the dashboard's HTTP port: for runs that must outlive the kernel.
     :class:`Jobs` submits, follows and stops them.

@@ -285,3 +285,30 @@ def test_env_without_an_environment_service_is_a_clear_error(shell, monkeypatch)
     monkeypatch.delenv("REDSPOT_ENVIRONMENTS_URL", raising=False)
     result = run(shell, "x = 1", "--env team/vanilla")
     assert "environments are not available here" in str(result.error_in_exec)
+
+
+CLIENT_KERNEL = """
+import os, sys
+from IPython.core.interactiveshell import InteractiveShell
+ip = InteractiveShell.instance()
+ip.extension_manager.load_extension("redspot.magics")
+ip.run_line_magic("ray_connect", sys.argv[1])
+ip.user_ns["base"] = 20
+result = ip.run_cell("%%ray_remote\\nprint('through the client')\\nanswer = base + 22\\nanswer")
+print("result", result.success, result.result, ip.user_ns.get("answer"), flush=True)
+ip.run_line_magic("ray_disconnect", "")
+"""
+
+
+def test_a_ray_client_address_runs_cells_with_streamed_output(ray_head, tmp_path):
+    """``ray://``: the Ray Client transport, where output comes as a streaming generator."""
+    import subprocess
+    import sys
+
+    head, info = ray_head
+    result = subprocess.run(
+        [sys.executable, "-c", CLIENT_KERNEL, info.client], capture_output=True, text=True,
+        timeout=300, env={**os.environ, **auth_env(head.token_path), "HOME": str(tmp_path)})
+    assert "Connected to the Ray cluster at ray://" in result.stdout, result.stderr[-3000:]
+    assert "through the client" in result.stdout
+    assert "result True 42 42" in result.stdout, result.stdout + result.stderr[-3000:]
