@@ -119,7 +119,13 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
         ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False,
                  num_cpus=int(cpus) if cpus else None)
     else:
-        ray.init(address=target.address, logging_level="ERROR", log_to_driver=False)
+        options = {}
+        if channel_host(target) == "127.0.0.1" and target.kind == "driver":
+            # a one-machine cluster: this driver is on the loopback address too, whatever
+            # Ray read from its environment when it was imported
+            options["_node_ip_address"] = "127.0.0.1"
+        ray.init(address=target.address, logging_level="ERROR", log_to_driver=False,
+                 **options)
     return target
 
 

@@ -244,8 +244,11 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.redspot_env())
-        # the user's Ray cluster is this machine alone: Ray keeps to the loopback address
-        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        # the user's Ray cluster is this machine alone, with its token in their home:
+        # set from the start, as Ray reads these once per process
+        from ..compute.local import auth_env
+
+        env.update(auth_env(Path(self.home) / ".redspot" / "ray" / "token"))
         return env
 
     def get_args(self):

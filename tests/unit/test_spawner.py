@@ -112,3 +112,18 @@ def test_a_server_started_without_an_environment_leaves_the_last_one(tmp_path):
     with pytest.raises(web.HTTPError) as e:
         apply(spawner, {"environment": "bob/other"})
     assert "choose one of: alice/six" in e.value.log_message
+
+
+def test_servers_are_told_their_ray_token_services_and_idle_timeout(tmp_path):
+    spawner = make_spawner()
+    spawner.data_dir = str(tmp_path)
+    spawner.service_urls = {"environments": "http://127.0.0.1:9100/services/environments/"}
+    spawner.ray_idle_timeout = 600
+    apply(spawner, {})
+    env = spawner.get_env()
+    # from the start: Ray reads its auth settings once per process
+    assert env["RAY_AUTH_MODE"] == "token"
+    assert env["RAY_AUTH_TOKEN_PATH"] == str(spawner.home / ".redspot" / "ray" / "token")
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    assert env["REDSPOT_ENVIRONMENTS_URL"] == "http://127.0.0.1:9100/services/environments/"
+    assert env["REDSPOT_RAY_IDLE_TIMEOUT"] == "600"
