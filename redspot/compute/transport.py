@@ -23,14 +23,18 @@ demand under the user's account (``local.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .kuberay import PORTS
 from .local import LocalRayHead, auth_env
 
+#: How many times a Ray Client connection is tried.
+CLIENT_ATTEMPTS = 3
 #: Where Kubernetes tells a pod its namespace.
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -124,8 +128,20 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
             # a one-machine cluster: this driver is on the loopback address too, whatever
             # Ray read from its environment when it was imported
             options["_node_ip_address"] = "127.0.0.1"
-        ray.init(address=target.address, logging_level="ERROR", log_to_driver=False,
-                 **options)
+        # Ray Client's server sometimes fails to start a connection's server (about one
+        # connect in six here): a client connect is tried again before giving up
+        attempts = CLIENT_ATTEMPTS if target.kind == "client" else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                ray.init(address=target.address, logging_level="ERROR", log_to_driver=False,
+                         **options)
+                break
+            except (ConnectionError, RuntimeError):
+                if attempt == attempts:
+                    raise
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                time.sleep(attempt)
     return target
 
 

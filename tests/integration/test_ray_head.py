@@ -165,3 +165,33 @@ def test_the_jobs_api_runs_a_job_with_the_token_and_refuses_one_without(head, tm
     assert "status SUCCEEDED" in out and "from a job 42" in out, out + result.stderr[-3000:]
     refused = out.split("refused", 1)[1] if "refused" in out else ""
     assert "403" in refused or "401" in refused or "auth" in refused.lower(), out
+
+
+def test_the_users_server_stops_an_idle_head(tmp_path):
+    """The server extension's idle check, in a real jupyter server (no kernel uses it)."""
+    import time
+
+    home = tmp_path / "home"
+    home.mkdir()
+    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
+    head = LocalRayHead(state_dir=home / ".redspot" / "ray", private_dir=temp)
+    head.start(cpus=1)
+    env = {**os.environ, "HOME": str(home), "REDSPOT_RAY_IDLE_TIMEOUT": "4"}
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jupyter", "server", "--no-browser", "--allow-root",
+             "--ServerApp.port=0", "--ServerApp.token=t", f"--ServerApp.root_dir={home}",
+             "--ServerApp.jpserver_extensions={'redspot.serverextension': True}"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while "Stopped this user's Ray head: unused for 4 s" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert head.info() is None
+    finally:
+        server.terminate()
+        server.wait(15)
+        head.stop(timeout=5)
+        shutil.rmtree(temp, ignore_errors=True)
