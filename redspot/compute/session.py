@@ -276,6 +276,7 @@ class RaySession:
         ray = _ray()
         return {"address": self.address, "dashboard": self.dashboard,
                 "transport": self.target.kind if self.target else None,
+                "own": bool(self.target and self.target.users_own),
                 "nodes": len(self.nodes(max_age=0)),
                 "resources": ray.cluster_resources(),
                 "available": ray.available_resources()}

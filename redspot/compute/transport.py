@@ -55,6 +55,7 @@ class Target:
     dashboard: str | None = None  # the dashboard's URL, where known
     own_head: bool = False  # the user's local head: started on demand
     autoscaling: bool = False  # nodes may be added for what is asked (KubeRay)
+    users_own: bool = False  # the user's own cluster (its dashboard is proxied)
 
     @property
     def streams_by_channel(self) -> bool:
@@ -89,11 +90,12 @@ def resolve(address: str | None = None, *, local: bool = False, cluster: str | N
             raise TransportError("--cluster needs Kubernetes: no namespace is known here "
                                  "(REDSPOT_NAMESPACE is not set)")
         host = f"{name}-head-svc.{namespace}.svc"
-        whose = "your" if name == environ.get("REDSPOT_RAY_CLUSTER") else "the"
+        own = name == environ.get("REDSPOT_RAY_CLUSTER")
         return Target("driver", f"{host}:{PORTS['gcs-server']}",
-                      f"{whose} Ray cluster {name}",
-                      dashboard=f"http://{host}:{PORTS['dashboard']}", autoscaling=True)
-    return Target("driver", None, "your Ray cluster", own_head=True)
+                      f"{'your' if own else 'the'} Ray cluster {name}",
+                      dashboard=f"http://{host}:{PORTS['dashboard']}", autoscaling=True,
+                      users_own=own)
+    return Target("driver", None, "your Ray cluster", own_head=True, users_own=True)
 
 
 def _pod_namespace() -> str | None:
@@ -114,7 +116,7 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
         os.environ.update(auth_env(head.token_path))
         info = head.start(cpus=cpus, gpus=gpus)
         target = Target("driver", info.address, f"your Ray cluster at {info.address}",
-                        dashboard=info.dashboard, own_head=True)
+                        dashboard=info.dashboard, own_head=True, users_own=True)
     import ray
 
     if ray.is_initialized():

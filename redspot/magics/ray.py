@@ -258,7 +258,6 @@ class RayRun:
         self._magics = magics
         self._run = run
         self._timeout = timeout
-        self._finished = None
 
     def __repr__(self):
         state = "done" if self.done() else "running"
@@ -308,14 +307,14 @@ def _show(event: tuple) -> None:
 
 
 def dashboard_link(status: dict) -> str | None:
-    """The dashboard's URL as the browser reaches it: through this user's server
-    (``/user/<name>/redspot/ray/dashboard/``) when the kernel runs in a hub's server."""
+    """The dashboard's URL as the browser reaches it: for the user's own cluster in a
+    hub's server, through that server (``/user/<name>/redspot/ray/dashboard/``)."""
     import os
 
     if not status.get("dashboard"):
         return None
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
-    if not prefix:
+    if not prefix or not status.get("own"):
         return status["dashboard"]
     return f"{prefix.rstrip('/')}/redspot/ray/dashboard/"
 

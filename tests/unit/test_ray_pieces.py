@@ -192,6 +192,7 @@ def test_on_kubernetes_the_default_is_the_users_raycluster():
     assert target.dashboard == "http://ray-alice-head-svc.team-a.svc:8265"
     assert target.description == "your Ray cluster ray-alice"
     assert target.autoscaling  # a GPU request waits for KubeRay to add a GPU worker
+    assert target.users_own and not transport.resolve(cluster="ray-bob", environ=env).users_own
     other = transport.resolve(cluster="ray-shared", environ=env)
     assert other.address == "ray-shared-head-svc.team-a.svc:6379"
 
@@ -226,3 +227,13 @@ def test_the_idle_timeout_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("REDSPOT_RAY_IDLE_TIMEOUT", "soon")
     assert idle_timeout() == 3600
 
+
+
+def test_the_dashboard_link_goes_through_the_server_for_the_users_own_cluster(monkeypatch):
+    from redspot.magics.ray import dashboard_link
+
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/alice/")
+    own = {"dashboard": "http://127.0.0.1:8265", "own": True}
+    assert dashboard_link(own) == "/user/alice/redspot/ray/dashboard/"
+    assert dashboard_link({**own, "own": False}) == "http://127.0.0.1:8265"
+    assert dashboard_link({"dashboard": None}) is None
