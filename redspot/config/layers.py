@@ -102,7 +102,7 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
                if service.get("enabled")]
     if not enabled:
         return
-    services = []
+    services, service_urls = [], {}
     if "environments" in enabled:
         envs = settings["services"]["environments"]
         command = [ctx.python, "-m", "redspot.environments.service",
@@ -126,8 +126,26 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         })
         c.RedspotSpawnerMixin.environments_catalog = str(
             ctx.paths.environments / "catalog.sqlite")
-        c.RedspotSpawnerMixin.service_urls = {
-            "environments": f"{url}/services/environments/"}
+        service_urls["environments"] = f"{url}/services/environments/"
+    if "models" in enabled:
+        models = settings["services"]["models"]
+        url = f"http://127.0.0.1:{ctx.service_ports['models']}"
+        command = [ctx.python, "-m", "redspot.models.service",
+                   f"--data-dir={ctx.paths.models}"]
+        for key in ("backend_store_uri", "artifacts_destination"):
+            if models.get(key):
+                command.append(f"--{key.replace('_', '-')}={models[key]}")
+        services.append({
+            "name": "models",
+            "display": True,
+            "url": url,
+            "command": command,
+            "oauth_no_confirm": True,
+            "environment": dict(ctx.service_env),
+        })
+        service_urls["models"] = f"{url}/services/models/"
+    if service_urls:
+        c.RedspotSpawnerMixin.service_urls = service_urls
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])

@@ -67,6 +67,11 @@ class DataPaths:
         return self.root / "environments"
 
     @property
+    def models(self) -> Path:
+        """The model registry's store, artifacts and permissions (0700, the hub's)."""
+        return self.root / "models"
+
+    @property
     def homes(self) -> Path:
         return self.root / "home"
 

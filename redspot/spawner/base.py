@@ -232,6 +232,10 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             env.update(self.profile.server_env())
         for name, url in self.service_urls.items():
             env[f"REDSPOT_{name.upper().replace('-', '_')}_URL"] = url
+        if "models" in self.service_urls:
+            # MLflow's client, unchanged: the registry, with the server's own hub token
+            env["MLFLOW_TRACKING_URI"] = self.service_urls["models"].rstrip("/")
+            env["MLFLOW_TRACKING_TOKEN"] = self.api_token
         return env
 
     # --- state across hub restarts -------------------------------------------------------

@@ -56,8 +56,9 @@ def test_empty_settings_are_valid():
     ({"auth": {"type": "oauth"}}, "auth.oauth: required when auth.type is oauth"),
     ({"auth": {"type": "pam", "signup": "open"}},
      "auth.signup: only applies to auth.type password"),
-    ({"services": {"models": {"enabled": True}}},
-     "services.models.enabled: the models service is not part of this release yet"),
+    ({"services": {"sharing": {"enabled": True}}},
+     "services.sharing.enabled: the sharing service is not part of this release yet; "
+     "available: environments, models"),
     ({"spawner": {"isolation": "vm"}},
      "spawner.isolation: 'vm' is not allowed; allowed: auto, accounts, none"),
     ({"kubernetes": {"storage": {"mode": "nfs"}}},
@@ -279,3 +280,22 @@ def test_layers_apply_in_order(tmp_path):
 def test_the_configuration_reference_is_generated_from_the_schema():
     doc = (REPO / "docs" / "configuration.md").read_text()
     assert doc == schema_markdown(), "run: redspot config schema > docs/configuration.md"
+
+
+def test_layer_services_runs_the_model_registry():
+    from redspot.config.layers import Context, layer_services
+    from redspot.config.paths import DataPaths
+
+    ctx = Context(paths=DataPaths(Path("/data")), python="/py",
+                  service_ports={"models": 9200}, service_env={})
+    c = Config()
+    layer_services(c, validate_settings({"services": {"models": {
+        "enabled": True, "artifacts_destination": "s3://bucket/models"}}}), ctx)
+    (service,) = c.JupyterHub.services
+    assert service["name"] == "models" and service["url"] == "http://127.0.0.1:9200"
+    assert service["command"] == ["/py", "-m", "redspot.models.service", "--data-dir=/data/models",
+                                  "--artifacts-destination=s3://bucket/models"]
+    assert c.RedspotSpawnerMixin.service_urls == {
+        "models": "http://127.0.0.1:9200/services/models/"}
+    server_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "server")
+    assert "access:services!service=models" in server_role["scopes"]

@@ -117,8 +117,10 @@ def test_a_server_started_without_an_environment_leaves_the_last_one(tmp_path):
 def test_servers_are_told_their_ray_token_services_and_idle_timeout(tmp_path):
     spawner = make_spawner()
     spawner.data_dir = str(tmp_path)
-    spawner.service_urls = {"environments": "http://127.0.0.1:9100/services/environments/"}
+    spawner.service_urls = {"environments": "http://127.0.0.1:9100/services/environments/",
+                            "models": "http://127.0.0.1:9200/services/models/"}
     spawner.ray_idle_timeout = 600
+    spawner.api_token = "server-token"
     apply(spawner, {})
     env = spawner.get_env()
     # from the start: Ray reads its auth settings once per process
@@ -127,3 +129,6 @@ def test_servers_are_told_their_ray_token_services_and_idle_timeout(tmp_path):
     assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     assert env["REDSPOT_ENVIRONMENTS_URL"] == "http://127.0.0.1:9100/services/environments/"
     assert env["REDSPOT_RAY_IDLE_TIMEOUT"] == "600"
+    # MLflow's own client reaches the registry with the server's hub token
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:9200/services/models"
+    assert env["MLFLOW_TRACKING_TOKEN"] == "server-token"

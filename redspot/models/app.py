@@ -1,0 +1,281 @@
+"""MLflow's server behind the hub: every request authenticated, registry changes checked.
+
+``create_app`` is MLflow's own extension point for a custom server app (the ``mlflow.app``
+entry point ``redspot``: ``mlflow server --app-name redspot``). It wraps the whole ASGI
+app, MLflow's FastAPI routes (artifacts, traces, server info) as well as its Flask app,
+in :class:`HubGuard`:
+
+- the service lives at ``/services/models/`` behind the hub's proxy; the prefix is taken
+  off before MLflow sees the path, so its UI, REST API and artifact routes all work as
+  they do at ``/``;
+- a request must carry a hub token (``Authorization: Bearer|token …``, as MLflow's
+  client sends ``MLFLOW_TRACKING_TOKEN``) of a user allowed to reach this service, or
+  it gets 401/403 and MLflow never sees it;
+- the identity MLflow records for runs is the hub user's: ``user_id`` and the
+  ``mlflow.user`` tag of a new run are set by the service, whatever the client sent;
+- registered models have owners (``permissions.py``): creating one records its owner;
+  new versions, aliases, tags, renames and deletes need the owner, a granted group or an
+  admin; a private model is hidden from everyone else's reads and searches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from urllib.parse import parse_qs
+
+from .permissions import ModelAcl, PermissionStore, Requester, may_change, may_read
+
+log = logging.getLogger("redspot.models")
+
+#: JSON bodies read to check a registry call (artifact uploads are never buffered).
+MAX_JSON_BODY = 16 << 20
+_API = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/(?P<call>[a-z-]+/[a-z-]+)$")
+
+#: Registry calls that change a model, by MLflow REST path: the field naming the model.
+CHANGES = {
+    "registered-models/rename": "name",
+    "registered-models/update": "name",
+    "registered-models/delete": "name",
+    "registered-models/set-tag": "name",
+    "registered-models/delete-tag": "name",
+    "registered-models/alias": "name",  # POST sets, DELETE removes
+    "model-versions/create": "name",
+    "model-versions/update": "name",
+    "model-versions/delete": "name",
+    "model-versions/set-tag": "name",
+    "model-versions/delete-tag": "name",
+    "model-versions/transition-stage": "name",
+}
+#: Registry calls that read one model.
+READS = {
+    "registered-models/get": "name",
+    "registered-models/get-latest-versions": "name",
+    "model-versions/get": "name",
+    "model-versions/get-download-uri": "name",
+    "registered-models/get-by-alias": "name",
+}
+#: Searches whose results leave out private models of others.
+SEARCHES = {"registered-models/search": "registered_models",
+            "model-versions/search": "model_versions"}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class HubIdentity:
+    """Who is asking, as the hub says: from the request's token (HubAuth, cached)."""
+
+    def __init__(self, hub_auth=None):
+        if hub_auth is None:
+            from jupyterhub.services.auth import HubAuth
+
+            hub_auth = HubAuth(cache_max_age=60)
+        self.hub_auth = hub_auth
+
+    async def requester(self, headers: dict[str, str]) -> Requester:
+        token = _token_from(headers)
+        if not token:
+            raise Refused(401, "UNAUTHENTICATED",
+                          "a hub token is needed: set MLFLOW_TRACKING_TOKEN (Redspot servers "
+                          "have it) or send 'Authorization: Bearer <token>'")
+        model = await self.hub_auth.user_for_token(token, sync=False)
+        if not model:
+            raise Refused(401, "UNAUTHENTICATED", "the hub does not know this token")
+        if model.get("kind", "user") != "user":
+            raise Refused(403, "PERMISSION_DENIED", "only hub users may use the registry")
+        if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model):
+            raise Refused(403, "PERMISSION_DENIED",
+                          f"{model['name']} may not use this service "
+                          f"(needs {', '.join(sorted(self.hub_auth.access_scopes))})")
+        return Requester(model["name"], tuple(model.get("groups") or ()),
+                         bool(model.get("admin")))
+
+
+def _token_from(headers: dict[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() in ("bearer", "token") and token.strip():
+        return token.strip()
+    return None
+
+
+class HubGuard:
+    """The ASGI app in front of MLflow's (see the module's docstring)."""
+
+    def __init__(self, app, identity: HubIdentity, store: PermissionStore, prefix: str):
+        self.app = app
+        self.identity = identity
+        self.store = store
+        self.prefix = "/" + prefix.strip("/")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return  # websockets: not served (closing the connection refuses them)
+        path = scope["path"]
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            inner = path[len(self.prefix):] or "/"
+        else:
+            return await _reply(send, 404, "RESOURCE_DOES_NOT_EXIST",
+                                f"the model registry is at {self.prefix}/")
+        scope = {**scope, "path": inner, "raw_path": inner.encode(),
+                 "root_path": scope.get("root_path", "") + self.prefix}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        try:
+            requester = await self.identity.requester(headers)
+            match = _API.match(inner)
+            call = match["call"] if match else None
+            if call in CHANGES or call in READS or call in SEARCHES or call in (
+                    "registered-models/create", "runs/create"):
+                return await self._checked(call, requester, scope, receive, send)
+        except Refused as e:
+            return await _reply(send, e.status, e.code, e.message)
+        return await self.app(scope, receive, send)
+
+    async def _checked(self, call, requester, scope, receive, send):
+        method = scope["method"]
+        body = await _read_body(receive)
+        data = _request_data(scope, body)
+        name = data.get("name") if isinstance(data.get("name"), str) else None
+        acl = self.store.get(name) if name else None
+
+        if call == "runs/create":  # the hub's identity, not what the client says
+            data["user_id"] = requester.name
+            tags = [t for t in data.get("tags", []) if t.get("key") != "mlflow.user"]
+            data["tags"] = [*tags, {"key": "mlflow.user", "value": requester.name}]
+            body = json.dumps(data).encode()
+        elif call == "registered-models/create":
+            if name and acl is not None and not may_change(requester, acl):
+                raise Refused(403, "PERMISSION_DENIED",
+                              f"the model {name!r} belongs to {acl.owner}")
+        elif call in CHANGES:
+            if not name:
+                raise Refused(400, "INVALID_PARAMETER_VALUE", "the request names no model")
+            if not may_read(requester, acl):
+                raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
+                              f"Registered Model with name={name} not found")
+            if not may_change(requester, acl):
+                raise Refused(403, "PERMISSION_DENIED", _change_refusal(requester, name, acl))
+        elif call in READS:
+            if name and not may_read(requester, acl):
+                raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
+                              f"Registered Model with name={name} not found")
+
+        # the response waits until the records are updated: the client's next call (a
+        # version of the model it just made) must find its owner
+        status, headers, raw = await self._forward(scope, body)
+        if status == 200:
+            if call == "registered-models/create" and name:
+                self.store.claim(name, requester.name)
+                log.info("%s registered the model %r (its owner)", requester.name, name)
+            elif call == "registered-models/rename" and isinstance(data.get("new_name"), str):
+                self.store.rename(name, data["new_name"])
+            elif call == "registered-models/delete" and method in ("DELETE", "POST"):
+                self.store.forget(name)
+            elif call in SEARCHES:
+                raw = self._filtered(raw, SEARCHES[call], requester)
+        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(raw)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": raw})
+
+    async def _forward(self, scope, body: bytes) -> tuple[int, list, bytes]:
+        """Run MLflow's app on ``body``; its whole response (JSON, small)."""
+        sent = False
+        state = {"status": 500, "headers": [], "chunks": []}
+
+        async def receive():
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def keep(message):
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["headers"] = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                state["chunks"].append(message.get("body", b""))
+
+        headers = [(k, v) for k, v in scope.get("headers", [])
+                   if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.app({**scope, "headers": headers}, receive, keep)
+        return state["status"], state["headers"], b"".join(state["chunks"])
+
+    def _filtered(self, raw: bytes, key: str, requester: Requester) -> bytes:
+        """A search's results without the private models ``requester`` may not read."""
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return raw
+        if isinstance(payload, dict) and isinstance(payload.get(key), list):
+            acls = self.store.all()
+            payload[key] = [m for m in payload[key]
+                            if may_read(requester, acls.get(m.get("name")))]
+            raw = json.dumps(payload).encode()
+        return raw
+
+
+def _change_refusal(requester: Requester, name: str, acl: ModelAcl | None) -> str:
+    if acl is None:
+        return (f"the model {name!r} has no owner in Redspot's records (it was made before "
+                "Redspot kept them): only an admin may change it")
+    granted = f" or members of {', '.join(acl.groups)}" if acl.groups else ""
+    return (f"{requester.name} may not change the model {name!r}: it belongs to "
+            f"{acl.owner}; only {acl.owner}{granted} or an admin may")
+
+
+async def _read_body(receive) -> bytes:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Refused(400, "BAD_REQUEST", "the client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_JSON_BODY:
+            raise Refused(413, "INVALID_PARAMETER_VALUE",
+                          f"a registry request may be at most {MAX_JSON_BODY >> 20} MiB")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _request_data(scope, body: bytes) -> dict:
+    if body.strip():
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise Refused(400, "MALFORMED_REQUEST", "the request body is not JSON") from None
+        if not isinstance(data, dict):
+            raise Refused(400, "MALFORMED_REQUEST", "the request body is not a JSON object")
+        return data
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return {k: v[0] for k, v in query.items()}
+
+
+async def _reply(send, status: int, code: str, message: str):
+    body = json.dumps({"error_code": code, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app():
+    """The ``mlflow.app`` factory: MLflow's FastAPI app (its Flask app inside), guarded."""
+    from mlflow.server.fastapi_app import app as mlflow_app
+
+    store = PermissionStore(os.environ["REDSPOT_MODELS_PERMISSIONS_DB"])
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/models/")
+    return HubGuard(mlflow_app, HubIdentity(), store, prefix)

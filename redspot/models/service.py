@@ -1,0 +1,68 @@
+"""The model registry as a JupyterHub managed service: MLflow's server, guarded.
+
+    python -m redspot.models.service --data-dir DIR [--backend-store-uri URI]
+                                     [--artifacts-destination URI]
+
+Runs ``mlflow server --app-name redspot`` (see ``app.py``) on the address the hub gave
+the service (``$JUPYTERHUB_SERVICE_URL``), with one worker and MLflow's job runner off
+(about 540 MB instead of 2.5 GB). By default the tracking and registry store is SQLite
+and artifacts are files, both in DIR; on Kubernetes a PostgreSQL URI and an ``s3://``
+destination come from the configuration. MLflow serves the artifacts itself
+(``--serve-artifacts``): clients never need the store's credentials.
+
+MLflow's command forwards SIGTERM to its uvicorn server, so stopping the hub stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+def command(data_dir: Path, backend_store_uri: str | None, artifacts_destination: str | None,
+            service_url: str, mlflow: str) -> list[str]:
+    """The ``mlflow server`` command line (pure)."""
+    url = urlparse(service_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    return [
+        mlflow, "server", "--app-name", "redspot",
+        "--host", host, "--port", str(port), "--workers", "1",
+        "--backend-store-uri", backend_store_uri or f"sqlite:///{data_dir / 'mlflow.sqlite'}",
+        "--artifacts-destination", artifacts_destination or str(data_dir / "artifacts"),
+        "--serve-artifacts",
+        # every request is authenticated by the hub first (app.py); the Host header is
+        # the hub's public one, whatever name users reach the hub by
+        "--allowed-hosts", "*",
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True, type=Path)
+    parser.add_argument("--backend-store-uri")
+    parser.add_argument("--artifacts-destination")
+    args = parser.parse_args(argv)
+
+    service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if not service_url:
+        parser.error("JUPYTERHUB_SERVICE_URL is not set: run me as a JupyterHub service")
+    os.umask(0o077)
+    args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not args.artifacts_destination:
+        (args.data_dir / "artifacts").mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "REDSPOT_MODELS_PERMISSIONS_DB": str(args.data_dir / "permissions.sqlite"),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    cmd = command(args.data_dir, args.backend_store_uri, args.artifacts_destination,
+                  service_url, mlflow)
+    os.execve(mlflow, cmd, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The registry's guard and permissions, with MLflow's app and the hub at the edges."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from redspot.models.app import HubGuard, Refused
+from redspot.models.permissions import (
+    ModelAcl,
+    PermissionStore,
+    Requester,
+    may_change,
+    may_read,
+)
+
+ALICE = Requester("alice", ("vision",))
+BOB = Requester("bob", ("nlp",))
+CAROL = Requester("carol", ("vision",))
+ADMIN = Requester("root", (), admin=True)
+
+
+@pytest.mark.parametrize("who, acl, change, read", [
+    (ALICE, ModelAcl("m", "alice"), True, True),
+    (BOB, ModelAcl("m", "alice"), False, True),
+    (CAROL, ModelAcl("m", "alice", groups=("vision",)), True, True),
+    (BOB, ModelAcl("m", "alice", private=True), False, False),
+    (ADMIN, ModelAcl("m", "alice", private=True), True, True),
+    (BOB, None, False, True),  # a model from before Redspot's records: admins change it
+    (ADMIN, None, True, True),
+])
+def test_who_may_change_and_read(who, acl, change, read):
+    assert may_change(who, acl) is change
+    assert may_read(who, acl) is read
+
+
+class Identity:
+    """The hub at the edge: tokens are user names."""
+
+    async def requester(self, headers):
+        token = headers.get("authorization", "").partition(" ")[2]
+        users = {u.name: u for u in (ALICE, BOB, CAROL, ADMIN)}
+        if token not in users:
+            raise Refused(401, "UNAUTHENTICATED", "a hub token is needed")
+        return users[token]
+
+
+class FakeMlflow:
+    """MLflow's app at the edge: records what it was asked, answers canned JSON."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def __call__(self, scope, receive, send):
+        body = (await receive()).get("body", b"")
+        self.calls.append((scope["path"], scope["root_path"], body))
+        if scope["path"].endswith("registered-models/search"):
+            answer = {"registered_models": [{"name": "open"}, {"name": "secret"}]}
+        else:
+            answer = {}
+        raw = json.dumps(answer).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": raw})
+
+
+def call(guard, who, method, path, body=None, query=b""):
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": json.dumps(body).encode() if body else b"",
+                "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    headers = [(b"authorization", f"Bearer {who}".encode())] if who else []
+    asyncio.run(guard({"type": "http", "method": method, "path": path, "headers": headers,
+                       "query_string": query}, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"] or b"{}")
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    mlflow = FakeMlflow()
+    store = PermissionStore(tmp_path / "p.sqlite")
+    return HubGuard(mlflow, Identity(), store, "/services/models/"), mlflow, store
+
+
+API = "/services/models/api/2.0/mlflow/"
+
+
+def test_the_prefix_is_taken_off_and_nothing_passes_without_a_token(guarded):
+    guard, mlflow, _ = guarded
+    assert call(guard, None, "GET", API + "experiments/search")[0] == 401
+    assert call(guard, "alice", "GET", "/elsewhere")[0] == 404
+    assert call(guard, "alice", "GET", API + "experiments/search")[0] == 200
+    assert mlflow.calls[-1][:2] == ("/api/2.0/mlflow/experiments/search", "/services/models")
+
+
+def test_a_new_run_records_the_hub_user_whatever_the_client_says(guarded):
+    guard, mlflow, _ = guarded
+    call(guard, "bob", "POST", API + "runs/create",
+         {"experiment_id": "1", "user_id": "alice",
+          "tags": [{"key": "mlflow.user", "value": "alice"}, {"key": "k", "value": "v"}]})
+    sent = json.loads(mlflow.calls[-1][2])
+    assert sent["user_id"] == "bob"
+    assert {"key": "mlflow.user", "value": "bob"} in sent["tags"]
+    assert {"key": "k", "value": "v"} in sent["tags"] and len(sent["tags"]) == 2
+
+
+def test_owners_are_recorded_and_follow_renames_and_deletes(guarded):
+    guard, _, store = guarded
+    assert call(guard, "alice", "POST", API + "registered-models/create", {"name": "m"})[0] == 200
+    assert store.get("m").owner == "alice"
+    status, body = call(guard, "bob", "POST", API + "model-versions/create",
+                        {"name": "m", "source": "s"})
+    assert status == 403 and "it belongs to alice" in body["message"]
+    assert call(guard, "alice", "POST", API + "registered-models/rename",
+                {"name": "m", "new_name": "m2"})[0] == 200
+    assert store.get("m") is None and store.get("m2").owner == "alice"
+    assert call(guard, "alice", "DELETE", API + "registered-models/delete",
+                {"name": "m2"})[0] == 200
+    assert store.get("m2") is None
+
+
+def test_private_models_are_hidden_from_others(guarded):
+    guard, _, store = guarded
+    store.claim("open", "alice")
+    store.claim("secret", "alice")
+    store.update("secret", private=True)
+    _, found = call(guard, "bob", "GET", API + "registered-models/search")
+    assert [m["name"] for m in found["registered_models"]] == ["open"]
+    _, found = call(guard, "alice", "GET", API + "registered-models/search")
+    assert [m["name"] for m in found["registered_models"]] == ["open", "secret"]
+    status, _ = call(guard, "bob", "GET", API + "registered-models/get", query=b"name=secret")
+    assert status == 404
+    status, _ = call(guard, "bob", "POST", API + "model-versions/create",
+                     {"name": "secret", "source": "s"})
+    assert status == 404  # not even told it exists
+
+
+def test_the_owner_may_grant_a_group(guarded):
+    guard, _, store = guarded
+    store.claim("m", "alice")
+    store.update("m", groups=["vision"])
+    assert call(guard, "carol", "POST", API + "registered-models/alias",
+                {"name": "m", "alias": "champion", "version": "1"})[0] == 200
+    assert call(guard, "bob", "POST", API + "registered-models/alias",
+                {"name": "m", "alias": "champion", "version": "1"})[0] == 403
