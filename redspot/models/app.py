@@ -15,7 +15,8 @@ in :class:`HubGuard`:
   ``mlflow.user`` tag of a new run are set by the service, whatever the client sent;
 - registered models have owners (``permissions.py``): creating one records its owner;
   new versions, aliases, tags, renames and deletes need the owner, a granted group or an
-  admin; a private model is hidden from everyone else's reads and searches.
+  admin; a private model is hidden from everyone else's reads and searches. The owner
+  grants groups and sets privacy at ``redspot/api/permissions/<model>`` (GET, PATCH).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import logging
 import os
 import re
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from .permissions import ModelAcl, PermissionStore, Requester, may_change, may_read
 
@@ -33,6 +34,8 @@ log = logging.getLogger("redspot.models")
 #: JSON bodies read to check a registry call (artifact uploads are never buffered).
 MAX_JSON_BODY = 16 << 20
 _API = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/(?P<call>[a-z-]+/[a-z-]+)$")
+#: Redspot's own endpoint: a model's owner, granted groups and privacy.
+_PERMISSIONS = re.compile(r"^/redspot/api/permissions/(?P<name>[^/]+)$")
 
 #: Registry calls that change a model, by MLflow REST path: the field naming the model.
 CHANGES = {
@@ -131,6 +134,10 @@ class HubGuard:
                    for k, v in scope.get("headers", [])}
         try:
             requester = await self.identity.requester(headers)
+            permissions = _PERMISSIONS.match(inner)
+            if permissions:
+                return await self._permissions(unquote(permissions["name"]), requester,
+                                               scope, receive, send)
             match = _API.match(inner)
             call = match["call"] if match else None
             if call in CHANGES or call in READS or call in SEARCHES or call in (
@@ -139,6 +146,40 @@ class HubGuard:
         except Refused as e:
             return await _reply(send, e.status, e.code, e.message)
         return await self.app(scope, receive, send)
+
+    async def _permissions(self, name, requester, scope, receive, send):
+        """``GET``: a model's owner, groups and privacy; ``PATCH {"groups": [...],
+        "private": bool}``: the owner or an admin changes them."""
+        acl = self.store.get(name)
+        if acl is None or not may_read(requester, acl):
+            raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
+                          f"no registered model {name!r} with an owner in Redspot's records")
+        if scope["method"] == "PATCH":
+            if not (requester.admin or requester.name == acl.owner):
+                raise Refused(403, "PERMISSION_DENIED",
+                              f"only {acl.owner} (the owner) or an admin may change who may "
+                              f"change {name!r}")
+            data = _request_data(scope, await _read_body(receive))
+            groups, private = data.get("groups"), data.get("private")
+            if groups is not None and not (isinstance(groups, list) and all(
+                    isinstance(g, str) and g for g in groups)):
+                raise Refused(400, "INVALID_PARAMETER_VALUE",
+                              "groups: expected a list of hub group names")
+            if private is not None and not isinstance(private, bool):
+                raise Refused(400, "INVALID_PARAMETER_VALUE", "private: expected true or false")
+            unknown = set(data) - {"groups", "private"}
+            if unknown:
+                raise Refused(400, "INVALID_PARAMETER_VALUE",
+                              f"unknown fields {', '.join(sorted(unknown))}; "
+                              "allowed: groups, private")
+            acl = self.store.update(name, groups=groups, private=private)
+        elif scope["method"] != "GET":
+            raise Refused(405, "BAD_REQUEST", "use GET or PATCH")
+        body = json.dumps(acl.describe()).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
     async def _checked(self, call, requester, scope, receive, send):
         method = scope["method"]

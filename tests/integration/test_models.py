@@ -123,3 +123,27 @@ def test_bad_requests_are_refused_with_a_clear_message(models_hub):
     assert r.status_code == 400 and "names no model" in r.json()["message"]
     r = api(models_hub, "alice", "POST", "registered-models/create", json={"name": ""})
     assert r.status_code == 400, r.text
+
+
+def test_a_users_server_reaches_the_registry_with_mlflow_unchanged(models_hub):
+    """In alice's Redspot server, MLflow's client finds the registry and her token in the
+    environment the spawner set: no configuration in the notebook."""
+    from tests.kernels import run_cell
+
+    token = models_hub.tokens["alice"]
+    assert models_hub.spawn("alice", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
+    try:
+        models_hub.wait_ready("alice")
+        out = run_cell(models_hub.url, "alice", token,
+                       "from mlflow import MlflowClient\n"
+                       "client = MlflowClient()\n"
+                       "client.create_registered_model('from-the-notebook')\n"
+                       "print('owner:', [m.name for m in client.search_registered_models()])",
+                       timeout=120)
+        assert "from-the-notebook" in out, out
+        r = requests.get(f"{models_hub.url}/services/models/redspot/api/permissions/"
+                         "from-the-notebook",
+                         headers={"Authorization": f"token {token}"}, timeout=30)
+        assert r.json()["owner"] == "alice", r.text
+    finally:
+        models_hub.stop_server("alice")

@@ -150,3 +150,18 @@ def test_the_owner_may_grant_a_group(guarded):
                 {"name": "m", "alias": "champion", "version": "1"})[0] == 200
     assert call(guard, "bob", "POST", API + "registered-models/alias",
                 {"name": "m", "alias": "champion", "version": "1"})[0] == 403
+
+
+def test_owners_grant_groups_and_privacy_through_the_permissions_endpoint(guarded):
+    guard, _, store = guarded
+    store.claim("m", "alice")
+    path = "/services/models/redspot/api/permissions/m"
+    status, body = call(guard, "alice", "PATCH", path, {"groups": ["vision"], "private": True})
+    assert status == 200 and body == {"name": "m", "owner": "alice", "groups": ["vision"],
+                                      "private": True}
+    assert call(guard, "carol", "PATCH", path, {"private": False})[0] == 403
+    assert call(guard, "bob", "GET", path)[0] == 404  # private: not even listed
+    status, body = call(guard, "alice", "PATCH", path, {"groups": "vision"})
+    assert status == 400 and "expected a list" in body["message"]
+    status, body = call(guard, "alice", "PATCH", path, {"owner": "bob"})
+    assert status == 400 and "allowed: groups, private" in body["message"]
