@@ -9,8 +9,9 @@ in :class:`HubGuard`:
   off before MLflow sees the path, so its UI, REST API and artifact routes all work as
   they do at ``/``;
 - a request must carry a hub token (``Authorization: Bearer|token …``, as MLflow's
-  client sends ``MLFLOW_TRACKING_TOKEN``) of a user allowed to reach this service, or
-  it gets 401/403 and MLflow never sees it;
+  client sends ``MLFLOW_TRACKING_TOKEN``), or a browser session made by signing in
+  through the hub (``login.py``), of a user allowed to reach this service, or it gets
+  401/403 (a browser page: the hub's sign-in) and MLflow never sees it;
 - the identity MLflow records for runs is the hub user's: ``user_id`` and the
   ``mlflow.user`` tag of a new run are set by the service, whatever the client sent;
 - registered models have owners (``permissions.py``): creating one records its owner;
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import re
+from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
 from .permissions import ModelAcl, PermissionStore, Requester, may_change, may_read
@@ -76,13 +78,13 @@ class HubIdentity:
 
     def __init__(self, hub_auth=None):
         if hub_auth is None:
-            from jupyterhub.services.auth import HubAuth
+            from jupyterhub.services.auth import HubOAuth
 
-            hub_auth = HubAuth(cache_max_age=60)
+            hub_auth = HubOAuth(cache_max_age=60)
         self.hub_auth = hub_auth
 
-    async def requester(self, headers: dict[str, str]) -> Requester:
-        token = _token_from(headers)
+    async def requester(self, headers: dict[str, str], token: str | None = None) -> Requester:
+        token = _token_from(headers) or token
         if not token:
             raise Refused(401, "UNAUTHENTICATED",
                           "a hub token is needed: set MLFLOW_TRACKING_TOKEN (Redspot servers "
@@ -111,11 +113,13 @@ def _token_from(headers: dict[str, str]) -> str | None:
 class HubGuard:
     """The ASGI app in front of MLflow's (see the module's docstring)."""
 
-    def __init__(self, app, identity: HubIdentity, store: PermissionStore, prefix: str):
+    def __init__(self, app, identity: HubIdentity, store: PermissionStore, prefix: str,
+                 login=None):
         self.app = app
         self.identity = identity
         self.store = store
         self.prefix = "/" + prefix.strip("/")
+        self.login = login  # a BrowserLogin: the UI in a browser
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -132,8 +136,19 @@ class HubGuard:
                  "root_path": scope.get("root_path", "") + self.prefix}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
+        secure = headers.get("x-forwarded-proto", scope.get("scheme", "http")) == "https"
+        if self.login is not None and inner == "/oauth_callback":
+            return await self._oauth_callback(scope, headers, secure, send)
         try:
-            requester = await self.identity.requester(headers)
+            cookie_token = self.login.token(headers) if self.login is not None else None
+            if (self.login is not None and not cookie_token and not _token_from(headers)
+                    and scope["method"] == "GET" and "text/html" in headers.get("accept", "")):
+                # a browser without a session: to the hub's sign-in, and back here
+                query = scope.get("query_string", b"").decode("latin-1")
+                location, cookie = self.login.start(path + (f"?{query}" if query else ""),
+                                                    secure)
+                return await _redirect(send, location, [cookie])
+            requester = await self.identity.requester(headers, cookie_token)
             permissions = _PERMISSIONS.match(inner)
             if permissions:
                 return await self._permissions(unquote(permissions["name"]), requester,
@@ -146,6 +161,20 @@ class HubGuard:
         except Refused as e:
             return await _reply(send, e.status, e.code, e.message)
         return await self.app(scope, receive, send)
+
+    async def _oauth_callback(self, scope, headers, secure, send):
+        from .login import LoginError
+
+        query = {k: v[0] for k, v in
+                 parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        try:
+            token, next_url = await self.login.finish(query, headers)
+        except LoginError as e:
+            return await _reply(send, 400, "BAD_REQUEST", str(e))
+        if not next_url.startswith(self.prefix):  # only back into this service
+            next_url = self.prefix + "/"
+        await _redirect(send, next_url, [self.login.session_cookie(token, secure),
+                                         self.login.clear_state_cookie(secure)])
 
     async def _permissions(self, name, requester, scope, receive, send):
         """``GET``: a model's owner, groups and privacy; ``PATCH {"groups": [...],
@@ -305,6 +334,13 @@ def _request_data(scope, body: bytes) -> dict:
     return {k: v[0] for k, v in query.items()}
 
 
+async def _redirect(send, location: str, cookies: list[str]):
+    headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
+    headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
+    await send({"type": "http.response.start", "status": 302, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _reply(send, status: int, code: str, message: str):
     body = json.dumps({"error_code": code, "message": message}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -317,6 +353,11 @@ def create_app():
     """The ``mlflow.app`` factory: MLflow's FastAPI app (its Flask app inside), guarded."""
     from mlflow.server.fastapi_app import app as mlflow_app
 
+    from .login import BrowserLogin
+
     store = PermissionStore(os.environ["REDSPOT_MODELS_PERMISSIONS_DB"])
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/models/")
-    return HubGuard(mlflow_app, HubIdentity(), store, prefix)
+    identity = HubIdentity()
+    secret = Path(os.environ["REDSPOT_MODELS_COOKIE_SECRET_FILE"]).read_bytes()
+    login = BrowserLogin(identity.hub_auth, secret, "/" + prefix.strip("/"))
+    return HubGuard(mlflow_app, identity, store, prefix, login=login)

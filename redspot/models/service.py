@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,8 +54,14 @@ def main(argv=None):
     args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not args.artifacts_destination:
         (args.data_dir / "artifacts").mkdir(exist_ok=True)
+    secret = args.data_dir / "cookie-secret"
+    if not secret.exists():  # browser sessions outlive restarts of the service
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
     env = {
         **os.environ,
+        "REDSPOT_MODELS_COOKIE_SECRET_FILE": str(secret),
         "REDSPOT_MODELS_PERMISSIONS_DB": str(args.data_dir / "permissions.sqlite"),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }

@@ -147,3 +147,24 @@ def test_a_users_server_reaches_the_registry_with_mlflow_unchanged(models_hub):
         assert r.json()["owner"] == "alice", r.text
     finally:
         models_hub.stop_server("alice")
+
+
+def test_the_mlflow_ui_opens_in_a_browser_signed_in_to_the_hub(models_hub):
+    from tests.helpers import Browser
+
+    browser = Browser(models_hub)
+    browser.login("alice", USERS["alice"])
+    # no session with the service yet: the hub's OAuth, then back to the UI
+    page = browser.session.get(f"{models_hub.url}/services/models/", timeout=60,
+                               headers={"Accept": "text/html"})
+    assert page.status_code == 200, page.text[:500]
+    assert page.url.rstrip("/").endswith("/services/models")
+    assert "<html" in page.text.lower() and "mlflow" in page.text.lower()
+    # the UI's own API calls ride on the session cookie
+    r = browser.session.get(f"{models_hub.url}/services/models/ajax-api/2.0/mlflow/"
+                            "registered-models/search", timeout=60)
+    assert r.status_code == 200, r.text
+    # a browser not signed in to the hub is sent to its login page
+    stranger = requests.get(f"{models_hub.url}/services/models/", timeout=60,
+                            headers={"Accept": "text/html"})
+    assert "/hub/login" in stranger.url

@@ -39,8 +39,8 @@ def test_who_may_change_and_read(who, acl, change, read):
 class Identity:
     """The hub at the edge: tokens are user names."""
 
-    async def requester(self, headers):
-        token = headers.get("authorization", "").partition(" ")[2]
+    async def requester(self, headers, token=None):
+        token = headers.get("authorization", "").partition(" ")[2] or token
         users = {u.name: u for u in (ALICE, BOB, CAROL, ADMIN)}
         if token not in users:
             raise Refused(401, "UNAUTHENTICATED", "a hub token is needed")
