@@ -36,6 +36,8 @@ log = logging.getLogger("redspot.models")
 #: JSON bodies read to check a registry call (artifact uploads are never buffered).
 MAX_JSON_BODY = 16 << 20
 _API = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/(?P<call>[a-z-]+/[a-z-]+)$")
+#: Webhooks fire on every model's events and make the server call out: admins only.
+_WEBHOOKS = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/webhooks(/|$)")
 #: Redspot's own endpoint: a model's owner, granted groups and privacy.
 _PERMISSIONS = re.compile(r"^/redspot/api/permissions/(?P<name>[^/]+)$")
 
@@ -153,6 +155,10 @@ class HubGuard:
             if permissions:
                 return await self._permissions(unquote(permissions["name"]), requester,
                                                scope, receive, send)
+            if _WEBHOOKS.match(inner) and not requester.admin:
+                raise Refused(403, "PERMISSION_DENIED",
+                              "registry webhooks are for admins: they see every model's "
+                              "events and make the server call out")
             match = _API.match(inner)
             call = match["call"] if match else None
             if call in CHANGES or call in READS or call in SEARCHES or call in (

@@ -165,3 +165,12 @@ def test_owners_grant_groups_and_privacy_through_the_permissions_endpoint(guarde
     assert status == 400 and "expected a list" in body["message"]
     status, body = call(guard, "alice", "PATCH", path, {"owner": "bob"})
     assert status == 400 and "allowed: groups, private" in body["message"]
+
+
+def test_webhooks_are_for_admins(guarded):
+    guard, _, _ = guarded
+    status, body = call(guard, "alice", "POST", API + "webhooks",
+                        {"name": "spy", "url": "http://example.com"})
+    assert status == 403 and "for admins" in body["message"]
+    assert call(guard, "alice", "GET", API + "webhooks")[0] == 403
+    assert call(guard, "root", "GET", API + "webhooks")[0] == 200
