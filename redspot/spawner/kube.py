@@ -310,6 +310,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         env.update(self.redspot_env())
         env["REDSPOT_NAMESPACE"] = self.namespace
         env["REDSPOT_STORAGE_MODE"] = self.storage_mode
+        env["REDSPOT_IMAGE"] = self.image  # lineage of what is registered from here
         if self.ray_cluster:
             name = ray_cluster_name(self.user.name)
             env["REDSPOT_RAY_CLUSTER"] = name

@@ -89,6 +89,7 @@ def test_every_profile_in_every_storage_mode_makes_a_valid_pod(offline_kubeconfi
     assert env["REDSPOT_GPUS"] == str(spec.gpus)
     assert env["RAY_USAGE_STATS_ENABLED"] == "0"
     assert env["REDSPOT_RAY_CLUSTER"] == "ray-alice"
+    assert env["REDSPOT_IMAGE"] == container(pod)["image"]
     # the kernel joins the user's RayCluster with its token, read from the cluster's Secret
     assert env["RAY_AUTH_MODE"] == "token"
     assert env["RAY_AUTH_TOKEN"] == {"secretKeyRef": {"name": "ray-alice-token",

@@ -1,0 +1,84 @@
+"""Where a model came from, recorded without the user typing it: lineage tags.
+
+``lineage()`` gathers, in the notebook's kernel, what is known about the model being
+registered: the hub user, the notebook, the Redspot environment and image, the instance
+profile, the git commit of the notebook's folder (and whether it had uncommitted
+changes), and the Ray job or training run that made it. Each becomes an MLflow tag
+``redspot.<name>`` on the model version. Nothing here talks to the registry.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+PREFIX = "redspot."
+#: MLflow's limit for a tag's value is 5000 characters on model versions.
+MAX_VALUE = 5000
+
+
+def git_state(folder: Path) -> dict[str, str]:
+    """The commit ``folder`` is at, whether it has uncommitted changes, its origin."""
+
+    def git(*args):
+        result = subprocess.run(["git", "-C", str(folder), *args], capture_output=True,
+                                text=True, timeout=10, stdin=subprocess.DEVNULL)
+        return result.stdout.strip() if result.returncode == 0 else None
+
+    try:
+        commit = git("rev-parse", "HEAD")
+    except (OSError, subprocess.TimeoutExpired):  # no git here, or a hung filesystem
+        return {}
+    if not commit:
+        return {}
+    state = {"git_commit": commit,
+             "git_dirty": "true" if git("status", "--porcelain", "--untracked-files=no")
+             else "false"}
+    remote = git("config", "--get", "remote.origin.url")
+    if remote:
+        state["git_remote"] = _without_credentials(remote)
+    return state
+
+
+def _without_credentials(url: str) -> str:
+    """``https://user:token@host/x`` -> ``https://host/x``: tags are readable by all."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        rest = rest.split("@", 1)[1]
+    return f"{scheme}{sep}{rest}" if sep else url
+
+
+def notebook_path(environ: dict, user_ns: dict | None = None) -> str | None:
+    """The notebook this kernel runs (jupyter-server tells kernels, as JPY_SESSION_NAME;
+    ipykernel puts it in ``__session__``)."""
+    return environ.get("JPY_SESSION_NAME") or (user_ns or {}).get("__session__") or None
+
+
+def lineage(environ: dict | None = None, user_ns: dict | None = None,
+            cwd: Path | None = None, ray_job_id: str | None = None,
+            training_run_id: str | None = None) -> dict[str, str]:
+    """The lineage tags of a model registered from this kernel now."""
+    environ = os.environ if environ is None else environ
+    tags: dict[str, str] = {}
+    user = environ.get("JUPYTERHUB_USER")
+    if user:
+        tags["user"] = user
+    notebook = notebook_path(environ, user_ns)
+    if notebook:
+        tags["notebook"] = notebook
+    for key, env in (("environment", "REDSPOT_ENVIRONMENT"),
+                     ("environment_tag", "REDSPOT_ENVIRONMENT_TAG"),
+                     ("image", "REDSPOT_IMAGE"), ("profile", "REDSPOT_PROFILE")):
+        if environ.get(env):
+            tags[key] = environ[env]
+    folder = Path(cwd or os.getcwd())
+    if notebook:
+        candidate = folder / notebook
+        folder = candidate.parent if candidate.parent.is_dir() else folder
+    tags.update(git_state(folder))
+    if ray_job_id:
+        tags["ray_job_id"] = ray_job_id
+    if training_run_id:
+        tags["training_run_id"] = training_run_id
+    return {PREFIX + k: str(v)[:MAX_VALUE] for k, v in tags.items()}
