@@ -141,16 +141,24 @@ class HubGuard:
         secure = headers.get("x-forwarded-proto", scope.get("scheme", "http")) == "https"
         if self.login is not None and inner == "/oauth_callback":
             return await self._oauth_callback(scope, headers, secure, send)
+        browser = (self.login is not None and not _token_from(headers)
+                   and scope["method"] == "GET" and "text/html" in headers.get("accept", ""))
+
+        async def sign_in():  # a browser without a (valid) session: the hub, and back
+            query = scope.get("query_string", b"").decode("latin-1")
+            location, cookie = self.login.start(path + (f"?{query}" if query else ""), secure)
+            return await _redirect(send, location, [cookie])
+
         try:
             cookie_token = self.login.token(headers) if self.login is not None else None
-            if (self.login is not None and not cookie_token and not _token_from(headers)
-                    and scope["method"] == "GET" and "text/html" in headers.get("accept", "")):
-                # a browser without a session: to the hub's sign-in, and back here
-                query = scope.get("query_string", b"").decode("latin-1")
-                location, cookie = self.login.start(path + (f"?{query}" if query else ""),
-                                                    secure)
-                return await _redirect(send, location, [cookie])
-            requester = await self.identity.requester(headers, cookie_token)
+            if browser and not cookie_token:
+                return await sign_in()
+            try:
+                requester = await self.identity.requester(headers, cookie_token)
+            except Refused as e:
+                if browser and e.status == 401:  # the session's token expired or was revoked
+                    return await sign_in()
+                raise
             permissions = _PERMISSIONS.match(inner)
             if permissions:
                 return await self._permissions(unquote(permissions["name"]), requester,

@@ -174,3 +174,61 @@ def test_webhooks_are_for_admins(guarded):
     assert status == 403 and "for admins" in body["message"]
     assert call(guard, "alice", "GET", API + "webhooks")[0] == 403
     assert call(guard, "root", "GET", API + "webhooks")[0] == 200
+
+
+class FakeOAuth:
+    """The hub's OAuth at the edge."""
+
+    login_url = "http://hub/hub/api/oauth2/authorize?client_id=service-models"
+
+    def generate_pkce_code_challenge(self):
+        return "verifier", "challenge", "S256"
+
+    async def token_for_code(self, code, code_verifier=None, sync=False):
+        assert code_verifier == "verifier"
+        return {"good-code": "alice", "stale-code": "revoked"}[code]
+
+
+def test_browsers_sign_in_through_the_hub_and_come_back(tmp_path):
+    from redspot.models.login import BrowserLogin
+
+    login = BrowserLogin(FakeOAuth(), b"k" * 32, "/services/models")
+    guard = HubGuard(FakeMlflow(), Identity(), PermissionStore(tmp_path / "p.sqlite"),
+                     "/services/models/", login=login)
+
+    def browse(path, cookies="", query=b""):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"accept", b"text/html"), (b"cookie", cookies.encode())]
+        asyncio.run(guard({"type": "http", "method": "GET", "path": path, "headers": headers,
+                           "query_string": query}, receive, send))
+        out = dict(sent[0])
+        out["cookies"] = [v.decode().split(";")[0] for k, v in sent[0]["headers"]
+                          if k == b"set-cookie"]
+        out["location"] = dict(sent[0]["headers"]).get(b"location", b"").decode()
+        return out
+
+    first = browse("/services/models/#/models")
+    assert first["status"] == 302 and first["location"].startswith(FakeOAuth.login_url)
+    assert "code_challenge=challenge" in first["location"]
+    state_cookie = first["cookies"][0]
+    state = first["location"].split("state=")[1].split("&")[0]
+    # a forged state is refused
+    bad = browse("/services/models/oauth_callback", state_cookie,
+                 b"code=good-code&state=forged")
+    assert bad["status"] == 400
+    back = browse("/services/models/oauth_callback", state_cookie,
+                  f"code=good-code&state={state}".encode())
+    assert back["status"] == 302 and back["location"] == "/services/models/#/models"
+    session = back["cookies"][0]
+    assert browse("/services/models/", session)["status"] == 200
+    # a session whose token the hub no longer knows goes through the sign-in again
+    again = browse("/services/models/oauth_callback", state_cookie,
+                   f"code=stale-code&state={state}".encode())
+    assert browse("/services/models/", again["cookies"][0])["status"] == 302
