@@ -51,6 +51,28 @@ class _Run:
     ended: threading.Event = field(default_factory=threading.Event)
 
 
+class _Runs:
+    """The runs an outlet delivers output to, by id."""
+
+    def __init__(self):
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+
+    def _register(self, sink: Sink) -> str:
+        run = uuid.uuid4().hex
+        with self._lock:
+            self._runs[run] = _Run(sink)
+        return run
+
+    def _run(self, run_id: str) -> _Run | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def _forget(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+
 @dataclass(frozen=True)
 class ChannelAddress:
     """What a task needs to send its output back (picklable, small)."""
@@ -61,34 +83,28 @@ class ChannelAddress:
     run: str
 
 
-class OutputChannel:
+class OutputChannel(_Runs):
     """The kernel's end: accepts workers' connections and hands their events to sinks."""
 
     def __init__(self, host: str = "127.0.0.1"):
+        super().__init__()
         self.host = host
         self.secret = secrets.token_hex(16)
         self._server = socket.create_server((host, 0))
         self.port = self._server.getsockname()[1]
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
         self._closed = False
         threading.Thread(target=self._accept, name="redspot-output", daemon=True).start()
 
     def open(self, sink: Sink) -> ChannelAddress:
         """Register a run whose events go to ``sink``; its address goes with the task."""
-        run = uuid.uuid4().hex
-        with self._lock:
-            self._runs[run] = _Run(sink)
-        return ChannelAddress(self.host, self.port, self.secret, run)
+        return ChannelAddress(self.host, self.port, self.secret, self._register(sink))
 
     def finish(self, address: ChannelAddress, streamed: bool, timeout: float = 10) -> None:
         """Forget a run; first wait for its last message when its worker sent output."""
-        with self._lock:
-            run = self._runs.get(address.run)
+        run = self._run(address.run)
         if run is not None and streamed:
             run.ended.wait(timeout)
-        with self._lock:
-            self._runs.pop(address.run, None)
+        self._forget(address.run)
 
     def close(self) -> None:
         self._closed = True
@@ -115,8 +131,7 @@ class OutputChannel:
             if not hmac.compare_digest(secret, self.secret):
                 log.warning("Dropped an output connection with a wrong secret")
                 return
-            with self._lock:
-                run = self._runs.get(run_id)
+            run = self._run(run_id)
             if run is None:
                 return
             conn.settimeout(None)
@@ -144,21 +159,17 @@ class RelayAddress:
     run: str
 
 
-class Relay:
+class Relay(_Runs):
     """The kernel's end through Ray Client: a queue on the cluster, drained while waiting."""
 
     def __init__(self):
         from ray.util.queue import Queue
 
+        super().__init__()
         self.queue = Queue(actor_options={"num_cpus": 0})
-        self._runs: dict[str, _Run] = {}
-        self._lock = threading.Lock()
 
     def open(self, sink: Sink) -> RelayAddress:
-        run = uuid.uuid4().hex
-        with self._lock:
-            self._runs[run] = _Run(sink)
-        return RelayAddress(self.queue, run)
+        return RelayAddress(self.queue, self._register(sink))
 
     def drain(self) -> None:
         """Deliver what the queue holds to the runs' sinks."""
@@ -166,8 +177,7 @@ class Relay:
         if not size:
             return
         for run_id, event in self.queue.get_nowait_batch(size):
-            with self._lock:
-                run = self._runs.get(run_id)
+            run = self._run(run_id)
             if run is None:
                 continue
             if event[0] == "end":
@@ -176,16 +186,14 @@ class Relay:
                 run.sink(event)
 
     def finish(self, address: RelayAddress, streamed: bool, timeout: float = 10) -> None:
-        with self._lock:
-            run = self._runs.get(address.run)
+        run = self._run(address.run)
         deadline = time.monotonic() + timeout
         while run is not None and streamed and not run.ended.is_set():
             self.drain()
             if time.monotonic() > deadline:
                 break
             run.ended.wait(0.05)
-        with self._lock:
-            self._runs.pop(address.run, None)
+        self._forget(address.run)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -36,6 +36,12 @@ def idle_timeout() -> int:
         return DEFAULT_IDLE_TIMEOUT
 
 
+def idle_check_interval(timeout: float) -> float:
+    """How often kernels and the server look at idleness (both must agree: the server
+    stops the head two of these after the kernels let go of it)."""
+    return min(60.0, max(0.5, timeout / 4))
+
+
 class ResourceError(ValueError):
     """No node of the cluster can run the request; the message lists what there is."""
 
@@ -143,9 +149,7 @@ class RemoteRun:
             except ray.exceptions.GetTimeoutError:
                 self.session.touch()
                 self.session.pump()
-        outlet = self.session.outlet
-        if self.channel_address is not None and outlet is not None:
-            outlet.finish(self.channel_address, result.get("streamed", False))
+        self._release(result.get("streamed", False))
         for event in result.get("output", ()):
             self.output(event)
         return result
@@ -161,9 +165,13 @@ class RemoteRun:
             ready, _ = ray.wait([self.ref], timeout=CANCEL_GRACE)
             if not ready:
                 ray.cancel(self.ref, force=True)
+        self._release(streamed=False)
+
+    def _release(self, streamed: bool) -> None:
+        """Forget the run's output address (after its last output, when it sent any)."""
         outlet = self.session.outlet
         if self.channel_address is not None and outlet is not None:
-            outlet.finish(self.channel_address, streamed=False)
+            outlet.finish(self.channel_address, streamed)
 
 
 class RaySession:
@@ -218,7 +226,7 @@ class RaySession:
             return
 
         def watch():
-            interval = min(60.0, max(0.5, timeout / 4))
+            interval = idle_check_interval(timeout)
             while True:
                 time.sleep(interval)
                 if self.target is None or not self.target.own_head:

@@ -98,9 +98,6 @@ class InputCache:
     def __contains__(self, name: str) -> bool:
         return name in self._refs
 
-    def __len__(self) -> int:
-        return len(self._refs)
-
     def prepare(self, values: dict) -> Shipment:
         shipment = Shipment()
         for name, value in values.items():

@@ -96,13 +96,20 @@ def layer_defaults(c: Config, ctx: Context) -> None:
         c.RedspotLocalSpawner.python = ctx.server_python
 
 
+def _managed_service(name: str, command: list[str], ctx: Context, **extra) -> dict:
+    """A Redspot service the hub runs, on its own port of 127.0.0.1."""
+    return {"name": name, "display": True,
+            "url": f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
+            "oauth_no_confirm": True, "environment": dict(ctx.service_env), **extra}
+
+
 def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     """The Redspot services that ``services.<name>.enabled`` turns on, with their scopes."""
     enabled = [name for name, service in settings.get("services", {}).items()
                if service.get("enabled")]
     if not enabled:
         return
-    services, service_urls = [], {}
+    services = []
     if "environments" in enabled:
         envs = settings["services"]["environments"]
         command = [ctx.python, "-m", "redspot.environments.service",
@@ -114,38 +121,21 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             command += ["--EnvironmentsService.bases", f"{name}={ref}"]
         if envs.get("tls_verify") is False:
             command.append("--no-tls-verify")
-        url = f"http://127.0.0.1:{ctx.service_ports['environments']}"
-        services.append({
-            "name": "environments",
-            "display": True,
-            "url": url,
-            "command": command,
-            "oauth_no_confirm": True,
-            "oauth_client_allowed_scopes": list(scopes.CUSTOM_SCOPES),
-            "environment": dict(ctx.service_env),
-        })
+        services.append(_managed_service(
+            "environments", command, ctx,
+            oauth_client_allowed_scopes=list(scopes.CUSTOM_SCOPES)))
         c.RedspotSpawnerMixin.environments_catalog = str(
             ctx.paths.environments / "catalog.sqlite")
-        service_urls["environments"] = f"{url}/services/environments/"
     if "models" in enabled:
         models = settings["services"]["models"]
-        url = f"http://127.0.0.1:{ctx.service_ports['models']}"
         command = [ctx.python, "-m", "redspot.models.service",
                    f"--data-dir={ctx.paths.models}"]
         for key in ("backend_store_uri", "artifacts_destination"):
             if models.get(key):
                 command.append(f"--{key.replace('_', '-')}={models[key]}")
-        services.append({
-            "name": "models",
-            "display": True,
-            "url": url,
-            "command": command,
-            "oauth_no_confirm": True,
-            "environment": dict(ctx.service_env),
-        })
-        service_urls["models"] = f"{url}/services/models/"
-    if service_urls:
-        c.RedspotSpawnerMixin.service_urls = service_urls
+        services.append(_managed_service("models", command, ctx))
+    c.RedspotSpawnerMixin.service_urls = {
+        s["name"]: f"{s['url']}/services/{s['name']}/" for s in services}
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])

@@ -67,6 +67,8 @@ READS = {
 #: Searches whose results leave out private models of others.
 SEARCHES = {"registered-models/search": "registered_models",
             "model-versions/search": "model_versions"}
+#: Every call the guard reads before MLflow answers it.
+CHECKED = {*CHANGES, *READS, *SEARCHES, "registered-models/create", "runs/create"}
 
 
 class Refused(Exception):
@@ -169,8 +171,7 @@ class HubGuard:
                               "events and make the server call out")
             match = _API.match(inner)
             call = match["call"] if match else None
-            if call in CHANGES or call in READS or call in SEARCHES or call in (
-                    "registered-models/create", "runs/create"):
+            if call in CHECKED:
                 return await self._checked(call, requester, scope, receive, send)
         except Refused as e:
             return await _reply(send, e.status, e.code, e.message)
@@ -218,11 +219,8 @@ class HubGuard:
             acl = self.store.update(name, groups=groups, private=private)
         elif scope["method"] != "GET":
             raise Refused(405, "BAD_REQUEST", "use GET or PATCH")
-        body = json.dumps(acl.describe()).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await _respond(send, 200, json.dumps(acl.describe()).encode(),
+                       [(b"content-type", b"application/json")])
 
     async def _checked(self, call, requester, scope, receive, send):
         method = scope["method"]
@@ -266,10 +264,7 @@ class HubGuard:
                 self.store.forget(name)
             elif call in SEARCHES:
                 raw = self._filtered(raw, SEARCHES[call], requester)
-        headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(raw)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": raw})
+        await _respond(send, status, raw, headers)
 
     async def _forward(self, scope, body: bytes) -> tuple[int, list, bytes]:
         """Run MLflow's app on ``body``; its whole response (JSON, small)."""
@@ -348,19 +343,22 @@ def _request_data(scope, body: bytes) -> dict:
     return {k: v[0] for k, v in query.items()}
 
 
+async def _respond(send, status: int, body: bytes, headers: list) -> None:
+    """One whole response, its length set from ``body``."""
+    headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def _redirect(send, location: str, cookies: list[str]):
-    headers = [(b"location", location.encode("latin-1")), (b"content-length", b"0")]
-    headers += [(b"set-cookie", c.encode("latin-1")) for c in cookies]
-    await send({"type": "http.response.start", "status": 302, "headers": headers})
-    await send({"type": "http.response.body", "body": b""})
+    await _respond(send, 302, b"", [(b"location", location.encode("latin-1"))]
+                   + [(b"set-cookie", c.encode("latin-1")) for c in cookies])
 
 
 async def _reply(send, status: int, code: str, message: str):
-    body = json.dumps({"error_code": code, "message": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await _respond(send, status, json.dumps({"error_code": code, "message": message}).encode(),
+                   [(b"content-type", b"application/json")])
 
 
 def create_app():

@@ -52,6 +52,13 @@ def may_read(requester: Requester, acl: ModelAcl | None) -> bool:
     return acl is None or not acl.private or may_change(requester, acl)
 
 
+_SELECT = "SELECT name, owner, groups, private, created FROM models"
+
+
+def _acl(row) -> ModelAcl:
+    return ModelAcl(row[0], row[1], tuple(json.loads(row[2])), bool(row[3]), row[4])
+
+
 class PermissionStore:
     def __init__(self, path: Path | str):
         self.path = str(path)
@@ -67,17 +74,12 @@ class PermissionStore:
 
     def get(self, name: str) -> ModelAcl | None:
         with self._db() as db:
-            row = db.execute("SELECT name, owner, groups, private, created FROM models "
-                             "WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        return ModelAcl(row[0], row[1], tuple(json.loads(row[2])), bool(row[3]), row[4])
+            row = db.execute(f"{_SELECT} WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _acl(row)
 
     def all(self) -> dict[str, ModelAcl]:
         with self._db() as db:
-            rows = db.execute("SELECT name, owner, groups, private, created FROM models")
-            return {r[0]: ModelAcl(r[0], r[1], tuple(json.loads(r[2])), bool(r[3]), r[4])
-                    for r in rows}
+            return {row[0]: _acl(row) for row in db.execute(_SELECT)}
 
     def claim(self, name: str, owner: str) -> ModelAcl:
         """Record ``owner`` for a new model (an existing record is kept)."""

@@ -64,12 +64,12 @@ def _watch_ray_head(log):
     stops two checks later, when every kernel that was connected has disconnected.
     """
     from ..compute.local import LocalRayHead
-    from ..compute.session import idle_timeout
+    from ..compute.session import idle_check_interval, idle_timeout
 
     timeout = idle_timeout()
     if not timeout or os.environ.get("REDSPOT_RAY_CLUSTER"):  # Kubernetes: KubeRay's job
         return None
-    interval = min(60.0, max(0.5, timeout / 4))
+    interval = idle_check_interval(timeout)
 
     def check():
         if LocalRayHead().stop_if_idle(timeout + 2 * interval):

@@ -25,11 +25,12 @@ _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-leng
 
 def user_dashboard() -> tuple[str, str] | None:
     """The URL and token of the user's own cluster's dashboard, or None if none runs."""
-    cluster = os.environ.get("REDSPOT_RAY_CLUSTER")
-    if cluster:  # Kubernetes: the RayCluster the spawner made, its token given to the pod
-        namespace = os.environ.get("REDSPOT_NAMESPACE", "default")
+    if os.environ.get("REDSPOT_RAY_CLUSTER"):
+        # Kubernetes: the RayCluster the spawner made, its token given to the pod
+        from ..compute.transport import resolve
+
         token = os.environ.get("RAY_AUTH_TOKEN") or _read(os.environ.get("RAY_AUTH_TOKEN_PATH"))
-        return f"http://{cluster}-head-svc.{namespace}.svc:8265", token or ""
+        return resolve().dashboard, token or ""
     from ..compute.local import LocalRayHead
 
     head = LocalRayHead()
