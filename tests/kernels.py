@@ -53,6 +53,8 @@ async def _execute(request: HTTPRequest, code: str, timeout: float) -> str:
                 raw = await conn.read_message()
                 if raw is None:
                     raise ConnectionError("the kernel's websocket closed")
+                if isinstance(raw, bytes):
+                    continue  # a message with binary buffers (widget state): not output
                 msg = json.loads(raw)
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue

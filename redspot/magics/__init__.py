@@ -2,7 +2,8 @@
 
 ``%redspot`` shows the instance profile the server runs on; ``%ray_connect``,
 ``%ray_status``, ``%ray_disconnect`` and ``%%ray_remote`` (``redspot.magics.ray``) send
-cells to the user's Ray cluster.
+cells to the user's Ray cluster; ``%register_model`` and ``%browse_models``
+(``redspot.magics.models``) show the model registry's widgets.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ class RedspotMagics(Magics):
 
 
 def load_ipython_extension(ipython):
+    from .models import ModelMagics
     from .ray import RayMagics
 
     ipython.register_magics(RedspotMagics)
     ipython.register_magics(RayMagics)
+    ipython.register_magics(ModelMagics)
 
 
 def unload_ipython_extension(ipython):

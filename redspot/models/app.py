@@ -17,19 +17,28 @@ in :class:`HubGuard`:
 - registered models have owners (``permissions.py``): creating one records its owner;
   new versions, aliases, tags, renames and deletes need the owner, a granted group or an
   admin; a private model is hidden from everyone else's reads and searches. The owner
-  grants groups and sets privacy at ``redspot/api/permissions/<model>`` (GET, PATCH).
+  grants groups and sets privacy at ``redspot/api/permissions/<model>`` (GET, PATCH);
+  ``redspot/api/permissions`` lists every model the requester may read, with its owner;
+- MLflow's GraphQL endpoint (the UI reads runs and versions through it) gets the same
+  filtering: every ``modelVersions`` selection is made to carry the model's name, and
+  versions of private models the requester may not read are taken out of the answer;
+- a new version must point at a finished upload (``unfinished_upload``): a logged model
+  still PENDING or FAILED (an upload that failed or was interrupted), or a source
+  without an ``MLmodel`` file, is refused, so no version points at missing artifacts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 from .permissions import ModelAcl, PermissionStore, Requester, may_change, may_read
+from .validation import name_problem
 
 log = logging.getLogger("redspot.models")
 
@@ -39,7 +48,10 @@ _API = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/(?P<call>[a-z-]+/[a-z-]+)$")
 #: Webhooks fire on every model's events and make the server call out: admins only.
 _WEBHOOKS = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/webhooks(/|$)")
 #: Redspot's own endpoint: a model's owner, granted groups and privacy.
-_PERMISSIONS = re.compile(r"^/redspot/api/permissions/(?P<name>[^/]+)$")
+_PERMISSIONS = re.compile(r"^/redspot/api/permissions(?:/(?P<name>[^/]+))?/?$")
+_GRAPHQL = re.compile(r"^/(?:ajax-api/)?graphql$")
+#: The field the guard adds to every ``modelVersions`` selection of a GraphQL query.
+_GRAPHQL_NAME = "redspotModelName_"
 
 #: Registry calls that change a model, by MLflow REST path: the field naming the model.
 CHANGES = {
@@ -118,12 +130,15 @@ class HubGuard:
     """The ASGI app in front of MLflow's (see the module's docstring)."""
 
     def __init__(self, app, identity: HubIdentity, store: PermissionStore, prefix: str,
-                 login=None):
+                 login=None, unfinished_upload=None):
         self.app = app
         self.identity = identity
         self.store = store
         self.prefix = "/" + prefix.strip("/")
         self.login = login  # a BrowserLogin: the UI in a browser
+        # ``(request data) -> reason | None``, blocking: why a new version's source is
+        # not a finished upload (see ``unfinished_upload`` below)
+        self.unfinished_upload = unfinished_upload
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -162,9 +177,13 @@ class HubGuard:
                     return await sign_in()
                 raise
             permissions = _PERMISSIONS.match(inner)
-            if permissions:
+            if permissions and permissions["name"]:
                 return await self._permissions(unquote(permissions["name"]), requester,
                                                scope, receive, send)
+            if permissions:
+                return await self._readable(requester, scope, send)
+            if _GRAPHQL.match(inner):
+                return await self._graphql(requester, scope, receive, send)
             if _WEBHOOKS.match(inner) and not requester.admin:
                 raise Refused(403, "PERMISSION_DENIED",
                               "registry webhooks are for admins: they see every model's "
@@ -222,6 +241,53 @@ class HubGuard:
         await _respond(send, 200, json.dumps(acl.describe()).encode(),
                        [(b"content-type", b"application/json")])
 
+    async def _readable(self, requester, scope, send):
+        """``GET``: every model ``requester`` may read, its owner and whether they may
+        change it (the model browser's "mine" and "my team's")."""
+        if scope["method"] != "GET":
+            raise Refused(405, "BAD_REQUEST", "use GET")
+        models = [{**acl.describe(), "may_change": may_change(requester, acl)}
+                  for acl in sorted(self.store.all().values(), key=lambda a: a.name)
+                  if may_read(requester, acl)]
+        body = {"user": requester.name, "groups": list(requester.groups),
+                "admin": requester.admin, "models": models}
+        await _respond(send, 200, json.dumps(body).encode(),
+                       [(b"content-type", b"application/json")])
+
+    async def _graphql(self, requester, scope, receive, send):
+        """MLflow's GraphQL endpoint, its model versions filtered like the REST searches."""
+        from graphql import GraphQLError, parse, print_ast
+
+        body = await _read_body(receive)
+        data = _request_data(scope, body)
+        query = data.get("query")
+        if not isinstance(query, str):
+            raise Refused(400, "INVALID_PARAMETER_VALUE", "a GraphQL request needs a query")
+        try:
+            document = parse(query)
+        except GraphQLError as e:
+            raise Refused(400, "INVALID_PARAMETER_VALUE",
+                          f"the GraphQL query: {e.message}") from None
+        _name_model_versions(document)
+        data["query"] = print_ast(document)
+        if scope["method"] == "GET":
+            query_string = urlencode({k: v if isinstance(v, str) else json.dumps(v)
+                                      for k, v in data.items()}).encode()
+            scope, body = {**scope, "query_string": query_string}, b""
+        else:
+            body = json.dumps(data).encode()
+        status, headers, raw = await self._forward(scope, body)
+        if status == 200:
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                pass
+            else:
+                acls = self.store.all()
+                raw = json.dumps(_without_unreadable(
+                    payload, lambda name: may_read(requester, acls.get(name)))).encode()
+        await _respond(send, status, raw, headers)
+
     async def _checked(self, call, requester, scope, receive, send):
         method = scope["method"]
         body = await _read_body(receive)
@@ -235,7 +301,10 @@ class HubGuard:
             data["tags"] = [*tags, {"key": "mlflow.user", "value": requester.name}]
             body = json.dumps(data).encode()
         elif call == "registered-models/create":
-            if name and acl is not None and not may_change(requester, acl):
+            problem = name_problem(name if name is not None else data.get("name"))
+            if problem:
+                raise Refused(400, "INVALID_PARAMETER_VALUE", problem)
+            if acl is not None and not may_change(requester, acl):
                 raise Refused(403, "PERMISSION_DENIED",
                               f"the model {name!r} belongs to {acl.owner}")
         elif call in CHANGES:
@@ -246,6 +315,14 @@ class HubGuard:
                               f"Registered Model with name={name} not found")
             if not may_change(requester, acl):
                 raise Refused(403, "PERMISSION_DENIED", _change_refusal(requester, name, acl))
+            if call == "registered-models/rename":
+                problem = name_problem(data.get("new_name"))
+                if problem:
+                    raise Refused(400, "INVALID_PARAMETER_VALUE", f"new_name: {problem}")
+            if call == "model-versions/create" and self.unfinished_upload is not None:
+                reason = await asyncio.to_thread(self.unfinished_upload, data)
+                if reason:
+                    raise Refused(400, "INVALID_PARAMETER_VALUE", reason)
         elif call in READS:
             if name and not may_read(requester, acl):
                 raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
@@ -303,6 +380,94 @@ class HubGuard:
                             if may_read(requester, acls.get(m.get("name")))]
             raw = json.dumps(payload).encode()
         return raw
+
+
+def _name_model_versions(node) -> None:
+    """Make every ``modelVersions { … }`` selection in a parsed GraphQL document also
+    select the version's model name, as ``redspotModelName_``."""
+    from graphql.language import FieldNode, NameNode, SelectionSetNode
+
+    if isinstance(node, FieldNode) and node.name.value == "modelVersions" \
+            and node.selection_set is not None:
+        extra = FieldNode(alias=NameNode(value=_GRAPHQL_NAME), name=NameNode(value="name"),
+                          arguments=(), directives=())
+        node.selection_set = SelectionSetNode(
+            selections=(*node.selection_set.selections, extra))
+    for key in getattr(node, "keys", ()):
+        value = getattr(node, key, None)
+        for child in value if isinstance(value, (list, tuple)) else (value,):
+            if hasattr(child, "keys") and not isinstance(child, str):
+                _name_model_versions(child)
+
+
+def _without_unreadable(value, readable):
+    """A GraphQL answer without the model versions (marked by ``_name_model_versions``)
+    of models ``readable(name)`` refuses, and without the marks."""
+    if isinstance(value, list):
+        kept = [v for v in value if not (isinstance(v, dict) and _GRAPHQL_NAME in v
+                                         and not readable(v[_GRAPHQL_NAME]))]
+        return [_without_unreadable(v, readable) for v in kept]
+    if isinstance(value, dict):
+        return {k: _without_unreadable(v, readable) for k, v in value.items()
+                if k != _GRAPHQL_NAME}
+    return value
+
+
+def unfinished_upload(data: dict) -> str | None:
+    """Why a version made from ``data`` (a ``model-versions/create`` request) would point
+    at artifacts that are not all there, or None. Runs in MLflow's server process, with
+    its stores: a logged model must be READY (MLflow marks it so once every file is
+    uploaded; a failed upload leaves it FAILED, an interrupted one PENDING), and the
+    source must hold an ``MLmodel`` file."""
+    from mlflow.entities import LoggedModelStatus
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import handlers
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    source = data.get("source") if isinstance(data.get("source"), str) else ""
+    model_id = data.get("model_id") or None
+    parsed = urlparse(source)
+    if not model_id and parsed.scheme == "models" and parsed.path.lstrip("/").startswith("m-"):
+        model_id = parsed.path.lstrip("/").split("/")[0]
+    store = handlers._get_tracking_store()
+    try:
+        if model_id:
+            model = store.get_logged_model(model_id)
+            if model.status != LoggedModelStatus.READY:
+                return (f"the logged model {model_id} is {model.status}: its upload did not "
+                        "finish (it failed or was interrupted), so no version may point at "
+                        "it; log the model again")
+            location = model.artifact_location
+        elif parsed.scheme == "runs":
+            run_id, path = RunsArtifactRepository.parse_runs_uri(source)
+            location = store.get_run(run_id).info.artifact_uri.rstrip("/")
+            location += f"/{path}" if path else ""
+        elif parsed.scheme == "models" or not source:
+            return None  # another version's source, or nothing: MLflow answers it
+        else:
+            location = source
+        names = _listing(location)
+    except MlflowException:
+        return None  # an unknown run or model: MLflow's own answer says so
+    except Exception as e:  # noqa: BLE001 - a store that cannot be read
+        return f"the source {source!r} could not be read ({e}); nothing was registered"
+    if "MLmodel" not in names:
+        return (f"the source {source!r} holds no MLmodel file: its upload did not finish, "
+                "or it is not an MLflow model; nothing was registered")
+    return None
+
+
+def _listing(location: str) -> set[str]:
+    """The names of the files at the top of an artifact location, as the server sees it."""
+    from mlflow.server import handlers
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    parsed = urlparse(location)
+    if parsed.scheme == "mlflow-artifacts":  # served by this server, from its destination
+        repo, path = handlers._get_artifact_repo_mlflow_artifacts(), parsed.path.strip("/")
+    else:
+        repo, path = get_artifact_repository(location), None
+    return {info.path.rsplit("/", 1)[-1] for info in repo.list_artifacts(path)}
 
 
 def _change_refusal(requester: Requester, name: str, acl: ModelAcl | None) -> str:
@@ -372,4 +537,5 @@ def create_app():
     identity = HubIdentity()
     secret = Path(os.environ["REDSPOT_MODELS_COOKIE_SECRET_FILE"]).read_bytes()
     login = BrowserLogin(identity.hub_auth, secret, "/" + prefix.strip("/"))
-    return HubGuard(mlflow_app, identity, store, prefix, login=login)
+    return HubGuard(mlflow_app, identity, store, prefix, login=login,
+                    unfinished_upload=unfinished_upload)

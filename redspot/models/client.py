@@ -1,0 +1,516 @@
+"""The notebook's side of the model registry: registering, listing and loading models.
+
+Talks to the registry with MLflow's own client, at ``MLFLOW_TRACKING_URI`` with
+``MLFLOW_TRACKING_TOKEN`` (a Redspot server has both). ``register`` is what the
+registration widget and ``%register_model`` call:
+
+1. the name, tags, metrics and description are checked (``validation.py``) before
+   anything is sent;
+2. the flavor is detected (PyTorch, scikit-learn, a generic pyfunc) and the signature
+   inferred from a sample input, when one is given;
+3. a run (its metrics, the lineage tags) and a logged model are made, the model is saved
+   to a temporary folder and its files uploaded one by one, streamed, with progress, the
+   ``MLmodel`` file last; the listing is then compared with what was sent;
+4. only then is the logged model marked READY and the version made (the service refuses
+   a version of an unfinished upload, whatever the client). Any failure, an interrupt
+   included, marks the logged model and the run FAILED and deletes what was uploaded:
+   no version ever points at missing artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from .lineage import lineage as lineage_tags
+from .validation import (
+    InvalidInput,
+    check_description,
+    check_metrics,
+    check_name,
+    check_tags,
+)
+
+log = logging.getLogger("redspot.models")
+
+#: ``progress(done_bytes, total_bytes, what)`` during an upload.
+Progress = Callable[[int, int, str], None]
+CHUNK = 1 << 20
+FLAVORS = ("pytorch", "sklearn", "pyfunc")
+
+
+class RegistrationError(RuntimeError):
+    """Registering failed; nothing was registered (the message says why)."""
+
+
+@dataclass
+class Registered:
+    """A registered model version."""
+
+    name: str
+    version: str
+    flavor: str
+    model_id: str
+    run_id: str
+    url: str  # the version in the registry's UI, a path on the hub's origin
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return (f"Registered <b>{escape(self.name)}</b> version <b>{escape(self.version)}</b>"
+                f" ({escape(self.flavor)}): <a href='{escape(self.url)}' target='_blank'>"
+                f"open in the registry</a>")
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise RegistrationError(
+            "MLFLOW_TRACKING_URI is not set: the model registry is reached from a Redspot "
+            "server (the hub's services.models must be enabled)")
+    return uri.rstrip("/")
+
+
+def ui_url(name: str | None = None, version: str | None = None) -> str:
+    """The registry's UI, or a model or version in it, as a path on the hub's origin."""
+    base = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/services/models/#/models"
+    if name is None:
+        return base
+    url = f"{base}/{quote(name, safe='')}"
+    return f"{url}/versions/{version}" if version is not None else url
+
+
+# -- flavors ---------------------------------------------------------------------------
+
+def detect_flavor(model) -> str:
+    """``pytorch`` for a torch module, ``sklearn`` for a scikit-learn estimator,
+    ``pyfunc`` for an ``mlflow.pyfunc.PythonModel`` or a plain function."""
+    for cls in type(model).__mro__:
+        module = cls.__module__ or ""
+        if module.startswith("torch.nn") and cls.__name__ == "Module":
+            return "pytorch"
+        if module.startswith("sklearn.") and cls.__name__ == "BaseEstimator":
+            return "sklearn"
+        if module.startswith("mlflow.pyfunc") and cls.__name__ == "PythonModel":
+            return "pyfunc"
+    if callable(model) and not isinstance(model, type):
+        return "pyfunc"
+    raise InvalidInput(
+        f"cannot register a {type(model).__module__}.{type(model).__qualname__}: a model is a "
+        "torch.nn.Module, a scikit-learn estimator, an mlflow.pyfunc.PythonModel or a "
+        "function of the input")
+
+
+def predict(model, flavor: str, sample):
+    """The model's output on ``sample`` (for the signature)."""
+    if flavor == "pytorch":
+        import torch
+
+        tensor = sample if isinstance(sample, torch.Tensor) else torch.as_tensor(sample)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return model(tensor).detach().cpu().numpy()
+        finally:
+            model.train(was_training)
+    if flavor == "sklearn":
+        return model.predict(sample)
+    if _is_python_model(model):  # predict(model_input) or, older, predict(context, input)
+        import inspect
+
+        parameters = list(inspect.signature(model.predict).parameters)
+        return (model.predict(None, sample) if parameters[:1] == ["context"]
+                else model.predict(sample))
+    return model(sample)
+
+
+def _is_python_model(model) -> bool:
+    return any(c.__name__ == "PythonModel" and (c.__module__ or "").startswith("mlflow.pyfunc")
+               for c in type(model).__mro__)
+
+
+def signature(model, flavor: str, sample):
+    """An MLflow signature inferred from ``sample`` and the model's output on it."""
+    from mlflow.models import infer_signature
+
+    if sample is None:
+        return None
+    try:
+        output = predict(model, flavor, sample)
+    except Exception as e:
+        raise InvalidInput(f"the model failed on the sample input "
+                           f"({type(e).__name__}: {e}); give an input it accepts, or none"
+                           ) from e
+    as_input = sample
+    if flavor == "pytorch" and hasattr(sample, "detach"):
+        as_input = sample.detach().cpu().numpy()
+    return infer_signature(as_input, output)
+
+
+def save(model, flavor: str, path: Path, mlflow_model, model_signature) -> None:
+    """Save ``model`` in MLflow's format in ``path`` (a folder that must not exist)."""
+    kwargs = {"signature": model_signature, "mlflow_model": mlflow_model}
+    if flavor == "pytorch":
+        import mlflow.pytorch
+
+        # pickled (with cloudpickle: a class defined in the notebook travels by value);
+        # MLflow's default, a torch.export graph, fails on many notebook models
+        mlflow.pytorch.save_model(model, str(path), serialization_format="pickle", **kwargs)
+    elif flavor == "sklearn":
+        import mlflow.sklearn
+
+        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle",
+                                  **kwargs)
+    else:  # a PythonModel, or a function MLflow wraps in one
+        import mlflow.pyfunc
+
+        if not _is_python_model(model):
+            # MLflow wants requirements stated for a function; [] means "infer them"
+            kwargs["extra_pip_requirements"] = []
+        mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
+
+
+# -- uploads ---------------------------------------------------------------------------
+
+class _Reading:
+    """A file read in chunks for ``requests``, reporting each chunk; its length is known
+    (``Content-Length``: nothing is buffered on either side)."""
+
+    def __init__(self, path: Path, report: Callable[[int], None]):
+        self.file = path.open("rb")
+        self.size = path.stat().st_size
+        self.report = report
+
+    def __len__(self):
+        return self.size
+
+    def read(self, n=-1):
+        chunk = self.file.read(CHUNK if n is None or n < 0 else min(n, CHUNK))
+        if chunk:
+            self.report(len(chunk))
+        return chunk
+
+    def close(self):
+        self.file.close()
+
+
+def _files(folder: Path) -> list[tuple[str, Path]]:
+    files = sorted((p.relative_to(folder).as_posix(), p) for p in folder.rglob("*")
+                   if p.is_file())
+    # the MLmodel file last: a source holding it is a finished upload
+    return sorted(files, key=lambda item: item[0] == "MLmodel")
+
+
+class Uploader:
+    """Uploads a folder to a logged model's artifact location through the registry."""
+
+    def __init__(self, tracking: str, progress: Progress | None = None):
+        self.tracking = tracking
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")  # what MLflow's client sends
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
+        self.verify = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or not insecure
+        self.progress = progress
+
+    def _url(self, location: str, rel: str = "") -> str:
+        parsed = urlparse(location)
+        path = parsed.path.strip("/") + (f"/{rel}" if rel else "")
+        return f"{self.tracking}/api/2.0/mlflow-artifacts/artifacts/{quote(path)}"
+
+    def upload(self, folder: Path, location: str) -> None:
+        import requests
+
+        files = _files(folder)
+        total = sum(p.stat().st_size for _, p in files)
+        done = 0
+
+        def report(n):
+            nonlocal done
+            done += n
+            if self.progress:
+                self.progress(done, total, "uploading")
+
+        if self.progress:
+            self.progress(0, total, "uploading")
+        proxied = urlparse(location).scheme == "mlflow-artifacts"
+        if not proxied:  # a store the client writes to itself (s3:// with credentials)
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            repo = get_artifact_repository(location)
+        for rel, path in files:
+            if not proxied:
+                head = rel.rsplit("/", 1)[0] if "/" in rel else None
+                repo.log_artifact(str(path), head)
+                report(path.stat().st_size)
+                continue
+            body = _Reading(path, report)
+            try:
+                response = requests.put(self._url(location, rel), data=body,
+                                        headers=self.headers, verify=self.verify,
+                                        timeout=(30, 600))
+            finally:
+                body.close()
+            if response.status_code != 200:
+                raise RegistrationError(f"uploading {rel} failed: HTTP "
+                                        f"{response.status_code} {response.text[:300]}")
+        if self.progress:
+            self.progress(total, total, "checking")
+        self.verify_listing(folder, location, files)
+
+    def verify_listing(self, folder: Path, location: str, files) -> None:
+        """Every file is there with its size (the store's word, not the client's)."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(location)
+        found: dict[str, int | None] = {}
+
+        def walk(path=None):
+            for info in repo.list_artifacts(path):
+                if info.is_dir:
+                    walk(info.path)
+                else:
+                    found[info.path] = info.file_size
+
+        walk()
+        for rel, path in files:
+            size = path.stat().st_size
+            if found.get(rel, -1) not in (size, None):
+                raise RegistrationError(
+                    f"after the upload the store has {rel} with {found.get(rel)} bytes, "
+                    f"{size} were sent")
+
+    def delete(self, location: str) -> None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(location).delete_artifacts()
+
+
+# -- registering -----------------------------------------------------------------------
+
+def experiment_id(client, user: str | None) -> str:
+    """The experiment registrations' runs go in: the active one, else ``<user>/models``."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        return active.info.experiment_id
+    name = f"{user or 'redspot'}/models"
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # made meanwhile (another kernel)
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def register(model, name: str, *, description: str = "", tags: dict | None = None,
+             metrics: dict | None = None, sample_input=None, progress: Progress | None = None,
+             lineage: dict[str, str] | None = None, client=None) -> Registered:
+    """Register ``model`` as a new version of ``name`` (see the module's docstring).
+
+    ``lineage`` defaults to ``lineage.lineage()`` of this kernel; ``tags`` are the user's
+    own, set on the version alongside it; ``metrics`` are logged on the version's run.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus, Metric, RunStatus
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    name = check_name(name)
+    tags, metrics = check_tags(tags), check_metrics(metrics)
+    description = check_description(description)
+    flavor = detect_flavor(model)
+    model_signature = signature(model, flavor, sample_input)
+    lineage = lineage_tags() if lineage is None else lineage
+    version_tags = {**check_tags(lineage), "redspot.flavor": flavor, **tags}
+    tracking = tracking_uri()
+    client = client or MlflowClient(tracking_uri=tracking)
+    step = _Steps(progress)
+
+    step("starting a run")
+    experiment = experiment_id(client, lineage.get("redspot.user"))
+    run = client.create_run(experiment, run_name=f"register {name}",
+                            tags={**lineage, "redspot.registers": name})
+    run_id = run.info.run_id
+    logged = None
+    uploader = Uploader(tracking, progress)
+    created_model = False
+    try:
+        logged = client.create_logged_model(experiment, name=_logged_name(name),
+                                            source_run_id=run_id, tags=version_tags,
+                                            model_type=flavor)
+        now = int(time.time() * 1000)
+        if metrics:
+            client.log_batch(run_id, metrics=[
+                Metric(k, v, now, 0, model_id=logged.model_id) for k, v in metrics.items()])
+        step("saving the model")
+        with tempfile.TemporaryDirectory(prefix="redspot-model-") as tmp:
+            folder = Path(tmp) / "model"
+            mlflow_model = Model(artifact_path=logged.artifact_location, run_id=run_id,
+                                 model_uuid=logged.model_id, model_id=logged.model_id)
+            save(model, flavor, folder, mlflow_model, model_signature)
+            for cache in folder.rglob("__pycache__"):  # left by a reload when saving
+                shutil.rmtree(cache, ignore_errors=True)
+            uploader.upload(folder, logged.artifact_location)
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
+        step("registering the version")
+        try:
+            client.create_registered_model(name, description=description or None)
+            created_model = True
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = client.create_model_version(
+            name, f"models:/{logged.model_id}", run_id=run_id, tags=version_tags,
+            description=description or None, model_id=logged.model_id)
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    except BaseException as e:
+        _undo(client, uploader, run_id, logged, name if created_model else None)
+        if isinstance(e, (KeyboardInterrupt, InvalidInput, RegistrationError)):
+            raise
+        message = getattr(e, "message", None) or str(e)
+        raise RegistrationError(f"registering {name!r} failed, nothing was registered: "
+                                f"{message}") from e
+    step("done")
+    return Registered(name=name, version=str(version.version), flavor=flavor,
+                      model_id=logged.model_id, run_id=run_id,
+                      url=ui_url(name, str(version.version)), tags=version_tags)
+
+
+def _logged_name(name: str) -> str:
+    # logged models' names are limited and may not hold everything a model name may
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:64] or "model"
+
+
+class _Steps:
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+
+    def __call__(self, what: str):
+        if self.progress:
+            self.progress(0, 0, what)
+
+
+def _undo(client, uploader: Uploader, run_id: str, logged, created_model: str | None) -> None:
+    """After a failure: nothing of it stays usable (best effort, each step alone)."""
+    from mlflow.entities import LoggedModelStatus, RunStatus
+
+    steps = [lambda: client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))]
+    if logged is not None:
+        steps.insert(0, lambda: client.finalize_logged_model(logged.model_id,
+                                                             LoggedModelStatus.FAILED))
+        steps.append(lambda: uploader.delete(logged.artifact_location))
+    if created_model:
+        steps.append(lambda: _delete_if_empty(client, created_model))
+    for undo in steps:
+        try:
+            undo()
+        except Exception as e:  # noqa: BLE001 - the first failure is the one to report
+            log.warning("cleaning up after a failed registration: %s", e)
+
+
+def _delete_if_empty(client, name: str) -> None:
+    if not client.search_model_versions(f"name = '{_quoted(name)}'", max_results=1):
+        client.delete_registered_model(name)
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def model_names(client=None) -> list[str]:
+    """Names of the registered models the user may read (the widget offers them)."""
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient(tracking_uri=tracking_uri())
+    return sorted(m.name for m in client.search_registered_models(max_results=1000))
+
+
+def access() -> dict:
+    """Who the registry says this user is and every model they may read, with its owner,
+    granted groups, privacy and whether they may change it (``app.py``)."""
+    import requests
+
+    uploader = Uploader(tracking_uri())
+    response = requests.get(f"{uploader.tracking}/redspot/api/permissions",
+                            headers=uploader.headers, verify=uploader.verify, timeout=60)
+    if response.status_code != 200:
+        raise RegistrationError(f"the registry refused to list models: HTTP "
+                                f"{response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+@dataclass
+class VersionInfo:
+    """A version as the model browser shows it."""
+
+    version: str
+    aliases: list[str]
+    created: int
+    flavor: str | None
+    run_id: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def versions(name: str, client=None) -> list[VersionInfo]:
+    """A model's versions, oldest first, with their runs' metrics."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient(tracking_uri=tracking_uri())
+    found = client.search_model_versions(f"name = '{_quoted(name)}'", max_results=1000)
+    aliases: dict[str, list[str]] = {}  # searches leave aliases out; the model has them
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    infos = []
+    for v in sorted(found, key=lambda v: int(v.version)):
+        metrics = {}
+        if v.run_id:
+            try:
+                metrics = dict(client.get_run(v.run_id).data.metrics)
+            except MlflowException:
+                pass  # the run was deleted
+        tags = dict(v.tags or {})
+        infos.append(VersionInfo(str(v.version), sorted(aliases.get(str(v.version), [])),
+                                 v.creation_timestamp, tags.get("redspot.flavor"), v.run_id,
+                                 metrics, tags))
+    return infos
+
+
+def load(name: str, version: str | int, flavor: str | None = None):
+    """A registered version back in the notebook: the flavor's own object (the module,
+    the estimator) when it has one, else a pyfunc model."""
+    import mlflow.pyfunc
+
+    uri = f"models:/{name}/{version}"
+    if flavor == "pytorch":
+        import mlflow.pytorch
+
+        return mlflow.pytorch.load_model(uri)
+    if flavor == "sklearn":
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(uri)
+    return mlflow.pyfunc.load_model(uri)
