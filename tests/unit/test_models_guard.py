@@ -232,3 +232,74 @@ def test_browsers_sign_in_through_the_hub_and_come_back(tmp_path):
     again = browse("/services/models/oauth_callback", state_cookie,
                    f"code=stale-code&state={state}".encode())
     assert browse("/services/models/", again["cookies"][0])["status"] == 302
+
+
+def test_names_are_checked_before_mlflow_sees_them(guarded):
+    guard, mlflow, _ = guarded
+    before = len(mlflow.calls)
+    for name, reason in [("a/b", "'/'"), ("x" * 257, "at most 256"), ("", "needs a name"),
+                         ("tab\there", "control characters")]:
+        status, body = call(guard, "alice", "POST", API + "registered-models/create",
+                            {"name": name})
+        assert status == 400 and reason in body["message"], (name, body)
+    assert len(mlflow.calls) == before
+
+
+def test_a_version_of_an_unfinished_upload_is_refused(tmp_path):
+    asked = []
+
+    def unfinished(data):
+        asked.append(data)
+        return "the logged model m-1 is PENDING: its upload did not finish"
+
+    store = PermissionStore(tmp_path / "p.sqlite")
+    store.claim("m", "alice")
+    mlflow = FakeMlflow()
+    guard = HubGuard(mlflow, Identity(), store, "/services/models/",
+                     unfinished_upload=unfinished)
+    status, body = call(guard, "alice", "POST", API + "model-versions/create",
+                        {"name": "m", "source": "models:/m-1", "model_id": "m-1"})
+    assert status == 400 and "PENDING" in body["message"]
+    assert asked == [{"name": "m", "source": "models:/m-1", "model_id": "m-1"}]
+    assert mlflow.calls == []
+    # someone without the right is refused before the store is even asked
+    assert call(guard, "bob", "POST", API + "model-versions/create",
+                {"name": "m", "source": "models:/m-1"})[0] == 403
+    assert len(asked) == 1
+
+
+def test_the_listing_says_whose_models_and_who_may_change_them(guarded):
+    guard, _, store = guarded
+    store.claim("a-open", "alice")
+    store.claim("a-vision", "alice")
+    store.update("a-vision", groups=["vision"])
+    store.claim("a-secret", "alice")
+    store.update("a-secret", private=True)
+    status, carol = call(guard, "carol", "GET", "/services/models/redspot/api/permissions")
+    assert status == 200 and carol["user"] == "carol" and carol["groups"] == ["vision"]
+    assert [(m["name"], m["may_change"]) for m in carol["models"]] == [
+        ("a-open", False), ("a-vision", True)]
+    _, alice = call(guard, "alice", "GET", "/services/models/redspot/api/permissions")
+    assert [m["name"] for m in alice["models"]] == ["a-open", "a-secret", "a-vision"]
+
+
+def test_graphql_answers_lose_the_versions_of_unreadable_models():
+    from graphql import parse, print_ast
+
+    from redspot.models.app import _name_model_versions, _without_unreadable
+
+    document = parse("""query { mlflowGetRun(input: {runId: "r"}) {
+        run { mv: modelVersions { version } } } ...F }
+        fragment F on Query { mlflowSearchModelVersions(input: {}) {
+        modelVersions { version name } } }""")
+    _name_model_versions(document)
+    printed = print_ast(document)
+    assert printed.count("redspotModelName_: name") == 2  # the aliased one and the fragment
+    answer = {"mlflowGetRun": {"run": {"mv": [
+        {"version": "1", "redspotModelName_": "open"},
+        {"version": "2", "redspotModelName_": "secret"}]}},
+        "mlflowSearchModelVersions": {"modelVersions": [
+            {"version": "3", "name": "secret", "redspotModelName_": "secret"}]}}
+    kept = _without_unreadable(answer, lambda name: name != "secret")
+    assert kept == {"mlflowGetRun": {"run": {"mv": [{"version": "1"}]}},
+                    "mlflowSearchModelVersions": {"modelVersions": []}}
