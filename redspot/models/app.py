@@ -49,6 +49,9 @@ _API = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/(?P<call>[a-z-]+/[a-z-]+)$")
 _WEBHOOKS = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/webhooks(/|$)")
 #: Redspot's own endpoint: a model's owner, granted groups and privacy.
 _PERMISSIONS = re.compile(r"^/redspot/api/permissions(?:/(?P<name>[^/]+))?/?$")
+_ARTIFACTS = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/")
+#: Artifact uploads reach MLflow in pieces of this size (see ``_coalesced``).
+UPLOAD_PIECE = 1 << 20
 _GRAPHQL = re.compile(r"^/(?:ajax-api/)?graphql$")
 #: The field the guard adds to every ``modelVersions`` selection of a GraphQL query.
 _GRAPHQL_NAME = "redspotModelName_"
@@ -194,6 +197,8 @@ class HubGuard:
                 return await self._checked(call, requester, scope, receive, send)
         except Refused as e:
             return await _reply(send, e.status, e.code, e.message)
+        if scope["method"] == "PUT" and _ARTIFACTS.match(inner):
+            receive = _coalesced(receive)
         return await self.app(scope, receive, send)
 
     async def _oauth_callback(self, scope, headers, secure, send):
@@ -380,6 +385,35 @@ class HubGuard:
                             if may_read(requester, acls.get(m.get("name")))]
             raw = json.dumps(payload).encode()
         return raw
+
+
+def _coalesced(receive, size: int = UPLOAD_PIECE):
+    """``receive`` whose body arrives in pieces of ``size`` bytes (the server reads
+    64 KiB at a time; MLflow writes each piece to the store in a thread of its own, so
+    fewer, larger pieces cost less). Memory stays bounded by ``size``."""
+    pending = None  # a message that is not body (a disconnect), to hand on next
+
+    async def coalescing():
+        nonlocal pending
+        if pending is not None:
+            message, pending = pending, None
+            return message
+        pieces, held = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                if not pieces:
+                    return message
+                pending = message
+                return {"type": "http.request", "body": b"".join(pieces), "more_body": True}
+            chunk = message.get("body", b"")
+            pieces.append(chunk)
+            held += len(chunk)
+            more = message.get("more_body", False)
+            if held >= size or not more:
+                return {"type": "http.request", "body": b"".join(pieces), "more_body": more}
+
+    return coalescing
 
 
 def _name_model_versions(node) -> None:

@@ -161,26 +161,42 @@ def signature(model, flavor: str, sample):
 
 
 def save(model, flavor: str, path: Path, mlflow_model, model_signature) -> None:
-    """Save ``model`` in MLflow's format in ``path`` (a folder that must not exist)."""
+    """Save ``model`` in MLflow's format in ``path`` (a folder that must not exist).
+
+    The PyTorch and scikit-learn flavors get their default requirements pinned to this
+    kernel's versions: MLflow would otherwise infer them by loading the saved model again
+    in a subprocess (seconds, and the model's size in memory once more)."""
     kwargs = {"signature": model_signature, "mlflow_model": mlflow_model}
     if flavor == "pytorch":
         import mlflow.pytorch
 
         # pickled (with cloudpickle: a class defined in the notebook travels by value);
         # MLflow's default, a torch.export graph, fails on many notebook models
-        mlflow.pytorch.save_model(model, str(path), serialization_format="pickle", **kwargs)
+        mlflow.pytorch.save_model(
+            model, str(path), serialization_format="pickle",
+            pip_requirements=mlflow.pytorch.get_default_pip_requirements(), **kwargs)
     elif flavor == "sklearn":
         import mlflow.sklearn
 
-        mlflow.sklearn.save_model(model, str(path), serialization_format="cloudpickle",
-                                  **kwargs)
+        mlflow.sklearn.save_model(
+            model, str(path), serialization_format="cloudpickle",
+            pip_requirements=mlflow.sklearn.get_default_pip_requirements(), **kwargs)
     else:  # a PythonModel, or a function MLflow wraps in one
         import mlflow.pyfunc
 
         if not _is_python_model(model):
-            # MLflow wants requirements stated for a function; [] means "infer them"
+            # MLflow wants requirements stated for a function ([] means "infer them"),
+            # and its one parameter named model_input
             kwargs["extra_pip_requirements"] = []
+            model = _as_predict(model)
         mlflow.pyfunc.save_model(str(path), python_model=model, **kwargs)
+
+
+def _as_predict(function):
+    def predict(model_input):  # a closure: pickled by value, with the user's function
+        return function(model_input)
+
+    return predict
 
 
 # -- uploads ---------------------------------------------------------------------------
@@ -198,7 +214,8 @@ class _Reading:
         return self.size
 
     def read(self, n=-1):
-        chunk = self.file.read(CHUNK if n is None or n < 0 else min(n, CHUNK))
+        # whole chunks, whatever http.client asks for (8 KiB): it sends what it gets
+        chunk = self.file.read(CHUNK)
         if chunk:
             self.report(len(chunk))
         return chunk
@@ -272,8 +289,8 @@ class Uploader:
             self.progress(total, total, "checking")
         self.verify_listing(folder, location, files)
 
-    def verify_listing(self, folder: Path, location: str, files) -> None:
-        """Every file is there with its size (the store's word, not the client's)."""
+    def listing(self, location: str) -> dict[str, int | None]:
+        """Every file under ``location`` and its size, as the store says."""
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         repo = get_artifact_repository(location)
@@ -287,6 +304,11 @@ class Uploader:
                     found[info.path] = info.file_size
 
         walk()
+        return found
+
+    def verify_listing(self, folder: Path, location: str, files) -> None:
+        """Every file is there with its size (the store's word, not the client's)."""
+        found = self.listing(location)
         for rel, path in files:
             size = path.stat().st_size
             if found.get(rel, -1) not in (size, None):
@@ -294,10 +316,59 @@ class Uploader:
                     f"after the upload the store has {rel} with {found.get(rel)} bytes, "
                     f"{size} were sent")
 
+    def download(self, location: str, folder: Path, files: dict[str, int | None]) -> None:
+        """The files of ``location`` into ``folder``, streamed, with progress."""
+        import requests
+
+        if urlparse(location).scheme != "mlflow-artifacts":
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            get_artifact_repository(location).download_artifacts("", str(folder))
+            return
+        total, done = sum(size or 0 for size in files.values()), 0
+        for rel in files:
+            target = folder / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with requests.get(self._url(location, rel), headers=self.headers,
+                              verify=self.verify, stream=True, timeout=(30, 600)) as response:
+                if response.status_code != 200:
+                    raise RegistrationError(f"downloading {rel} failed: HTTP "
+                                            f"{response.status_code} {response.text[:300]}")
+                with target.open("wb") as f:
+                    for chunk in response.iter_content(CHUNK):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if self.progress:
+                            self.progress(done, total, "downloading")
+
     def delete(self, location: str) -> None:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         get_artifact_repository(location).delete_artifacts()
+
+
+def model_bytes(model, flavor: str) -> int:
+    """About how large ``model`` is saved (PyTorch: its parameters and buffers), or 0."""
+    if flavor != "pytorch":
+        return 0
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def scratch_dir(size: int) -> str | None:
+    """Where a model of ``size`` bytes is saved before its upload (and downloaded before
+    its load): memory (``/dev/shm``) when it has room for it twice over, so the bytes
+    are not written to disk once more on their way; else the default temporary folder."""
+    shm = "/dev/shm"
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return None
+    if size and os.access(shm, os.W_OK) and free > 2 * size + (256 << 20):
+        return shm
+    return None
 
 
 # -- registering -----------------------------------------------------------------------
@@ -363,7 +434,8 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
             client.log_batch(run_id, metrics=[
                 Metric(k, v, now, 0, model_id=logged.model_id) for k, v in metrics.items()])
         step("saving the model")
-        with tempfile.TemporaryDirectory(prefix="redspot-model-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="redspot-model-",
+                                         dir=scratch_dir(model_bytes(model, flavor))) as tmp:
             folder = Path(tmp) / "model"
             mlflow_model = Model(artifact_path=logged.artifact_location, run_id=run_id,
                                  model_uuid=logged.model_id, model_id=logged.model_id)
@@ -499,18 +571,29 @@ def versions(name: str, client=None) -> list[VersionInfo]:
     return infos
 
 
-def load(name: str, version: str | int, flavor: str | None = None):
+def load(name: str, version: str | int, flavor: str | None = None,
+         progress: Progress | None = None, client=None):
     """A registered version back in the notebook: the flavor's own object (the module,
-    the estimator) when it has one, else a pyfunc model."""
+    the estimator) when it has one, else a pyfunc model. Its files are streamed to
+    ``scratch_dir`` (memory when there is room) and loaded from there."""
     import mlflow.pyfunc
+    from mlflow import MlflowClient
 
-    uri = f"models:/{name}/{version}"
-    if flavor == "pytorch":
-        import mlflow.pytorch
+    client = client or MlflowClient(tracking_uri=tracking_uri())
+    found = client.get_model_version(name, str(version))
+    flavor = flavor or (found.tags or {}).get("redspot.flavor")
+    location = client.get_model_version_download_uri(name, str(version))
+    transfer = Uploader(tracking_uri(), progress)
+    files = transfer.listing(location)
+    size = sum(s or 0 for s in files.values())
+    with tempfile.TemporaryDirectory(prefix="redspot-model-", dir=scratch_dir(size)) as tmp:
+        transfer.download(location, Path(tmp), files)
+        if flavor == "pytorch":
+            import mlflow.pytorch
 
-        return mlflow.pytorch.load_model(uri)
-    if flavor == "sklearn":
-        import mlflow.sklearn
+            return mlflow.pytorch.load_model(tmp)
+        if flavor == "sklearn":
+            import mlflow.sklearn
 
-        return mlflow.sklearn.load_model(uri)
-    return mlflow.pyfunc.load_model(uri)
+            return mlflow.sklearn.load_model(tmp)
+        return mlflow.pyfunc.load_model(tmp)
