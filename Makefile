@@ -40,6 +40,7 @@ bench: deps
 	$(PY) bench/spawn.py
 	$(PY) bench/environments.py
 	$(PY) bench/ray_remote.py
+	$(PY) bench/models.py
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench

@@ -427,7 +427,9 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
     created_model = False
     try:
         logged = client.create_logged_model(experiment, name=_logged_name(name),
-                                            source_run_id=run_id, tags=version_tags,
+                                            # the user's tags may outgrow its limits
+                                            source_run_id=run_id, tags={
+                                                **lineage, "redspot.flavor": flavor},
                                             model_type=flavor)
         now = int(time.time() * 1000)
         if metrics:

@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 PREFIX = "redspot."
-#: MLflow's limit for a tag's value is 5000 characters on model versions.
+#: Lineage values are cut here: they are also the registration run's tags, which MLflow
+#: limits to 8000 characters (registry tags may have 100,000).
 MAX_VALUE = 5000
 
 
