@@ -231,8 +231,8 @@ def _files(folder: Path) -> list[tuple[str, Path]]:
     return sorted(files, key=lambda item: item[0] == "MLmodel")
 
 
-class Uploader:
-    """Uploads a folder to a logged model's artifact location through the registry."""
+class Transfer:
+    """Moves a model's files to and from its artifact location through the registry."""
 
     def __init__(self, tracking: str, progress: Progress | None = None):
         self.tracking = tracking
@@ -416,6 +416,7 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
     tracking = tracking_uri()
     client = client or MlflowClient(tracking_uri=tracking)
     step = _Steps(progress)
+    _check_may_add_version(name)
 
     step("starting a run")
     experiment = experiment_id(client, lineage.get("redspot.user"))
@@ -423,7 +424,7 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
                             tags={**lineage, "redspot.registers": name})
     run_id = run.info.run_id
     logged = None
-    uploader = Uploader(tracking, progress)
+    uploader = Transfer(tracking, progress)
     created_model = False
     try:
         logged = client.create_logged_model(experiment, name=_logged_name(name),
@@ -470,6 +471,20 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
                       url=ui_url(name, str(version.version)), tags=version_tags)
 
 
+def _check_may_add_version(name: str) -> None:
+    """Refuse before uploading when the model exists and is someone else's to change."""
+    try:
+        models = access()["models"]
+    except (RegistrationError, OSError, ValueError, KeyError):
+        return  # a registry without Redspot's listing: its own answer comes at the end
+    for model in models:
+        if model["name"] == name and not model.get("may_change", True):
+            granted = f", members of {', '.join(model['groups'])}" if model["groups"] else ""
+            raise InvalidInput(
+                f"the model {name!r} belongs to {model['owner']}: only they{granted} or an "
+                "admin may add versions to it; choose another name")
+
+
 def _logged_name(name: str) -> str:
     # logged models' names are limited and may not hold everything a model name may
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:64] or "model"
@@ -484,7 +499,7 @@ class _Steps:
             self.progress(0, 0, what)
 
 
-def _undo(client, uploader: Uploader, run_id: str, logged, created_model: str | None) -> None:
+def _undo(client, uploader: Transfer, run_id: str, logged, created_model: str | None) -> None:
     """After a failure: nothing of it stays usable (best effort, each step alone)."""
     from mlflow.entities import LoggedModelStatus, RunStatus
 
@@ -526,7 +541,7 @@ def access() -> dict:
     granted groups, privacy and whether they may change it (``app.py``)."""
     import requests
 
-    uploader = Uploader(tracking_uri())
+    uploader = Transfer(tracking_uri())
     response = requests.get(f"{uploader.tracking}/redspot/api/permissions",
                             headers=uploader.headers, verify=uploader.verify, timeout=60)
     if response.status_code != 200:
@@ -585,7 +600,7 @@ def load(name: str, version: str | int, flavor: str | None = None,
     found = client.get_model_version(name, str(version))
     flavor = flavor or (found.tags or {}).get("redspot.flavor")
     location = client.get_model_version_download_uri(name, str(version))
-    transfer = Uploader(tracking_uri(), progress)
+    transfer = Transfer(tracking_uri(), progress)
     files = transfer.listing(location)
     size = sum(s or 0 for s in files.values())
     with tempfile.TemporaryDirectory(prefix="redspot-model-", dir=scratch_dir(size)) as tmp:

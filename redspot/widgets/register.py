@@ -157,7 +157,7 @@ class RegisterModel(w.VBox):
                 self.model, self.name.value.strip(), description=self.description.value,
                 tags=parse_pairs(self.tags.value, "tags"), metrics=self.metrics(),
                 sample_input=self.sample_input(), progress=self._progress,
-                lineage=self.lineage)
+                lineage=lineage(user_ns=self.namespace))  # as the notebook is now
         except (InvalidInput, registry.RegistrationError) as e:
             self.status.value = ""
             self.result.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"

@@ -352,6 +352,10 @@ def test_invalid_names_and_oversized_tags_are_refused_with_the_reason(models_hub
         registry.register(lambda x: x, "tagged-m", metrics={"auc": "high"}, lineage={})
     with pytest.raises(InvalidInput, match="cannot register"):
         registry.register(object(), "tagged-m", lineage={})
+    # someone else's model: refused before the upload, with whose it is
+    registry_env(models_hub, "bob", monkeypatch)
+    with pytest.raises(InvalidInput, match="belongs to alice"):
+        registry.register(lambda x: x, "tagged-m", lineage={})
 
 
 GRAPHQL = """query Q($input: MlflowSearchModelVersionsInput) {
