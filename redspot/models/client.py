@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
+from .lineage import current_ray_job
 from .lineage import lineage as lineage_tags
 from .validation import (
     InvalidInput,
@@ -395,11 +396,14 @@ def experiment_id(client, user: str | None) -> str:
 
 def register(model, name: str, *, description: str = "", tags: dict | None = None,
              metrics: dict | None = None, sample_input=None, progress: Progress | None = None,
-             lineage: dict[str, str] | None = None, client=None) -> Registered:
+             lineage: dict[str, str] | None = None, training_run_id: str | None = None,
+             client=None) -> Registered:
     """Register ``model`` as a new version of ``name`` (see the module's docstring).
 
-    ``lineage`` defaults to ``lineage.lineage()`` of this kernel; ``tags`` are the user's
-    own, set on the version alongside it; ``metrics`` are logged on the version's run.
+    ``lineage`` defaults to ``lineage.lineage()`` of this kernel (with the Ray job of a
+    connected kernel, and ``training_run_id`` when the model came from a training run);
+    ``tags`` are the user's own, set on the version alongside it; ``metrics`` are logged
+    on the version's run.
     """
     from mlflow import MlflowClient
     from mlflow.entities import LoggedModelStatus, Metric, RunStatus
@@ -411,7 +415,8 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
     description = check_description(description)
     flavor = detect_flavor(model)
     model_signature = signature(model, flavor, sample_input)
-    lineage = lineage_tags() if lineage is None else lineage
+    if lineage is None:
+        lineage = lineage_tags(ray_job_id=current_ray_job(), training_run_id=training_run_id)
     version_tags = {**check_tags(lineage), "redspot.flavor": flavor, **tags}
     tracking = tracking_uri()
     client = client or MlflowClient(tracking_uri=tracking)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 PREFIX = "redspot."
@@ -54,6 +55,17 @@ def notebook_path(environ: dict, user_ns: dict | None = None) -> str | None:
     """The notebook this kernel runs (jupyter-server tells kernels, as JPY_SESSION_NAME;
     ipykernel puts it in ``__session__``)."""
     return environ.get("JPY_SESSION_NAME") or (user_ns or {}).get("__session__") or None
+
+
+def current_ray_job() -> str | None:
+    """The Ray job of this kernel's driver, when it is connected (``%ray_connect``)."""
+    ray = sys.modules.get("ray")  # never imported here just to ask
+    try:
+        if ray is not None and ray.is_initialized():
+            return ray.get_runtime_context().get_job_id()
+    except Exception:  # noqa: BLE001 - lineage is best effort
+        return None
+    return None
 
 
 def lineage(environ: dict | None = None, user_ns: dict | None = None,

@@ -21,7 +21,7 @@ import re
 import ipywidgets as w
 
 from ..models import client as registry
-from ..models.lineage import lineage
+from ..models.lineage import current_ray_job, lineage
 from ..models.validation import InvalidInput, as_number
 
 _TYPED_METRIC = re.compile(r"^\s*([^=\s][^=]*?)\s*=\s*(\S+)\s*$")
@@ -77,13 +77,14 @@ class RegisterModel(w.VBox):
     """The form; ``register()`` (the button) registers and returns the version."""
 
     def __init__(self, model, namespace: dict | None = None, names: list[str] | None = None,
-                 sample_input=None, **kwargs):
+                 sample_input=None, training_run_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.namespace = namespace if namespace is not None else {}
         self.registered: registry.Registered | None = None
         self.flavor = registry.detect_flavor(model)  # refuses what cannot be registered
-        self.lineage = lineage(user_ns=self.namespace)
+        self.training_run_id = training_run_id
+        self.lineage = self._lineage()
         if names is None:
             try:
                 names = registry.model_names()
@@ -124,6 +125,10 @@ class RegisterModel(w.VBox):
         ]
         self.register_button.on_click(lambda _: self._clicked())
 
+    def _lineage(self) -> dict[str, str]:
+        return lineage(user_ns=self.namespace, ray_job_id=current_ray_job(),
+                       training_run_id=self.training_run_id)
+
     # the form's values, checked
     def metrics(self) -> dict[str, float]:
         metrics = {k: numeric_variables(self.namespace).get(k)
@@ -157,7 +162,7 @@ class RegisterModel(w.VBox):
                 self.model, self.name.value.strip(), description=self.description.value,
                 tags=parse_pairs(self.tags.value, "tags"), metrics=self.metrics(),
                 sample_input=self.sample_input(), progress=self._progress,
-                lineage=lineage(user_ns=self.namespace))  # as the notebook is now
+                lineage=self._lineage())  # as the notebook is now
         except (InvalidInput, registry.RegistrationError) as e:
             self.status.value = ""
             self.result.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"

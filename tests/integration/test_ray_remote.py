@@ -148,6 +148,16 @@ def test_ray_status_shows_the_cluster(shell, capsys):
     assert "1 node(s), 2 CPU" in capsys.readouterr().out
 
 
+def test_a_connected_kernels_ray_job_is_part_of_a_models_lineage(shell):
+    import ray
+
+    from redspot.models.lineage import current_ray_job, lineage
+
+    job = current_ray_job()
+    assert job == ray.get_runtime_context().get_job_id() and len(job) >= 8
+    assert lineage({}, ray_job_id=job)["redspot.ray_job_id"] == job
+
+
 def test_pandas_frames_go_in_and_come_back_writable(shell):
     import pandas as pd
 
