@@ -1,0 +1,100 @@
+"""A training run's options, checked, and the DeepSpeed configs made from them."""
+
+from __future__ import annotations
+
+import pytest
+
+from redspot.training.config import (
+    Cluster,
+    InvalidTraining,
+    TrainSpec,
+    deepspeed_config,
+    merged,
+)
+
+
+def test_zero3_on_cpu_workers():
+    config = deepspeed_config(TrainSpec(workers=2, zero=3, micro_batch_size=4,
+                                        gradient_accumulation=2, learning_rate=0.01))
+    assert config == {
+        "train_micro_batch_size_per_gpu": 4,
+        "gradient_accumulation_steps": 2,
+        "train_batch_size": 16,
+        "optimizer": {"type": "AdamW", "params": {"lr": 0.01, "torch_adam": True}},
+        "zero_optimization": {"stage": 3, "overlap_comm": False,
+                              "contiguous_gradients": True,
+                              "stage3_gather_16bit_weights_on_model_save": False},
+        "steps_per_print": 10 ** 9,
+        "wall_clock_breakdown": False,
+        "gradient_clipping": 1.0,
+    }
+
+
+def test_zero3_bf16_with_cpu_offload_on_gpus():
+    config = deepspeed_config(TrainSpec(workers=4, gpus_per_worker=1, zero=3,
+                                        offload="cpu", precision="bf16"),
+                              Cluster(cpus=32, gpus=4))
+    zero = config["zero_optimization"]
+    assert zero["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    assert zero["offload_param"] == {"device": "cpu", "pin_memory": True}
+    assert zero["overlap_comm"] is True
+    assert config["bf16"] == {"enabled": True} and "fp16" not in config
+    assert "torch_adam" not in config["optimizer"]["params"]
+    assert config["train_batch_size"] == 32
+
+
+def test_zero2_offloads_the_optimizer_only():
+    zero = deepspeed_config(TrainSpec(zero=2, offload="cpu"))["zero_optimization"]
+    assert zero == {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": False}}
+
+
+@pytest.mark.parametrize("options, cluster, reason", [
+    ({"offload": "cpu"}, None, "offload needs ZeRO"),
+    ({"precision": "fp16"}, None, "fp16 needs GPUs"),
+    ({"precision": "bf16"}, None, "bf16 needs GPUs"),
+    ({"precision": "fp8", "gpus_per_worker": 1}, None, "precision must be one of"),
+    ({"zero": 4}, None, "zero must be one of 0, 1, 2, 3"),
+    ({"offload": "nvme", "zero": 3}, None, "offload must be None or 'cpu'"),
+    ({"workers": 0}, None, "workers must be a whole number >= 1"),
+    ({"micro_batch_size": 2.5}, None, "micro_batch_size must be a whole number"),
+    ({"learning_rate": 0}, None, "learning_rate must be a positive number"),
+    ({"workers": 4, "gpus_per_worker": 2}, Cluster(cpus=64, gpus=4),
+     "need 8 GPUs; the cluster has 4"),
+    ({"workers": 3, "cpus_per_worker": 1}, Cluster(cpus=2), "need 3 CPUs; the cluster has 2"),
+])
+def test_impossible_runs_are_refused_with_the_reason(options, cluster, reason):
+    with pytest.raises(InvalidTraining, match=reason):
+        deepspeed_config(TrainSpec(**options), cluster)
+
+
+def test_an_autoscaling_cluster_is_not_held_to_its_current_size():
+    deepspeed_config(TrainSpec(workers=4, gpus_per_worker=1),
+                     Cluster(cpus=2, gpus=0, autoscaling=True))
+
+
+def test_a_users_config_is_merged_over_and_checked_the_same_way():
+    config = deepspeed_config(TrainSpec(zero=3, deepspeed_config={
+        "optimizer": {"params": {"lr": 0.5, "betas": [0.8, 0.9]}},
+        "zero_optimization": {"stage3_max_live_parameters": 1000}}))
+    assert config["optimizer"] == {"type": "AdamW", "params": {
+        "lr": 0.5, "torch_adam": True, "betas": [0.8, 0.9]}}
+    assert config["zero_optimization"]["stage"] == 3
+    assert config["zero_optimization"]["stage3_max_live_parameters"] == 1000
+    for user, reason in [
+        ({"zero_optimization": {"stage": 0, "offload_optimizer": {"device": "cpu"}}},
+         "offload_optimizer needs ZeRO"),
+        ({"zero_optimization": {"stage": 2, "offload_param": {"device": "cpu"}}},
+         "offload_param needs ZeRO stage 3"),
+        ({"fp16": {"enabled": True}}, "enables fp16, which needs GPUs"),
+        ({"train_batch_size": 100}, "must be train_micro_batch_size_per_gpu 8"),
+        ("not a dict", "must be a dict"),
+    ]:
+        with pytest.raises(InvalidTraining, match=reason):
+            deepspeed_config(TrainSpec(deepspeed_config=user))
+
+
+def test_merging_leaves_both_sides_alone():
+    base = {"a": {"b": 1, "c": [1]}}
+    override = {"a": {"c": [2]}, "d": 3}
+    assert merged(base, override) == {"a": {"b": 1, "c": [2]}, "d": 3}
+    assert base == {"a": {"b": 1, "c": [1]}} and override == {"a": {"c": [2]}, "d": 3}
