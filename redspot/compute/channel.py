@@ -12,6 +12,7 @@ on its first line, or it is dropped. Messages are JSON lines, never pickles::
     {"secret": "…", "run": "…"}                 first line of a connection
     {"t": "stream", "name": "stdout", "text": "…"}
     {"t": "display", "data": {…}, "metadata": {…}}
+    {"t": "report", "metrics": {…}}               a training run's progress
     {"t": "end"}                                  the run's last message
 
 The kernel delivers a run's events, in order, to the sink the run was opened with.
@@ -145,6 +146,8 @@ class OutputChannel(_Runs):
                         run.sink(("stream", message["name"], message["text"]))
                     elif kind == "display":
                         run.sink(("display", message["data"], message.get("metadata", {})))
+                    elif kind == "report":
+                        run.sink(("report", message["metrics"]))
             except (OSError, ValueError, KeyError):
                 log.exception("Output of run %s was cut short", run_id)
             finally:
@@ -226,6 +229,8 @@ class RemoteOutput:
             return True
         if event[0] == "stream":
             message = {"t": "stream", "name": event[1], "text": event[2]}
+        elif event[0] == "report":
+            message = {"t": "report", "metrics": event[1]}
         else:
             message = {"t": "display", "data": event[1], "metadata": event[2]}
         with self._lock:

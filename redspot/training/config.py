@@ -62,12 +62,12 @@ def check(spec: TrainSpec, cluster: Cluster | None = None) -> None:
                                ("gradient_accumulation", spec.gradient_accumulation, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise InvalidTraining(f"{name} must be a whole number >= {least}, got {value!r}")
-    if spec.zero not in STAGES:
-        raise InvalidTraining(f"zero must be one of 0, 1, 2, 3 (ZeRO stages), got "
-                              f"{spec.zero!r}")
+    if spec.zero not in (*STAGES, None):
+        raise InvalidTraining(f"zero must be one of 0, 1, 2, 3 (ZeRO stages) or None "
+                              f"(plain DDP), got {spec.zero!r}")
     if spec.offload not in OFFLOADS:
         raise InvalidTraining(f"offload must be None or 'cpu', got {spec.offload!r}")
-    if spec.offload and spec.zero == 0:
+    if spec.offload and not spec.zero:
         raise InvalidTraining("offload needs ZeRO: offloading moves ZeRO's partitioned "
                               "optimizer state (stage 1-3) and parameters (stage 3) to "
                               "the CPU; use zero=1, 2 or 3")

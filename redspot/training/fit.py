@@ -1,0 +1,286 @@
+"""``fit``: a training loop run by Ray Train workers with DeepSpeed, from the notebook.
+
+The options are checked (``config.py``) against the connected cluster before anything
+starts; the loop and its config go to the workers through Ray Train's ``TorchTrainer``
+(gloo on CPU, NCCL on GPUs); rank 0's ``ctx.report`` calls come back live through the
+kernel's output channel (``redspot.compute``) to a progress display; the result holds
+the last metrics, the history and the last checkpoint's URL.
+
+Interrupting the kernel aborts the run through Ray Train's controller and frees the
+workers. Ray Train registers a SIGINT handler of its own when ``fit`` runs in the main
+thread; a kernel must keep its own, so ``_Trainer`` takes the controller instead of
+that handler.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cloudpickle
+
+from .config import Cluster, TrainSpec, check, deepspeed_config
+
+#: How many lines of a failed worker's log the error shows.
+LOG_TAIL = 30
+
+
+class TrainingFailed(RuntimeError):
+    """A worker failed; the message names it and shows its log's tail."""
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    checkpoint: str | None = None
+    checkpoint_dir: str | None = None
+    seconds: float = 0.0
+
+    def state_dict(self):
+        """The last checkpoint as one plain state dict (ZeRO partitions gathered)."""
+        from .checkpoints import consolidate
+
+        if not self.checkpoint:
+            raise RuntimeError("this run saved no checkpoint (report(..., checkpoint=True))")
+        return consolidate(self.checkpoint)
+
+    def _repr_html_(self):
+        from html import escape
+
+        metrics = ", ".join(f"{k}={_fmt(v)}" for k, v in self.metrics.items()
+                            if k != "checkpoint")
+        checkpoint = f"<br>checkpoint: <code>{escape(self.checkpoint)}</code>" \
+            if self.checkpoint else ""
+        return (f"Training run <code>{escape(self.run_id)}</code> finished in "
+                f"{self.seconds:.1f} s: {escape(metrics)}{checkpoint}")
+
+
+def _fmt(value):
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def default_checkpoint_dir() -> str:
+    """``$REDSPOT_CHECKPOINT_DIR``, else ``~/checkpoints`` (the home is on the shared
+    storage)."""
+    return os.environ.get("REDSPOT_CHECKPOINT_DIR") or str(Path.home() / "checkpoints")
+
+
+def extensions_dir() -> str:
+    """Where DeepSpeed's compiled ops are kept between runs (they take ~85 s to build)."""
+    return os.environ.get("TORCH_EXTENSIONS_DIR") or str(
+        Path.home() / ".cache" / "redspot" / "torch_extensions")
+
+
+def cluster_of(ray) -> Cluster:
+    resources = ray.cluster_resources()
+    autoscaling = bool(os.environ.get("REDSPOT_RAY_CLUSTER"))  # KubeRay scales up
+    return Cluster(cpus=resources.get("CPU", 0), gpus=resources.get("GPU", 0),
+                   autoscaling=autoscaling)
+
+
+def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker: int = 1,
+        zero: int | None = 0, offload: str | None = None, precision: str = "fp32",
+        deepspeed_config: dict | None = None, environment: str | None = None,
+        checkpoint_dir: str | None = None, config: dict | None = None,
+        micro_batch_size: int = 8, gradient_accumulation: int = 1,
+        learning_rate: float = 1e-3, steps: int | None = None, display=None,
+        run_id: str | None = None, session=None) -> TrainResult:
+    """Run ``train_loop(ctx)`` on ``workers`` Ray Train workers (see the module's
+    docstring and ``worker.TrainContext`` for ``ctx``). ``zero=None`` is plain DDP;
+    ``steps`` (how many reports to expect) sizes the progress bar; ``session`` is the
+    kernel's ``RaySession`` (``%%ray_train`` passes it; its output channel is used)."""
+    import ray
+
+    if not ray.is_initialized():
+        raise RuntimeError("not connected to a Ray cluster: %ray_connect first "
+                           "(or ray.init())")
+    spec = TrainSpec(workers=workers, gpus_per_worker=gpus_per_worker,
+                     cpus_per_worker=cpus_per_worker, zero=zero, offload=offload,
+                     precision=precision, micro_batch_size=micro_batch_size,
+                     gradient_accumulation=gradient_accumulation,
+                     learning_rate=learning_rate, deepspeed_config=deepspeed_config,
+                     config=dict(config or {}))
+    ds_config = _config_for(spec, cluster_of(ray))
+    run_id = run_id or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    checkpoint_url = checkpoint_dir or default_checkpoint_dir()
+
+    live = display if display is not None else _display(run_id, steps)
+    history: list[dict] = []
+
+    def sink(event):
+        if event[0] == "report":
+            history.append(event[1])
+            live.report(event[1])
+        elif event[0] == "stream":
+            live.stream(event[1], event[2])
+
+    outlet, own_outlet = (session.outlet, False) if session is not None else (None, True)
+    if outlet is None:
+        outlet = _outlet()
+    channel = outlet.open(sink)
+    pumping = _Pump(outlet)
+    settings = {"run_id": run_id, "deepspeed_config": ds_config, "channel": channel,
+                "checkpoint_url": checkpoint_url, "extensions_dir": extensions_dir(),
+                "learning_rate": learning_rate, "micro_batch_size": micro_batch_size}
+    trainer = _trainer(spec, settings, train_loop, environment, run_id)
+    start = time.perf_counter()
+    try:
+        result = _run(trainer)
+    except KeyboardInterrupt:
+        live.finish(None, "interrupted: the workers were stopped")
+        raise
+    except Exception as e:
+        failure = _failure(e)
+        live.finish(None, str(failure))
+        raise failure from e
+    finally:
+        pumping.stop()
+        outlet.finish(channel, streamed=True, timeout=5)
+        if own_outlet:
+            outlet.close()
+    final = history[-1] if history else dict(result.metrics or {})
+    checkpoints = [h["checkpoint"] for h in history if h.get("checkpoint")]
+    outcome = TrainResult(run_id=run_id, metrics=final, history=history,
+                          checkpoint=checkpoints[-1] if checkpoints else None,
+                          checkpoint_dir=checkpoint_url,
+                          seconds=time.perf_counter() - start)
+    live.finish(outcome, None)
+    return outcome
+
+
+def _outlet():
+    """An output channel for a run started without ``%ray_connect``'s session."""
+    import ray
+    import ray.util
+
+    from ..compute.channel import OutputChannel, Relay
+
+    if ray.util.client.ray.is_connected():  # Ray Client: workers cannot reach us
+        return Relay()
+    return OutputChannel(ray.util.get_node_ip_address())
+
+
+class _Pump:
+    """Drains a Ray Client relay while the run goes on (the channel needs no help)."""
+
+    def __init__(self, outlet):
+        import threading
+
+        self.done = threading.Event()
+        self.thread = None
+        if hasattr(outlet, "drain"):
+            def pump():
+                while not self.done.wait(0.2):
+                    try:
+                        outlet.drain()
+                    except Exception:  # noqa: BLE001 - the run's end reports it
+                        return
+            self.thread = threading.Thread(target=pump, name="redspot-train-pump",
+                                           daemon=True)
+            self.thread.start()
+
+    def stop(self):
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join(5)
+
+
+def _config_for(spec: TrainSpec, cluster: Cluster) -> dict | None:
+    if spec.zero is None:  # plain DDP: the same checks, no DeepSpeed
+        check(spec, cluster)
+        return None
+    return deepspeed_config(spec, cluster)
+
+
+def _trainer(spec: TrainSpec, settings: dict, train_loop, environment, run_id):
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from .worker import run_worker
+
+    class _Trainer(TorchTrainer):
+        controller = None
+
+        def _register_sigint_handler(self, controller):
+            self.controller = controller  # the kernel keeps its own SIGINT handler
+
+    resources = {"CPU": spec.cpus_per_worker}
+    if spec.gpus_per_worker:
+        resources["GPU"] = spec.gpus_per_worker
+    runtime_env = None
+    if environment:  # the workers run in a Redspot environment (its Ray runtime_env)
+        from ..environments.client import EnvironmentsClient
+
+        runtime_env = EnvironmentsClient().runtime_env(environment)
+    loop_config = {"loop": cloudpickle.dumps(train_loop), "settings": settings,
+                   "user_config": spec.config}
+    trainer = _Trainer(
+        run_worker, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=spec.workers,
+                                     use_gpu=spec.gpus_per_worker > 0,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=run_id, storage_path=_ray_storage(),
+                             failure_config=FailureConfig(max_failures=0),
+                             worker_runtime_env=runtime_env),
+    )
+    return trainer
+
+
+def _ray_storage() -> str:
+    """Ray Train's own run folder (its results; checkpoints are ours)."""
+    path = Path(os.environ.get("REDSPOT_RAY_TRAIN_DIR")
+                or Path.home() / ".cache" / "redspot" / "ray_train")
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def _run(trainer):
+    try:
+        return trainer.fit()
+    except KeyboardInterrupt:
+        _abort(trainer)
+        raise
+
+
+def _abort(trainer) -> None:
+    import ray
+
+    controller = getattr(trainer, "controller", None)
+    if controller is None:
+        return
+    try:
+        ray.get(controller.abort.remote(), timeout=30)
+    except Exception:  # noqa: BLE001 - then by force
+        ray.kill(controller)
+
+
+def _failure(error: BaseException) -> BaseException:
+    """A worker's failure as an error naming the worker, with its log's tail."""
+    failures = getattr(error, "worker_failures", None)
+    if not failures:
+        return error
+    lines = []
+    for rank, failure in sorted(failures.items()):
+        lines.append(f"worker {rank} failed: {type(failure).__name__}: "
+                     f"{str(failure).strip().splitlines()[-1] if str(failure).strip() else ''}")
+        tail = _log_tail(failure)
+        if tail:
+            lines.append(f"--- the last lines of worker {rank}'s log ---")
+            lines.extend(tail)
+    return TrainingFailed("\n".join(lines))
+
+
+def _log_tail(failure: BaseException) -> list[str]:
+    text = str(failure).strip().splitlines()
+    return text[-LOG_TAIL:]
+
+
+def _display(run_id: str, steps: int | None):
+    from .display import live_display
+
+    return live_display(run_id, steps)

@@ -1,0 +1,217 @@
+"""Inside a training worker: what a training loop is given (``ctx``).
+
+``run_worker`` is the function every Ray Train worker runs: it makes the worker's
+:class:`TrainContext` and calls the user's loop with it. The loop (a function, or the
+``%%ray_train`` cell) uses::
+
+    engine = ctx.engine(model)              # deepspeed.initialize with the run's config
+    loader = ctx.loader(dataset)            # this rank's shard, micro-batches
+    ctx.report({"loss": loss}, checkpoint=True)
+
+``report`` sends rank 0's metrics live to the notebook (the output channel of
+``redspot.compute``) and to Ray Train; with ``checkpoint=True`` every rank saves its
+part of the DeepSpeed checkpoint and copies it to the run's checkpoint URL (fsspec:
+a path on shared storage, ``s3://`` through s3fs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from ..compute.channel import RemoteOutput
+from . import storage
+
+_current: TrainContext | None = None
+
+
+class TrainContext:
+    def __init__(self, settings: dict, user_config: dict):
+        import ray.train
+
+        self.settings = settings
+        self.config = user_config
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+        self.local_rank = context.get_local_rank()
+        self.run_id = settings["run_id"]
+        self.deepspeed_config = settings["deepspeed_config"]
+        self.checkpoint_url = settings.get("checkpoint_url")
+        self.step = 0
+        self._engine = None
+        self._output = RemoteOutput(settings.get("channel") if self.rank == 0 else None)
+
+    # -- the helpers ---------------------------------------------------------------
+    def engine(self, model, optimizer=None, lr_scheduler=None, **kwargs):
+        """``deepspeed.initialize`` with the run's config: the engine (call it, then
+        ``engine.backward(loss)`` and ``engine.step()``)."""
+        import deepspeed
+
+        if self.deepspeed_config is None:  # plain DDP
+            import torch
+
+            self._engine = _DdpEngine(model, optimizer, self.settings, torch)
+            return self._engine
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
+            model_parameters=None if optimizer is not None else
+            [p for p in model.parameters() if p.requires_grad],
+            config=self.deepspeed_config, **kwargs)
+        self._engine = engine
+        return engine
+
+    def shard(self, data):
+        """This rank's part of ``data`` (a sequence, an array or tensor, a Dataset)."""
+        import torch
+
+        if isinstance(data, torch.utils.data.Dataset) and not hasattr(data, "__getitem__"):
+            raise TypeError("shard() needs an indexable dataset")
+        if isinstance(data, torch.Tensor) or hasattr(data, "shape"):
+            return data[self.rank::self.world_size]
+        indices = range(self.rank, len(data), self.world_size)
+        if isinstance(data, torch.utils.data.Dataset):
+            return torch.utils.data.Subset(data, list(indices))
+        return [data[i] for i in indices]
+
+    def loader(self, dataset, batch_size: int | None = None, shuffle: bool = True,
+               seed: int = 0, **kwargs):
+        """A DataLoader over this rank's shard of ``dataset``, in micro-batches."""
+        import torch
+        from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+        if isinstance(dataset, tuple | list) and all(isinstance(t, torch.Tensor)
+                                                     for t in dataset):
+            dataset = TensorDataset(*dataset)
+        sampler = DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank,
+                                     shuffle=shuffle, seed=seed)
+        micro = batch_size or (self.deepspeed_config or {}).get(
+            "train_micro_batch_size_per_gpu", self.settings.get("micro_batch_size", 8))
+        return DataLoader(dataset, batch_size=micro, sampler=sampler, **kwargs)
+
+    def report(self, metrics: dict, checkpoint: bool = False) -> str | None:
+        """Metrics (rank 0's go to the notebook live), and a checkpoint when asked: every
+        rank must call it alike. Returns the checkpoint's URL when one was saved."""
+        import ray.train
+
+        self.step += 1
+        metrics = {k: _plain(v) for k, v in metrics.items()}
+        metrics.setdefault("step", self.step)
+        saved = None
+        if checkpoint:
+            saved = self._save_checkpoint(f"step-{self.step}")
+            metrics["checkpoint"] = saved
+        self._output.emit(("report", metrics))
+        ray.train.report(metrics)
+        return saved
+
+    def print(self, *args, **kwargs):
+        """``print`` on rank 0 only (into the notebook)."""
+        if self.rank == 0:
+            print(*args, **kwargs)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _save_checkpoint(self, tag: str) -> str:
+        if self._engine is None:
+            raise RuntimeError("report(checkpoint=True) needs ctx.engine(model) first")
+        if not self.checkpoint_url:
+            raise RuntimeError("this run has no checkpoint_dir")
+        local = Path(tempfile.mkdtemp(prefix="redspot-ckpt-"))
+        try:
+            self._engine.save_checkpoint(str(local), tag=tag)
+            url = storage.join(self.checkpoint_url, self.run_id)
+            # each rank copies the files it wrote (their names carry the rank); rank 0
+            # also the "latest" pointer, last, once the others' files are there
+            files = [p for p in local.rglob("*") if p.is_file() and p.name != "latest"]
+            storage.upload(files, local, url)
+            _barrier()
+            if self.rank == 0 and (local / "latest").exists():
+                storage.upload([local / "latest"], local, url)
+            _barrier()
+            return storage.join(url, tag)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+
+    def close(self) -> bool:
+        return self._output.close()
+
+
+class _DdpEngine:
+    """``ctx.engine`` without DeepSpeed (``zero=None``): torch's DDP and an AdamW,
+    with the same calls as DeepSpeed's engine."""
+
+    def __init__(self, model, optimizer, settings, torch):
+        from ray.train.torch import prepare_model
+
+        self.module = prepare_model(model)
+        self.optimizer = optimizer or torch.optim.AdamW(
+            self.module.parameters(), lr=settings.get("learning_rate", 1e-3))
+        self.torch = torch
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def backward(self, loss):
+        self.optimizer.zero_grad()
+        loss.backward()
+
+    def step(self):
+        self.optimizer.step()
+
+    def save_checkpoint(self, folder: str, tag: str):
+        import torch.distributed as dist
+
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            path = Path(folder) / tag
+            path.mkdir(parents=True, exist_ok=True)
+            module = getattr(self.module, "module", self.module)
+            self.torch.save({"module": module.state_dict(),
+                             "optimizer": self.optimizer.state_dict()}, path / "model.pt")
+            (Path(folder) / "latest").write_text(tag)
+
+
+def _barrier():
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _plain(value):
+    """A metric as JSON can carry it (numpy and torch scalars to floats)."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    item = getattr(value, "item", None)
+    if item is not None:
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    return str(value)
+
+
+def run_worker(config: dict) -> None:
+    """What each Ray Train worker runs: the context, then the user's loop."""
+    import cloudpickle
+
+    global _current
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["settings"]["extensions_dir"])
+    loop = cloudpickle.loads(config["loop"])
+    ctx = TrainContext(config["settings"], config["user_config"])
+    _current = ctx
+    try:
+        loop(ctx)
+    finally:
+        _current = None
+        ctx.close()
+
+
+def current() -> TrainContext:
+    """The running worker's context (inside a training loop)."""
+    if _current is None:
+        raise RuntimeError("not inside a training loop: use redspot.train.fit or %%ray_train")
+    return _current
