@@ -10,6 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 TORCH_VERSION := 2.13.0
+DEEPSPEED_VERSION := 0.19.8
 CHP_VERSION := 5.3.0
 CHP := .local/chp/node_modules/.bin/configurable-http-proxy
 # command:Debian package, installed when the command is missing (npm comes with some
@@ -81,7 +82,17 @@ $(STAMP)/torch: $(STAMP)/venv
 	  || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
 	@touch $@
 
-$(STAMP)/python: $(STAMP)/torch pyproject.toml
+# DeepSpeed is an sdist: built against the installed torch (no build isolation, which
+# would fetch another torch), without its C++ ops (they compile on first use, cached).
+$(STAMP)/deepspeed: $(STAMP)/torch
+	@$(PY) -c "import importlib.metadata as m, sys; \
+	  sys.exit(0 if m.version('deepspeed') == '$(DEEPSPEED_VERSION)' else 1)" 2>/dev/null \
+	  || ($(PY) -m pip install --quiet setuptools wheel \
+	      && DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-build-isolation \
+	         "deepspeed==$(DEEPSPEED_VERSION)")
+	@touch $@
+
+$(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml
 	$(UV) pip install --python $(PY) --quiet -e ".[dev]"
 	@touch $@
 

@@ -3,7 +3,8 @@
 ``%redspot`` shows the instance profile the server runs on; ``%ray_connect``,
 ``%ray_status``, ``%ray_disconnect`` and ``%%ray_remote`` (``redspot.magics.ray``) send
 cells to the user's Ray cluster; ``%register_model`` and ``%browse_models``
-(``redspot.magics.models``) show the model registry's widgets.
+(``redspot.magics.models``) show the model registry's widgets; ``%%ray_train``
+(``redspot.magics.train``) trains with the cell as every worker's loop.
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ class RedspotMagics(Magics):
 def load_ipython_extension(ipython):
     from .models import ModelMagics
     from .ray import RayMagics
+    from .train import TrainMagics
 
     ipython.register_magics(RedspotMagics)
     ipython.register_magics(RayMagics)
     ipython.register_magics(ModelMagics)
+    ipython.register_magics(TrainMagics)
 
 
 def unload_ipython_extension(ipython):

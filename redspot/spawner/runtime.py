@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -118,24 +119,48 @@ def system_python() -> str:
 
 
 def uv_env() -> dict[str, str]:
-    """The environment uv runs in: pip's local find-links, where the machine has them."""
+    """The environment uv runs in: pip's local find-links, where the machine has them;
+    DeepSpeed built without its C++ ops (they compile on first use, and are cached)."""
     env = dict(os.environ)
+    env.setdefault("DS_BUILD_OPS", "0")
     if os.environ.get("PIP_FIND_LINKS"):
         env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
     return env
 
 
+#: Packages built from source against the venv's own torch: without build isolation
+#: (which would fetch another torch, gigabytes of CUDA), after everything else.
+BUILT_AGAINST_TORCH = ("deepspeed",)
+
+
+def _project(requirement: str) -> str:
+    return re.split(r"[=<>!~\[; @]", requirement.strip(), maxsplit=1)[0].lower()
+
+
 def server_venv_commands(dest: Path, requirements: Path) -> list[list[str]]:
     """How to build a virtualenv servers can run from: the system's Python, the packages
-    in ``requirements`` (resolved together), and Redspot itself."""
+    in ``requirements`` (resolved together; DeepSpeed after them, built against their
+    torch), and Redspot itself."""
     uv = _uv()
     python = str(dest / "bin" / "python")
-    return [
+    lines = [x for x in requirements.read_text().splitlines() if x.strip()]
+    later = [x for x in lines if _project(x) in BUILT_AGAINST_TORCH]
+    first = requirements
+    if later:
+        first = requirements.with_name(requirements.stem + ".first.txt")
+        first.write_text("\n".join(x for x in lines if x not in later) + "\n")
+    commands = [
         [uv, "venv", "--python", system_python(), str(dest)],
-        [uv, "pip", "install", "--python", python, "-r", str(requirements)],
-        [uv, "pip", "install", "--no-deps", "--python", python,
-         _redspot_source() or str(Path(redspot.__file__).parent.parent)],
+        [uv, "pip", "install", "--python", python, "-r", str(first)],
     ]
+    if later:
+        commands += [
+            [uv, "pip", "install", "--python", python, "setuptools", "wheel"],
+            [uv, "pip", "install", "--python", python, "--no-build-isolation", *later],
+        ]
+    commands.append([uv, "pip", "install", "--no-deps", "--python", python,
+                     _redspot_source() or str(Path(redspot.__file__).parent.parent)])
+    return commands
 
 
 def base_requirements() -> list[str]:

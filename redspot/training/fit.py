@@ -212,11 +212,14 @@ def _trainer(spec: TrainSpec, settings: dict, train_loop, environment, run_id):
     resources = {"CPU": spec.cpus_per_worker}
     if spec.gpus_per_worker:
         resources["GPU"] = spec.gpus_per_worker
-    runtime_env = None
+    runtime_env = {}
     if environment:  # the workers run in a Redspot environment (its Ray runtime_env)
         from ..environments.client import EnvironmentsClient
 
-        runtime_env = EnvironmentsClient().runtime_env(environment)
+        runtime_env = dict(EnvironmentsClient().runtime_env(environment))
+    storage_env = storage_environment(os.environ)
+    if storage_env:  # the checkpoint store's settings follow the run to its workers
+        runtime_env["env_vars"] = {**storage_env, **runtime_env.get("env_vars", {})}
     loop_config = {"loop": cloudpickle.dumps(train_loop), "settings": settings,
                    "user_config": spec.config}
     trainer = _Trainer(
@@ -226,9 +229,18 @@ def _trainer(spec: TrainSpec, settings: dict, train_loop, environment, run_id):
                                      resources_per_worker=resources),
         run_config=RunConfig(name=run_id, storage_path=_ray_storage(),
                              failure_config=FailureConfig(max_failures=0),
-                             worker_runtime_env=runtime_env),
+                             worker_runtime_env=runtime_env or None),
     )
     return trainer
+
+
+#: Settings of checkpoint stores that workers need as the kernel has them (s3fs reads
+#: AWS_*; an S3-compatible endpoint is AWS_ENDPOINT_URL).
+STORAGE_ENV_PREFIXES = ("AWS_", "FSSPEC_")
+
+
+def storage_environment(environ) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k.startswith(STORAGE_ENV_PREFIXES)}
 
 
 def _ray_storage() -> str:

@@ -98,3 +98,22 @@ def test_merging_leaves_both_sides_alone():
     override = {"a": {"c": [2]}, "d": 3}
     assert merged(base, override) == {"a": {"b": 1, "c": [2]}, "d": 3}
     assert base == {"a": {"b": 1, "c": [1]}} and override == {"a": {"c": [2]}, "d": 3}
+
+
+def test_server_runtimes_build_deepspeed_against_their_own_torch(tmp_path, monkeypatch):
+    from redspot.spawner import runtime
+
+    monkeypatch.setattr(runtime, "_uv", lambda: "uv")
+    monkeypatch.setattr(runtime, "system_python", lambda: "/usr/bin/python3")
+    monkeypatch.setattr(runtime, "_redspot_source", lambda: "/src/redspot")
+    requirements = tmp_path / "r.txt"
+    requirements.write_text("torch==2.13.0+cpu\ndeepspeed==0.19.8\nray[train]==2.60.0\n")
+    commands = runtime.server_venv_commands(tmp_path / "venv", requirements)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    assert commands[1] == ["uv", "pip", "install", "--python", python, "-r",
+                           str(tmp_path / "r.first.txt")]
+    assert (tmp_path / "r.first.txt").read_text() == "torch==2.13.0+cpu\nray[train]==2.60.0\n"
+    assert commands[3] == ["uv", "pip", "install", "--python", python,
+                           "--no-build-isolation", "deepspeed==0.19.8"]
+    assert commands[-1][-1] == "/src/redspot"
+    assert runtime.uv_env()["DS_BUILD_OPS"] == "0"
