@@ -37,7 +37,7 @@ def cell_loop(code: str, inputs: dict):
         namespace = dict(inputs)
         namespace.update(ctx=ctx, engine=ctx.engine, loader=ctx.loader, shard=ctx.shard,
                          report=ctx.report, rank=ctx.rank, world_size=ctx.world_size,
-                         config=ctx.config, print=ctx.print)
+                         config=ctx.config)
         exec(compiled, namespace)  # noqa: S102 - the user's own cell, on their cluster
 
     return loop

@@ -15,6 +15,7 @@ that handler.
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -217,9 +218,11 @@ def _trainer(spec: TrainSpec, settings: dict, train_loop, environment, run_id):
         from ..environments.client import EnvironmentsClient
 
         runtime_env = dict(EnvironmentsClient().runtime_env(environment))
-    storage_env = storage_environment(os.environ)
-    if storage_env:  # the checkpoint store's settings follow the run to its workers
-        runtime_env["env_vars"] = {**storage_env, **runtime_env.get("env_vars", {})}
+    # the checkpoint store's settings follow the run to its workers; their prints go to
+    # their stdout (Ray Train would keep them in a file of its own, away from the
+    # notebook and from the log a failure shows)
+    env_vars = {**storage_environment(os.environ), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    runtime_env["env_vars"] = {**env_vars, **runtime_env.get("env_vars", {})}
     loop_config = {"loop": cloudpickle.dumps(train_loop), "settings": settings,
                    "user_config": spec.config}
     trainer = _Trainer(
@@ -278,18 +281,46 @@ def _failure(error: BaseException) -> BaseException:
         return error
     lines = []
     for rank, failure in sorted(failures.items()):
-        lines.append(f"worker {rank} failed: {type(failure).__name__}: "
-                     f"{str(failure).strip().splitlines()[-1] if str(failure).strip() else ''}")
-        tail = _log_tail(failure)
-        if tail:
-            lines.append(f"--- the last lines of worker {rank}'s log ---")
-            lines.extend(tail)
+        text = str(failure).strip()
+        cause = _cause(text)
+        if not cause.startswith(type(failure).__name__):
+            cause = f"{type(failure).__name__}: {cause}"
+        lines.append(f"worker {rank} failed: {cause}")
+        tail = _log_tail(text) or text.splitlines()[-LOG_TAIL:]
+        lines.append(f"--- the last lines of worker {rank}'s log ---")
+        lines.extend(tail)
     return TrainingFailed("\n".join(lines))
 
 
-def _log_tail(failure: BaseException) -> list[str]:
-    text = str(failure).strip().splitlines()
-    return text[-LOG_TAIL:]
+def _cause(text: str) -> str:
+    """The line of a worker's error that says what happened."""
+    for line in reversed(text.splitlines()):
+        if re.match(r"^\w+(Error|Exception|Interrupt)\b", line.strip()) or \
+                "worker process has died" in line:
+            return line.strip()[:500]
+    return (text.splitlines() or [""])[0][:500]
+
+
+def _log_tail(text: str) -> list[str]:
+    """The end of the worker's own output (stdout, then stderr), from Ray's logs: the
+    error names its process."""
+    pid = re.search(r"\bpid[=:]\s*(\d+)", text)
+    if not pid:
+        return []
+    node_ip = re.search(r"node_ip='([^']+)'", text) or re.search(r"\bip: (\S+)", text)
+    try:
+        from ray.util.state import get_log
+    except ImportError:
+        return []
+    lines: list[str] = []
+    for suffix in ("out", "err"):
+        try:
+            chunks = get_log(pid=int(pid[1]), node_ip=node_ip[1] if node_ip else None,
+                             suffix=suffix, tail=LOG_TAIL, timeout=10)
+            lines += "".join(chunks).splitlines()
+        except Exception:  # noqa: BLE001 - the log is a help, the error stands alone
+            continue
+    return [x for x in lines if x.strip()][-LOG_TAIL:]
 
 
 def _display(run_id: str, steps: int | None):

@@ -187,4 +187,9 @@ def test_a_worker_killed_mid_run_names_the_worker(ray_head, tmp_path):
         report({{"loss": 0.5}})
     """)
     out, log = kernel(ray_head, [cell])
-    assert out["error"].startswith("TrainingFailed: worker 1 failed"), out["error"]
+    error = out["error"]
+    assert error.startswith("TrainingFailed: worker 1 failed"), error
+    assert "worker process has died" in error.splitlines()[0]
+    # the end of the worker's own log: what it printed before it stopped
+    assert "--- the last lines of worker 1's log ---" in error
+    assert "worker 1 about to stop" in error

@@ -117,3 +117,21 @@ def test_server_runtimes_build_deepspeed_against_their_own_torch(tmp_path, monke
                            "--no-build-isolation", "deepspeed==0.19.8"]
     assert commands[-1][-1] == "/src/redspot"
     assert runtime.uv_env()["DS_BUILD_OPS"] == "0"
+
+
+def test_a_failed_worker_is_named_with_what_happened():
+    from redspot.training.fit import TrainingFailed, _failure
+
+    class WorkerGroupError(Exception):
+        worker_failures = {1: ValueError(
+            "Traceback (most recent call last):\n  File \"<ray_train cell>\", line 3\n"
+            "ValueError: the batch has 3 columns, the model wants 4")}
+
+    failure = _failure(WorkerGroupError("training failed"))
+    assert isinstance(failure, TrainingFailed)
+    lines = str(failure).splitlines()
+    assert lines[0] == "worker 1 failed: ValueError: the batch has 3 columns, the model wants 4"
+    assert lines[1] == "--- the last lines of worker 1's log ---"
+    assert 'File "<ray_train cell>", line 3' in str(failure)  # no pid: the error's own end
+    plain = RuntimeError("not a worker's")
+    assert _failure(plain) is plain
