@@ -42,6 +42,7 @@ bench: deps
 	$(PY) bench/environments.py
 	$(PY) bench/ray_remote.py
 	$(PY) bench/models.py
+	$(PY) bench/training.py
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench

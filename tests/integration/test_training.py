@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,8 +69,9 @@ KERNEL = textwrap.dedent("""
         result = shell.run_cell(cell)
         if result.error_in_exec is not None or result.error_before_exec is not None:
             error = result.error_in_exec or result.error_before_exec
-            out["error"] = f"{type(error).__name__}: {error}"
-            break
+            out.setdefault("error", f"{type(error).__name__}: {error}")
+            if not isinstance(error, KeyboardInterrupt):  # a kernel goes on after one
+                break
     shell.run_line_magic("ray_disconnect", "")
     print("RESULT " + json.dumps(out, default=str))
 """)
@@ -99,13 +102,42 @@ LOOP = textwrap.dedent("""
 """)
 
 
-def kernel(ray_head, cells: list[str], env: dict | None = None, timeout: float = 420):
+def kernel(ray_head, cells: list[str], env: dict | None = None, timeout: float = 420,
+           interrupt_after: str | None = None):
+    """Run ``cells`` in a kernel process; with ``interrupt_after``, SIGINT it (as
+    JupyterLab's stop button does) once that text shows in its output."""
     head, info = ray_head
     environ = {**os.environ, **auth_env(head.token_path), **(env or {}),
-               "RAY_USAGE_STATS_ENABLED": "0"}
-    result = subprocess.run([sys.executable, "-c", KERNEL, info.address],
-                            input=json.dumps(cells), capture_output=True, text=True,
-                            timeout=timeout, env=environ)
+               "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KERNEL, info.address],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environ)
+    proc.stdin.write(json.dumps(cells))
+    proc.stdin.close()
+    if interrupt_after:
+        seen = []
+
+        def watch():
+            for line in proc.stderr:
+                seen.append(line)
+                if interrupt_after in line:
+                    proc.send_signal(signal.SIGINT)
+                    break
+            seen.extend(proc.stderr)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout) if not interrupt_after else (
+            proc.stdout.read(), None)
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if interrupt_after:
+        watcher.join(30)
+        stderr = "".join(seen)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     lines = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, result.stdout[-3000:] + result.stderr[-5000:]
     return json.loads(lines[-1][len("RESULT "):]), result.stderr
@@ -193,3 +225,26 @@ def test_a_worker_killed_mid_run_names_the_worker(ray_head, tmp_path):
     # the end of the worker's own log: what it printed before it stopped
     assert "--- the last lines of worker 1's log ---" in error
     assert "worker 1 about to stop" in error
+
+
+def test_interrupting_the_kernel_stops_the_run_and_frees_the_workers(ray_head, tmp_path):
+    cell = textwrap.dedent(f"""
+        %%ray_train --workers 2 --zero 2 --checkpoint-dir {tmp_path}
+        import time, torch
+        engine = ctx.engine(torch.nn.Linear(4, 1))
+        for step in range(600):
+            report({{"loss": 1.0 / (step + 1)}})
+            time.sleep(0.5)
+    """)
+    after = textwrap.dedent("""
+        import time, ray
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and ray.available_resources().get("CPU", 0) < 2:
+            time.sleep(1)
+        out["free_cpus"] = ray.available_resources().get("CPU", 0)
+    """)
+    out, log = kernel(ray_head, [cell, after], interrupt_after="step 3 ",
+                      timeout=300)
+    assert out.get("error", "").startswith("KeyboardInterrupt"), (out, log[-3000:])
+    # the kernel's next cell finds the cluster's CPUs free again
+    assert out["free_cpus"] == 2, (out, log[-3000:])
