@@ -27,7 +27,7 @@ import contextlib
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .kuberay import PORTS
@@ -135,8 +135,8 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
         attempts = CLIENT_ATTEMPTS if target.kind == "client" else 1
         for attempt in range(1, attempts + 1):
             try:
-                ray.init(address=target.address, logging_level="ERROR", log_to_driver=False,
-                         **options)
+                context = ray.init(address=target.address, logging_level="ERROR",
+                                   log_to_driver=False, **options)
                 break
             except (ConnectionError, RuntimeError):
                 if attempt == attempts:
@@ -144,6 +144,9 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
                 with contextlib.suppress(Exception):
                     ray.shutdown()
                 time.sleep(attempt)
+        url = getattr(context, "dashboard_url", None)
+        if target.dashboard is None and url and target.kind == "driver":
+            target = replace(target, dashboard=url if "//" in url else f"http://{url}")
     return target
 
 

@@ -20,9 +20,10 @@ result (``redspot.train.TrainResult``) is the cell's value and goes in ``-o NAME
 from __future__ import annotations
 
 import json
+import os
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 HELPERS = ("ctx", "engine", "loader", "shard", "report", "rank", "world_size", "config")
@@ -75,14 +76,20 @@ class TrainMagics(Magics):
     @argument("--steps", type=int, help="how many reports to expect (sizes the bar)")
     @argument("-o", "--output", default="train_result", metavar="NAME",
               help="the notebook variable for the result (default train_result)")
-    @cell_magic
-    def ray_train(self, line, cell):
+    @argument("--submit", action="store_true",
+              help="run as a Ray job that outlives the kernel; follow it with --attach")
+    @argument("--attach", metavar="RUN",
+              help="(line magic) follow a submitted run's log to its end, get its result")
+    @line_cell_magic
+    def ray_train(self, line, cell=None):
         """Train with the cell as every worker's loop (Ray Train, DeepSpeed ZeRO).
 
         Example::
 
             %%ray_train --workers 2 --zero 3
             engine = ctx.engine(model)
+
+            %ray_train --attach train-20261122-101500-1a2b3c
         """
         from ..compute.cells import analyze
         from ..train import InvalidTraining, fit
@@ -94,6 +101,11 @@ class TrainMagics(Magics):
         session = ray_magics.session if ray_magics is not None else None
         if session is not None and not session.connected:
             ray_magics._ensure_connected()
+        if args.attach:
+            return self._attach(args, session)
+        if cell is None:
+            raise UsageError("%ray_train as a line is --attach RUN; to train, put "
+                             "%%ray_train on top of a cell")
         try:
             names = analyze(cell)
         except SyntaxError as e:
@@ -101,20 +113,67 @@ class TrainMagics(Magics):
         namespace = self.shell.user_ns
         inputs = {n: namespace[n] for n in sorted(names.reads)
                   if n in namespace and n not in HELPERS and not n.startswith("_")}
+        options = dict(workers=args.workers, gpus_per_worker=args.gpus,
+                       cpus_per_worker=args.cpus, zero=_zero(args.zero),
+                       offload=args.offload, precision=args.precision,
+                       learning_rate=args.lr, micro_batch_size=args.micro_batch,
+                       gradient_accumulation=args.grad_accum,
+                       deepspeed_config=self._dict_option(args.deepspeed_config, True),
+                       config=self._dict_option(args.config, False),
+                       environment=args.env, checkpoint_dir=args.checkpoint_dir,
+                       steps=args.steps)
+        loop = cell_loop(cell, inputs)
+        if args.submit:  # NAME holds the run's id until --attach brings its result
+            namespace[args.output] = self._submit(loop, options, session)
+            return namespace[args.output]
         try:
-            result = fit(cell_loop(cell, inputs), workers=args.workers,
-                         gpus_per_worker=args.gpus, cpus_per_worker=args.cpus,
-                         zero=_zero(args.zero), offload=args.offload,
-                         precision=args.precision, learning_rate=args.lr,
-                         micro_batch_size=args.micro_batch,
-                         gradient_accumulation=args.grad_accum,
-                         deepspeed_config=self._dict_option(args.deepspeed_config, True),
-                         config=self._dict_option(args.config, False),
-                         environment=args.env, checkpoint_dir=args.checkpoint_dir,
-                         steps=args.steps, session=session)
+            result = fit(loop, session=session, **options)
         except InvalidTraining as e:
             raise UsageError(f"refused before starting: {e}") from None
         namespace[args.output] = result
+        return result
+
+    def _submit(self, loop, options, session):
+        import ray
+
+        from ..train import InvalidTraining
+        from ..training import jobs
+        from ..training.fit import (
+            cluster_of,
+            default_checkpoint_dir,
+            new_run_id,
+            storage_environment,
+            validate,
+        )
+
+        options["checkpoint_dir"] = options["checkpoint_dir"] or default_checkpoint_dir()
+        try:
+            validate(options, cluster_of(ray))  # refused now, not in the job's log
+        except InvalidTraining as e:
+            raise UsageError(f"refused before starting: {e}") from None
+        run_id = new_run_id()
+        client = jobs.jobs_client(session.dashboard if session is not None else None)
+        jobs.submit(client, loop, options, run_id, storage_environment(os.environ))
+        print(f"Submitted training run {run_id} as a Ray job: it goes on without this "
+              f"kernel. Follow it with:  %ray_train --attach {run_id}")
+        return run_id
+
+    def _attach(self, args, session):
+        from ..training import jobs
+        from ..training.fit import TrainResult, default_checkpoint_dir
+
+        client = jobs.jobs_client(session.dashboard if session is not None else None)
+        try:
+            status = jobs.follow(client, args.attach)
+        except Exception as e:  # noqa: BLE001 - an unknown run, a lost cluster
+            raise UsageError(f"cannot follow {args.attach}: {e}") from None
+        found = jobs.read_result(args.checkpoint_dir or default_checkpoint_dir(),
+                                 args.attach)
+        if status != "SUCCEEDED" or found is None:
+            raise UsageError(f"training run {args.attach} ended {status}"
+                             + ("" if found else " without a result"))
+        result = TrainResult(**found)
+        self.shell.user_ns[args.output] = result
         return result
 
     def _dict_option(self, value: str | None, file_allowed: bool) -> dict | None:

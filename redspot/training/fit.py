@@ -107,7 +107,7 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
                      learning_rate=learning_rate, deepspeed_config=deepspeed_config,
                      config=dict(config or {}))
     ds_config = _config_for(spec, cluster_of(ray))
-    run_id = run_id or f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = run_id or new_run_id()
     checkpoint_url = checkpoint_dir or default_checkpoint_dir()
 
     live = display if display is not None else _display(run_id, steps)
@@ -152,6 +152,21 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
                           seconds=time.perf_counter() - start)
     live.finish(outcome, None)
     return outcome
+
+
+def new_run_id() -> str:
+    return f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+SPEC_OPTIONS = ("workers", "gpus_per_worker", "cpus_per_worker", "zero", "offload",
+                "precision", "micro_batch_size", "gradient_accumulation", "learning_rate",
+                "deepspeed_config")
+
+
+def validate(options: dict, cluster: Cluster) -> None:
+    """Refuse ``fit``'s options as ``fit`` would, without starting anything."""
+    spec = TrainSpec(**{k: options[k] for k in SPEC_OPTIONS if k in options})
+    _config_for(spec, cluster)
 
 
 def _outlet():

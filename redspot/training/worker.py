@@ -16,8 +16,10 @@ a path on shared storage, ``s3://`` through s3fs).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -43,7 +45,8 @@ class TrainContext:
         self.checkpoint_url = settings.get("checkpoint_url")
         self.step = 0
         self._engine = None
-        self._output = RemoteOutput(settings.get("channel") if self.rank == 0 else None)
+        # every rank's prints reach the notebook, prefixed; rank 0 also sends the reports
+        self._output = RemoteOutput(settings.get("channel"))
 
     # -- the helpers ---------------------------------------------------------------
     def engine(self, model, optimizer=None, lr_scheduler=None, **kwargs):
@@ -104,7 +107,8 @@ class TrainContext:
         if checkpoint:
             saved = self._save_checkpoint(f"step-{self.step}")
             metrics["checkpoint"] = saved
-        self._output.emit(("report", metrics))
+        if self.rank == 0:
+            self._output.emit(("report", metrics))
         ray.train.report(metrics)
         return saved
 
@@ -203,11 +207,44 @@ def run_worker(config: dict) -> None:
     loop = cloudpickle.loads(config["loop"])
     ctx = TrainContext(config["settings"], config["user_config"])
     _current = ctx
+    saved = sys.stdout, sys.stderr
+    sys.stdout = _Tee("stdout", sys.stdout, ctx._output.emit, f"[worker {ctx.rank}] ")
+    sys.stderr = _Tee("stderr", sys.stderr, ctx._output.emit, f"[worker {ctx.rank}] ")
     try:
         loop(ctx)
     finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        sys.stdout, sys.stderr = saved
         _current = None
         ctx.close()
+
+
+class _Tee(io.TextIOBase):
+    """A worker's stream: written to its log as ever, and each whole line to the
+    notebook through the output channel, prefixed with the worker's rank."""
+
+    def __init__(self, name: str, original, emit, prefix: str):
+        self.name, self.original, self.emit, self.prefix = name, original, emit, prefix
+        self.pending = ""
+
+    def writable(self):
+        return True
+
+    def write(self, text):
+        self.original.write(text)
+        self.pending += text
+        if "\n" in self.pending:
+            *lines, self.pending = self.pending.split("\n")
+            self.emit(("stream", self.name,
+                       "".join(f"{self.prefix}{line}\n" for line in lines)))
+        return len(text)
+
+    def flush(self):
+        self.original.flush()
+        if self.pending:
+            self.emit(("stream", self.name, f"{self.prefix}{self.pending}\n"))
+            self.pending = ""
 
 
 def current() -> TrainContext:

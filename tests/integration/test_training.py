@@ -112,35 +112,35 @@ def kernel(ray_head, cells: list[str], env: dict | None = None, timeout: float =
     proc = subprocess.Popen([sys.executable, "-c", KERNEL, info.address],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=environ)
-    proc.stdin.write(json.dumps(cells))
-    proc.stdin.close()
-    if interrupt_after:
-        seen = []
-
-        def watch():
-            for line in proc.stderr:
-                seen.append(line)
-                if interrupt_after in line:
-                    proc.send_signal(signal.SIGINT)
-                    break
-            seen.extend(proc.stderr)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
     try:
-        stdout, stderr = proc.communicate(timeout=timeout) if not interrupt_after else (
-            proc.stdout.read(), None)
-        proc.wait(timeout=timeout)
+        if not interrupt_after:
+            stdout, stderr = proc.communicate(json.dumps(cells), timeout=timeout)
+        else:
+            proc.stdin.write(json.dumps(cells))
+            proc.stdin.close()
+            seen = []
+
+            def watch():
+                for line in proc.stderr:
+                    seen.append(line)
+                    if interrupt_after in line:
+                        proc.send_signal(signal.SIGINT)
+                        break
+                seen.extend(proc.stderr)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            stdout = proc.stdout.read()
+            proc.wait(timeout=timeout)
+            watcher.join(30)
+            stderr = "".join(seen)
     finally:
         if proc.poll() is None:
             proc.kill()
-    if interrupt_after:
-        watcher.join(30)
-        stderr = "".join(seen)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     lines = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, result.stdout[-3000:] + result.stderr[-5000:]
-    return json.loads(lines[-1][len("RESULT "):]), result.stderr
+    return json.loads(lines[-1][len("RESULT "):]), result.stderr + result.stdout
 
 
 def test_zero3_partitions_the_model_learns_and_checkpoints_to_s3(ray_head, s3):
@@ -225,6 +225,9 @@ def test_a_worker_killed_mid_run_names_the_worker(ray_head, tmp_path):
     # the end of the worker's own log: what it printed before it stopped
     assert "--- the last lines of worker 1's log ---" in error
     assert "worker 1 about to stop" in error
+    # and every worker's prints came to the notebook as they were made
+    assert "[worker 0] worker 0 about to stop" in log
+    assert "[worker 1] worker 1 about to stop" in log
 
 
 def test_interrupting_the_kernel_stops_the_run_and_frees_the_workers(ray_head, tmp_path):
@@ -248,3 +251,19 @@ def test_interrupting_the_kernel_stops_the_run_and_frees_the_workers(ray_head, t
     assert out.get("error", "").startswith("KeyboardInterrupt"), (out, log[-3000:])
     # the kernel's next cell finds the cluster's CPUs free again
     assert out["free_cpus"] == 2, (out, log[-3000:])
+
+
+def test_a_submitted_run_outlives_its_kernel_and_is_attached_again(ray_head, tmp_path):
+    submit = (f"%%ray_train --workers 2 --zero 2 --lr 0.01 --submit -o run "
+              f"--checkpoint-dir {tmp_path}\n{LOOP}")
+    out, log = kernel(ray_head, [DATA, submit, "out['run'] = run"])
+    assert "error" not in out, out["error"] + log[-3000:]
+    run_id = out["run"]
+    assert run_id.startswith("train-")
+    # that kernel is gone; another one follows the run to its end and gets its result
+    attach = f"%ray_train --attach {run_id} --checkpoint-dir {tmp_path} -o back"
+    out, log = kernel(ray_head, [attach, "out['losses'] = [h['loss'] for h in back.history]"
+                                         "\nout['checkpoint'] = back.checkpoint"])
+    assert "error" not in out, out["error"] + log[-3000:]
+    assert len(out["losses"]) == 4 and out["losses"][-1] < out["losses"][0]
+    assert out["checkpoint"].startswith(f"{tmp_path}/{run_id}/step-4")
