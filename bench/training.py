@@ -98,7 +98,7 @@ def main(argv=None):
         cell = f"%%ray_train --workers 2 --zero {args.zero} --micro-batch 64\n{LOOP}"
 
         def magic():
-            result = shell.run_cell(cell)
+            result = shell.run_cell(cell, silent=True)
             result.raise_error()
 
         def direct():

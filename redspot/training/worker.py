@@ -17,6 +17,7 @@ a path on shared storage, ``s3://`` through s3fs).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import sys
@@ -203,6 +204,8 @@ def run_worker(config: dict) -> None:
 
     global _current
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
+    # Ray Train logs every report of every worker; the notebook shows rank 0's already
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["settings"]["extensions_dir"])
     loop = cloudpickle.loads(config["loop"])
     ctx = TrainContext(config["settings"], config["user_config"])
