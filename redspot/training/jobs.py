@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -41,17 +42,21 @@ def jobs_client(dashboard: str | None):
 
 def submit(jobs, loop, options: dict, run_id: str, env_vars: dict[str, str]) -> str:
     """Submit the run as a Ray job named ``run_id``; its id."""
-    folder = Path(tempfile.mkdtemp(prefix="redspot-job-"))
-    (folder / PAYLOAD).write_bytes(cloudpickle.dumps({"loop": loop, "options": options,
-                                                      "run_id": run_id}))
     # on the user's own head (this machine) the job runs with the kernel's Python; a
     # cluster's head runs the image's
     local = jobs.client.get_address().split("//")[-1].startswith(("127.", "localhost"))
     python = sys.executable if local else "python"
-    return jobs.submit(f"{python} -m redspot.training.jobs {PAYLOAD}",
-                       submission_id=run_id,
-                       runtime_env={"working_dir": str(folder), "env_vars": env_vars},
-                       metadata={"redspot": "ray_train"})
+    folder = Path(tempfile.mkdtemp(prefix="redspot-job-"))
+    try:
+        (folder / PAYLOAD).write_bytes(cloudpickle.dumps(
+            {"loop": loop, "options": options, "run_id": run_id}))
+        # the folder is uploaded to the cluster when the job is submitted
+        return jobs.submit(f"{python} -m redspot.training.jobs {PAYLOAD}",
+                           submission_id=run_id,
+                           runtime_env={"working_dir": str(folder), "env_vars": env_vars},
+                           metadata={"redspot": "ray_train"})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def follow(jobs, run_id: str, write=print) -> str:
