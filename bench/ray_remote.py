@@ -15,17 +15,14 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from redspot.compute.local import LocalRayHead, auth_env  # noqa: E402
+from bench.common import local_ray_head  # noqa: E402
 
 
 def timed(fn) -> float:
@@ -40,13 +37,7 @@ def main(argv=None):
     parser.add_argument("--big-mb", type=int, default=100)
     args = parser.parse_args(argv)
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    scratch = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=scratch / "state", private_dir=scratch / "ray")
-    print("Starting a Ray head (token auth on)...", file=sys.stderr)
-    info = head.start(cpus=2)
-    os.environ.update(auth_env(head.token_path))
-    try:
+    with local_ray_head() as (_, info, _):
         import numpy as np
         import ray
         from IPython.core.interactiveshell import InteractiveShell
@@ -94,13 +85,6 @@ def main(argv=None):
         for _ in range(rounds):
             reruns.append(timed(magic("x = big[0]")))
             empties2.append(timed(magic("pass")))
-    finally:
-        try:
-            ray.shutdown()
-        except Exception:
-            pass
-        head.stop(timeout=5)
-        shutil.rmtree(scratch, ignore_errors=True)
 
     raw_ms, empty_ms = statistics.median(raws), statistics.median(empties)
     rerun_ms, empty2_ms = statistics.median(reruns), statistics.median(empties2)

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from redspot.compute.local import LocalRayHead, auth_env  # noqa: E402
+from bench.common import local_ray_head  # noqa: E402
 from redspot.training.config import TrainSpec, deepspeed_config  # noqa: E402
 
 LOOP = """
@@ -74,14 +72,8 @@ def main(argv=None):
     parser.add_argument("--zero", type=int, default=3)
     args = parser.parse_args(argv)
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    scratch = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=scratch / "state", private_dir=scratch / "ray")
-    print("Starting a Ray head (token auth on)...", file=sys.stderr)
-    info = head.start(cpus=2)
-    os.environ.update(auth_env(head.token_path))
-    os.environ["REDSPOT_CHECKPOINT_DIR"] = str(scratch / "checkpoints")
-    try:
+    with local_ray_head() as (_, info, scratch):
+        os.environ["REDSPOT_CHECKPOINT_DIR"] = str(scratch / "checkpoints")
         import torch
         from IPython.core.interactiveshell import InteractiveShell
         from ray.train import RunConfig, ScalingConfig
@@ -127,9 +119,6 @@ def main(argv=None):
               f"<= 1.05: {'met' if a / b <= 1.05 else 'NOT met'} |")
         print(f"\nrounds: %%ray_train {[round(x, 1) for x in ours]}, "
               f"TorchTrainer {[round(x, 1) for x in theirs]}")
-    finally:
-        head.stop()
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

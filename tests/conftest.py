@@ -10,6 +10,8 @@
   ``alice`` and ``carol`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
 - ``offline_kubeconfig``: ``KUBECONFIG`` pointing at a cluster that is not there, which
   is all KubeSpawner needs to build manifests.
+- ``ray_head`` (module): a real token-protected local Ray head with 2 CPUs, as
+  ``(LocalRayHead, HeadInfo)``; stopped after the module.
 """
 
 from __future__ import annotations
@@ -125,3 +127,15 @@ def team_hub(test_root, account_prefix):
     })
     yield hub
     pool.close()
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    from redspot.compute.local import LocalRayHead
+
+    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
+    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"), private_dir=temp)
+    info = head.start(cpus=2)
+    yield head, info
+    head.stop(timeout=5)
+    shutil.rmtree(temp, ignore_errors=True)

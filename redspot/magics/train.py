@@ -99,7 +99,7 @@ class TrainMagics(Magics):
             raise UsageError(f"-o {args.output}: a Python name is needed")
         ray_magics = self.shell.magics_manager.registry.get("RayMagics")
         session = ray_magics.session if ray_magics is not None else None
-        if session is not None and not session.connected:
+        if ray_magics is not None:
             ray_magics._ensure_connected()
         if args.attach:
             return self._attach(args, session)

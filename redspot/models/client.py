@@ -44,7 +44,6 @@ log = logging.getLogger("redspot.models")
 #: ``progress(done_bytes, total_bytes, what)`` during an upload.
 Progress = Callable[[int, int, str], None]
 CHUNK = 1 << 20
-FLAVORS = ("pytorch", "sklearn", "pyfunc")
 
 
 class RegistrationError(RuntimeError):
@@ -104,9 +103,7 @@ def detect_flavor(model) -> str:
             return "pytorch"
         if module.startswith("sklearn.") and cls.__name__ == "BaseEstimator":
             return "sklearn"
-        if module.startswith("mlflow.pyfunc") and cls.__name__ == "PythonModel":
-            return "pyfunc"
-    if callable(model) and not isinstance(model, type):
+    if _is_python_model(model) or callable(model) and not isinstance(model, type):
         return "pyfunc"
     raise InvalidInput(
         f"cannot register a {type(model).__module__}.{type(model).__qualname__}: a model is a "
@@ -420,7 +417,11 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
     version_tags = {**check_tags(lineage), "redspot.flavor": flavor, **tags}
     tracking = tracking_uri()
     client = client or MlflowClient(tracking_uri=tracking)
-    step = _Steps(progress)
+
+    def step(what: str):  # a stage of the registration, without byte counts
+        if progress:
+            progress(0, 0, what)
+
     _check_may_add_version(name)
 
     step("starting a run")
@@ -493,15 +494,6 @@ def _check_may_add_version(name: str) -> None:
 def _logged_name(name: str) -> str:
     # logged models' names are limited and may not hold everything a model name may
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:64] or "model"
-
-
-class _Steps:
-    def __init__(self, progress: Progress | None):
-        self.progress = progress
-
-    def __call__(self, what: str):
-        if self.progress:
-            self.progress(0, 0, what)
 
 
 def _undo(client, uploader: Transfer, run_id: str, logged, created_model: str | None) -> None:

@@ -88,23 +88,11 @@ def plot_png(history: list[dict], title: str) -> bytes | None:
                     if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)})
     if not names:
         return None
-    from io import BytesIO
+    from ..widgets.plots import lines_png
 
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6, 2.5))
-    axes = figure.subplots()
-    for name in names:
-        points = [(h.get("step", i + 1), h[name]) for i, h in enumerate(history)
-                  if isinstance(h.get(name), int | float)]
-        axes.plot(*zip(*points, strict=True), label=name)
-    axes.set_xlabel("step")
-    axes.legend(loc="best", fontsize="small")
-    axes.set_title(title, fontsize="small")
-    figure.tight_layout()
-    out = BytesIO()
-    figure.savefig(out, format="png", dpi=96)
-    return out.getvalue()
+    series = {name: [(h.get("step", i + 1), h[name]) for i, h in enumerate(history)
+                     if isinstance(h.get(name), int | float)] for name in names}
+    return lines_png(series, "step", title, title_size="small")
 
 
 def _fmt(value):

@@ -24,6 +24,7 @@ from pathlib import Path
 import cloudpickle
 
 from .config import Cluster, TrainSpec, check, deepspeed_config
+from .display import _fmt, live_display
 
 #: How many lines of a failed worker's log the error shows.
 LOG_TAIL = 30
@@ -59,10 +60,6 @@ class TrainResult:
             if self.checkpoint else ""
         return (f"Training run <code>{escape(self.run_id)}</code> finished in "
                 f"{self.seconds:.1f} s: {escape(metrics)}{checkpoint}")
-
-
-def _fmt(value):
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def default_checkpoint_dir() -> str:
@@ -110,7 +107,7 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
     run_id = run_id or new_run_id()
     checkpoint_url = checkpoint_dir or default_checkpoint_dir()
 
-    live = display if display is not None else _display(run_id, steps)
+    live = display if display is not None else live_display(run_id, steps)
     history: list[dict] = []
 
     def sink(event):
@@ -337,8 +334,3 @@ def _log_tail(text: str) -> list[str]:
             continue
     return [x for x in lines if x.strip()][-LOG_TAIL:]
 
-
-def _display(run_id: str, steps: int | None):
-    from .display import live_display
-
-    return live_display(run_id, steps)

@@ -132,24 +132,12 @@ class ModelBrowser(w.VBox):
         if not metric_names or not self.infos:
             self.plot.value = b""
             return
-        from io import BytesIO
+        from .plots import lines_png
 
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(6, 2.5))
-        axes = figure.subplots()
-        for metric in metric_names:
-            points = [(int(v.version), v.metrics[metric]) for v in self.infos
-                      if metric in v.metrics]
-            axes.plot(*zip(*points, strict=True), marker="o", label=metric)
-        axes.set_xlabel("version")
-        axes.set_xticks([int(v.version) for v in self.infos])
-        axes.legend(loc="best", fontsize="small")
-        axes.set_title(self.selected)
-        figure.tight_layout()
-        png = BytesIO()
-        figure.savefig(png, format="png", dpi=96)
-        self.plot.value = png.getvalue()
+        series = {metric: [(int(v.version), v.metrics[metric]) for v in self.infos
+                           if metric in v.metrics] for metric in metric_names}
+        self.plot.value = lines_png(series, "version", self.selected, marker="o",
+                                    xticks=[int(v.version) for v in self.infos])
 
     def set_alias(self, version: str, alias: str) -> None:
         from mlflow import MlflowClient

@@ -10,34 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
-from redspot.compute.local import LocalRayHead, auth_env
+from redspot.compute.local import auth_env
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("deepspeed")
 
 BUCKET = "checkpoints"
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory):
-    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"), private_dir=temp)
-    info = head.start(cpus=2)
-    yield head, info
-    head.stop(timeout=5)
-    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
