@@ -43,6 +43,7 @@ bench: deps
 	$(PY) bench/ray_remote.py
 	$(PY) bench/models.py
 	$(PY) bench/training.py
+	$(PY) bench/gpu_decoder.py
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench

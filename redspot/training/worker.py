@@ -178,6 +178,20 @@ class _DdpEngine:
             (Path(folder) / "latest").write_text(tag)
 
 
+def arch_list_for_deepspeed(value: str) -> str:
+    """``TORCH_CUDA_ARCH_LIST`` as DeepSpeed's op builder can read it: architecture-
+    specific names (``9.0a``, ``10.0f``) as their plain family (``9.0``), whose code runs
+    on the same GPUs; ``+PTX`` and the separators kept. CUDA images set ``9.0a``, on
+    which DeepSpeed's first compile fails (``invalid literal for int() ... '0a'``)."""
+    def plain(entry: str) -> str:
+        arch, plus, ptx = entry.partition("+")
+        return arch.rstrip("abcdefghijklmnopqrstuvwxyz") + plus + ptx
+
+    entries = [plain(e) for e in value.replace(";", " ").split()]
+    separator = ";" if ";" in value else " "
+    return separator.join(dict.fromkeys(entries))  # 9.0a and 9.0 once
+
+
 def _barrier():
     import torch.distributed as dist
 
@@ -207,6 +221,9 @@ def run_worker(config: dict) -> None:
     # Ray Train logs every report of every worker; the notebook shows rank 0's already
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["settings"]["extensions_dir"])
+    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list_for_deepspeed(
+            os.environ["TORCH_CUDA_ARCH_LIST"])
     loop = cloudpickle.loads(config["loop"])
     ctx = TrainContext(config["settings"], config["user_config"])
     _current = ctx

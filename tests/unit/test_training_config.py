@@ -11,6 +11,7 @@ from redspot.training.config import (
     deepspeed_config,
     merged,
 )
+from redspot.training.worker import arch_list_for_deepspeed
 
 
 def test_zero3_on_cpu_workers():
@@ -135,3 +136,16 @@ def test_a_failed_worker_is_named_with_what_happened():
     assert 'File "<ray_train cell>", line 3' in str(failure)  # no pid: the error's own end
     plain = RuntimeError("not a worker's")
     assert _failure(plain) is plain
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("9.0a", "9.0"),
+    ("8.0;8.6;9.0a;10.0f+PTX", "8.0;8.6;9.0;10.0+PTX"),
+    ("8.0 9.0 9.0a", "8.0 9.0"),
+    ("7.5+PTX", "7.5+PTX"),
+])
+def test_cuda_arch_lists_are_made_readable_for_deepspeeds_op_builder(given, expected):
+    assert arch_list_for_deepspeed(given) == expected
+    # what DeepSpeed's builder does with each entry (op_builder/builder.py)
+    for cc in arch_list_for_deepspeed(given).replace(";", " ").split():
+        tuple(int(part.split("+")[0]) for part in cc.split("."))
