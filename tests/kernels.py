@@ -21,8 +21,10 @@ def start_kernel(hub_url: str, user: str, token: str) -> str:
 
 
 def run_cell(hub_url: str, user: str, token: str, code: str, kernel: str | None = None,
-             timeout: float = 60) -> str:
-    """Execute ``code``; return its stream output, results and errors as one string."""
+             timeout: float = 60, messages: list | None = None) -> str:
+    """Execute ``code``; return its stream output, results and errors as one string.
+    ``messages``, when given, gets every (text) message the kernel sent meanwhile, widget
+    updates (``comm_msg``) included."""
     headers = {"Authorization": f"token {token}"}
     if kernel is None:
         r = requests.post(f"{hub_url}/user/{user}/api/kernels", headers=headers, json={},
@@ -33,10 +35,11 @@ def run_cell(hub_url: str, user: str, token: str, code: str, kernel: str | None 
     request = HTTPRequest(ws_url, headers=headers)
     # a loop of its own, in a thread: the caller's thread may already run one (Playwright)
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _execute(request, code, timeout)).result()
+        return pool.submit(asyncio.run, _execute(request, code, timeout, messages)).result()
 
 
-async def _execute(request: HTTPRequest, code: str, timeout: float) -> str:
+async def _execute(request: HTTPRequest, code: str, timeout: float,
+                   messages: list | None = None) -> str:
     conn = await websocket_connect(request)
     msg_id = uuid.uuid4().hex
     conn.write_message(json.dumps({
@@ -56,6 +59,8 @@ async def _execute(request: HTTPRequest, code: str, timeout: float) -> str:
                 if isinstance(raw, bytes):
                     continue  # a message with binary buffers (widget state): not output
                 msg = json.loads(raw)
+                if messages is not None:  # widget updates from threads may have no parent
+                    messages.append(msg)
                 if msg.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind, content = msg["msg_type"], msg["content"]
