@@ -178,6 +178,16 @@ class _DdpEngine:
             (Path(folder) / "latest").write_text(tag)
 
 
+def _quiet_ray_train_logs() -> None:
+    """Ray Train logs every report of every worker at INFO, and the notebook shows rank
+    0's already: its loggers to WARNING, those named by module (``ray.train``) and those
+    named by file path (``.../ray/train/...``, as Ray Train v2's execution context's)."""
+    in_ray_train = f"{os.sep}ray{os.sep}train{os.sep}"
+    for name in ["ray.train", *[n for n in list(logging.root.manager.loggerDict)
+                                if in_ray_train in n]]:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def arch_list_for_deepspeed(value: str) -> str:
     """``TORCH_CUDA_ARCH_LIST`` as DeepSpeed's op builder can read it: architecture-
     specific names (``9.0a``, ``10.0f``) as their plain family (``9.0``), whose code runs
@@ -218,8 +228,7 @@ def run_worker(config: dict) -> None:
 
     global _current
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
-    # Ray Train logs every report of every worker; the notebook shows rank 0's already
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    _quiet_ray_train_logs()
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["settings"]["extensions_dir"])
     if os.environ.get("TORCH_CUDA_ARCH_LIST"):
         os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list_for_deepspeed(

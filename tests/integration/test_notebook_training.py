@@ -116,6 +116,7 @@ def test_a_notebook_trains_with_zero3_and_registers_the_checkpoint(train_hub, ac
         messages: list = []
         out = cell(TRAIN, timeout=600, messages=messages)
         assert "Error" not in out, out
+        assert "Reporting training result" not in out, out  # Ray Train's own log lines
         # every worker ran in the environment's Python, with its variables
         for rank in (0, 1):
             assert (f"[worker {rank}] python {environment['location']} flag on"
