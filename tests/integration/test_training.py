@@ -163,9 +163,9 @@ def test_zero3_partitions_the_model_learns_and_checkpoints_to_s3(ray_head, s3):
     assert "step 4/4" in log  # progress, as a script shows it
 
 
-def test_the_same_loop_under_zero2_and_plain_ddp(ray_head, tmp_path):
+def test_the_same_loop_under_zero2_plain_ddp_and_zero3_offloaded(ray_head, tmp_path):
     cells = [DATA]
-    for zero, name in (("2", "zero2"), ("none", "ddp")):
+    for zero, name in (("2", "zero2"), ("none", "ddp"), ("3 --offload cpu", "offload")):
         cells.append(f"%%ray_train --workers 2 --zero {zero} --lr 0.01 "
                      f"--checkpoint-dir {tmp_path} -o {name}\n{LOOP}")
         cells.append(f"out['{name}'] = [h['loss'] for h in {name}.history]\n"
@@ -173,10 +173,13 @@ def test_the_same_loop_under_zero2_and_plain_ddp(ray_head, tmp_path):
                      f"out['{name}_keys'] = sorted({name}.state_dict())")
     out, log = kernel(ray_head, cells)
     assert "error" not in out, out["error"] + log[-4000:]
-    for name in ("zero2", "ddp"):
+    for name in ("zero2", "ddp", "offload"):
         assert out[name][-1] < out[name][0] / 5, (name, out[name])
-        assert out[f"{name}_local"] == 2177  # parameters are not partitioned
         assert out[f"{name}_keys"] == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    for name in ("zero2", "ddp"):
+        assert out[f"{name}_local"] == 2177  # parameters are not partitioned
+    # stage 3 with its parameters and optimizer state offloaded: still partitioned
+    assert abs(out["offload_local"] - 2177 / 2) <= 2177 * 0.02, out["offload_local"]
 
 
 def test_impossible_runs_are_refused_before_anything_starts(ray_head):
