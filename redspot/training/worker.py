@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -195,7 +196,8 @@ def arch_list_for_deepspeed(value: str) -> str:
     which DeepSpeed's first compile fails (``invalid literal for int() ... '0a'``)."""
     def plain(entry: str) -> str:
         arch, plus, ptx = entry.partition("+")
-        return arch.rstrip("abcdefghijklmnopqrstuvwxyz") + plus + ptx
+        specific = re.fullmatch(r"(\d+\.\d+)[a-z]+", arch)
+        return (specific.group(1) if specific else arch) + plus + ptx
 
     entries = [plain(e) for e in value.replace(";", " ").split()]
     separator = ";" if ";" in value else " "

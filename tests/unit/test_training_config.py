@@ -149,3 +149,7 @@ def test_cuda_arch_lists_are_made_readable_for_deepspeeds_op_builder(given, expe
     # what DeepSpeed's builder does with each entry (op_builder/builder.py)
     for cc in arch_list_for_deepspeed(given).replace(";", " ").split():
         tuple(int(part.split("+")[0]) for part in cc.split("."))
+
+
+def test_named_cuda_architectures_are_left_as_they_are():
+    assert arch_list_for_deepspeed("Ampere;Hopper+PTX") == "Ampere;Hopper+PTX"
