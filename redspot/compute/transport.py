@@ -105,6 +105,35 @@ def _pod_namespace() -> str | None:
         return None
 
 
+def _check_token_mode_seen() -> None:
+    """Ray reads ``RAY_AUTH_MODE`` once, when it is first imported: a process that
+    imported it before the token settings were made cannot join a token-protected
+    cluster. Said at once, instead of after Ray's minutes of retries."""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        return
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:  # another Ray: nothing to check
+        return
+    if not is_token_auth_enabled():
+        raise ConnectionError(
+            "Ray was imported in this process before its token settings were made (an "
+            "`import ray` above %ray_connect?), and Ray reads them only once: this kernel "
+            "cannot join the token-protected cluster. Restart the kernel and run "
+            "%ray_connect before importing Ray (in a Redspot server the settings are "
+            "there from the start).")
+
+
+def _loopback_only(ray) -> None:
+    """What ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` does, also when Ray was imported
+    before it was set (an ``import ray`` above ``%ray_connect``): otherwise Ray rewrites
+    the head's 127.0.0.1 into the machine's address, where nothing listens, and waits
+    for it for minutes."""
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if constants is not None and getattr(constants, "ENABLE_RAY_CLUSTER", False):
+        constants.ENABLE_RAY_CLUSTER = False
+
+
 def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None = None,
             gpus: int | None = None) -> Target:
     """Connect this process to ``target`` (starting the user's head if it is theirs);
@@ -121,6 +150,7 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
 
     if ray.is_initialized():
         ray.shutdown()
+    _check_token_mode_seen()
     if target.kind == "in-process":
         ray.init(logging_level="ERROR", log_to_driver=False, include_dashboard=False,
                  num_cpus=int(cpus) if cpus else None)
@@ -130,6 +160,7 @@ def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None
             # a one-machine cluster: this driver is on the loopback address too, whatever
             # Ray read from its environment when it was imported
             options["_node_ip_address"] = "127.0.0.1"
+            _loopback_only(ray)
         # Ray Client's server sometimes fails to start a connection's server (about one
         # connect in six here): a client connect is tried again before giving up
         attempts = CLIENT_ATTEMPTS if target.kind == "client" else 1

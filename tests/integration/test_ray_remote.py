@@ -309,3 +309,33 @@ def test_a_ray_client_address_runs_cells_with_streamed_output(ray_head, tmp_path
     assert "Connected to the Ray cluster at ray://" in result.stdout, result.stderr[-3000:]
     assert "through the client" in result.stdout
     assert "result True 42 42" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+EARLY_IMPORT_KERNEL = """
+import json, os, sys
+import ray  # before the token settings: Ray reads them once, now
+from IPython.core.interactiveshell import InteractiveShell
+os.environ.update(json.loads(sys.argv[2]))
+ip = InteractiveShell.instance()
+ip.extension_manager.load_extension("redspot.magics")
+try:
+    ip.run_line_magic("ray_connect", sys.argv[1])
+except Exception as e:
+    print("refused:", e, flush=True)
+"""
+
+
+def test_a_kernel_that_imported_ray_too_early_is_told_at_once(ray_head, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    head, info = ray_head
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    result = subprocess.run(
+        [sys.executable, "-c", EARLY_IMPORT_KERNEL, info.address,
+         json.dumps(auth_env(head.token_path))], capture_output=True, text=True,
+        timeout=120, env={**env, "HOME": str(tmp_path)})
+    assert "refused: Ray was imported in this process before its token settings" in (
+        result.stdout), result.stdout + result.stderr[-3000:]
+    assert "run %ray_connect before importing Ray" in result.stdout
