@@ -40,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redspot.training.config import TrainSpec, deepspeed_config  # noqa: E402
-from redspot.training.worker import arch_list_for_deepspeed  # noqa: E402
+from redspot.training.worker import readable_arch_list  # noqa: E402
 
 # dense bf16 tensor-core peaks, from the vendors' data sheets (FLOP/s)
 PEAKS = {"H200": 989.4e12, "H100 PCIe": 756.5e12, "H100": 989.4e12, "A100": 312e12,
@@ -179,7 +179,6 @@ def run_zero3(size, data, warmup, device, on_gpu, micro, override):
     config = deepspeed_config(spec)
     torch.manual_seed(0)
     model = make_model(**size).to(device)
-    params, fpt = flops_per_token(model, size)
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
                                            config=config)
 
@@ -193,7 +192,7 @@ def run_zero3(size, data, warmup, device, on_gpu, micro, override):
     # the partitioned parameters this rank holds: with one rank, all of them
     held = sum(p.ds_tensor.numel() for p in engine.module.parameters())
     engine.destroy()
-    return elapsed, losses, params, fpt, config, held
+    return elapsed, losses, config, held
 
 
 def machine() -> dict:
@@ -275,9 +274,7 @@ def main(argv=None):
     override = json.loads(args.deepspeed_config) if args.deepspeed_config else None
     device = "cuda" if on_gpu else "cpu"
     single_rank_env()
-    if os.environ.get("TORCH_CUDA_ARCH_LIST"):  # as a training worker does
-        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list_for_deepspeed(
-            os.environ["TORCH_CUDA_ARCH_LIST"])
+    readable_arch_list()  # as a training worker does
     os.environ.setdefault("TORCH_EXTENSIONS_DIR",
                           str(Path.home() / ".cache" / "redspot" / "torch_extensions"))
     info = machine()
@@ -297,8 +294,8 @@ def main(argv=None):
         torch.cuda.empty_cache()
     print(f"DeepSpeed ZeRO-3: {n} steps (the first run builds DeepSpeed's fused Adam)...",
           file=sys.stderr, flush=True)
-    elapsed, losses, _, _, config, held = run_zero3(size, data, args.warmup, device, on_gpu,
-                                                    args.micro_batch, override)
+    elapsed, losses, config, held = run_zero3(size, data, args.warmup, device, on_gpu,
+                                              args.micro_batch, override)
     memory = torch.cuda.max_memory_allocated() / 2 ** 30 if on_gpu else None
     rows.append(("DeepSpeed ZeRO-3 (Redspot's config, bf16)" if on_gpu
                  else "DeepSpeed ZeRO-3 (fp32)", elapsed, losses, memory))

@@ -204,6 +204,13 @@ def arch_list_for_deepspeed(value: str) -> str:
     return separator.join(dict.fromkeys(entries))  # 9.0a and 9.0 once
 
 
+def readable_arch_list(environ=os.environ) -> None:
+    """This process's ``TORCH_CUDA_ARCH_LIST``, if set, as DeepSpeed can read it."""
+    if environ.get("TORCH_CUDA_ARCH_LIST"):
+        environ["TORCH_CUDA_ARCH_LIST"] = arch_list_for_deepspeed(
+            environ["TORCH_CUDA_ARCH_LIST"])
+
+
 def _barrier():
     import torch.distributed as dist
 
@@ -232,9 +239,7 @@ def run_worker(config: dict) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed")
     _quiet_ray_train_logs()
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", config["settings"]["extensions_dir"])
-    if os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        os.environ["TORCH_CUDA_ARCH_LIST"] = arch_list_for_deepspeed(
-            os.environ["TORCH_CUDA_ARCH_LIST"])
+    readable_arch_list()
     loop = cloudpickle.loads(config["loop"])
     ctx = TrainContext(config["settings"], config["user_config"])
     _current = ctx

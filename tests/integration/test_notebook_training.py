@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
+from tests.integration.test_training import DATA, LOOP
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("deepspeed")
@@ -43,25 +44,11 @@ def service(hub, path, method="GET", **kwargs):
                             **kwargs)
 
 
-TRAIN = textwrap.dedent("""
-    %%ray_train --workers 2 --zero 3 --env alice/train-extras --lr 0.01 --steps 4 -o run
-    import os, sys, torch
-    import six  # only in the environment
-    print("python", sys.executable, "flag", os.environ.get("TRAIN_EXTRAS"))
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
-    engine = ctx.engine(model)
-    held = sum(p.ds_tensor.numel() for p in engine.module.parameters())
-    full = sum(p.ds_numel for p in engine.module.parameters())
-    for epoch in range(4):
-        total = 0.0
-        for xb, yb in loader((X, Y)):
-            loss = torch.nn.functional.mse_loss(engine(xb), yb)
-            engine.backward(loss)
-            engine.step()
-            total += loss.item()
-        report({"loss": total, "held": held, "full": full}, checkpoint=epoch == 3)
-""")
+# the loop of the CPU tests, in an environment: each worker says whose Python it runs
+TRAIN = ("%%ray_train --workers 2 --zero 3 --env alice/train-extras --lr 0.01 --steps 4 -o run\n"
+         "import os, sys\n"
+         "import six  # only in the environment\n"
+         "print('python', sys.executable, 'flag', os.environ.get('TRAIN_EXTRAS'))\n" + LOOP)
 
 REGISTER = textwrap.dedent("""
     import json, torch
@@ -110,8 +97,7 @@ def test_a_notebook_trains_with_zero3_and_registers_the_checkpoint(train_hub, ac
 
         out = cell("%ray_connect", timeout=180)
         assert "Connected to your Ray cluster" in out, out
-        cell("import torch\ng = torch.Generator().manual_seed(1)\n"
-             "X = torch.randn(512, 32, generator=g)\nY = X[:, :1] * 2 - X[:, 1:2]")
+        cell(DATA)
 
         messages: list = []
         out = cell(TRAIN, timeout=600, messages=messages)
@@ -137,8 +123,8 @@ def test_a_notebook_trains_with_zero3_and_registers_the_checkpoint(train_hub, ac
         hub.stop_server("alice")
 
     # ZeRO-3: each of the 2 ranks held about half the parameters; the loss fell
-    full, held = got["metrics"]["full"], got["metrics"]["held"]
-    assert full == 32 * 64 + 64 + 64 + 1 and abs(held - full / 2) <= full * 0.02, got
+    full, local = got["metrics"]["full"], got["metrics"]["local"]
+    assert full == 32 * 64 + 64 + 64 + 1 and abs(local - full / 2) <= full * 0.02, got
     assert got["losses"][-1] < got["losses"][0] / 5, got["losses"]
     # the checkpoint is on alice's storage (her home), hers, and it loaded into the
     # notebook's model as one plain state dict
