@@ -26,8 +26,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from redspot.environments import runtime  # noqa: E402
 from redspot.environments.builders import merge_requirements  # noqa: E402
-from redspot.spawner import runtime  # noqa: E402
 from tests.helpers import Hub, redspot, wait_for  # noqa: E402
 
 PACKAGES = ["six==1.16.0", "idna==3.10"]

@@ -84,7 +84,7 @@ def _cmd_config(args) -> None:
         if args.action == "check":
             print(f"{config_file or 'built-in defaults'}: valid")
             return
-        c, _, _ = build_config(UpOptions(data_dir=args.data_dir, config=args.config),
+        c, *_ = build_config(UpOptions(data_dir=args.data_dir, config=args.config),
                             prepare=False)
     except (ConfigError, StartupError) as e:
         _fail(str(e))

@@ -54,6 +54,10 @@ class Context:
     #: Variables services that fetch packages need from the hub's environment
     #: (certificates, proxies, package indexes): JupyterHub gives services no others.
     service_env: dict = field(default_factory=dict)
+    #: The system account each service runs as, by name (none: the hub's own account).
+    service_accounts: dict = field(default_factory=dict)
+    #: The privileged helper's socket ("" without isolation: no helper process).
+    helper_socket: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,13 +98,31 @@ def layer_defaults(c: Config, ctx: Context) -> None:
     c.RedspotLocalSpawner.log_dir = str(paths.logs)
     if ctx.server_python:
         c.RedspotLocalSpawner.python = ctx.server_python
+    if ctx.helper_socket:
+        c.RedspotLocalSpawner.helper_socket = ctx.helper_socket
 
 
-def _managed_service(name: str, command: list[str], ctx: Context, **extra) -> dict:
-    """A Redspot service the hub runs, on its own port of 127.0.0.1."""
-    return {"name": name, "display": True,
-            "url": f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
-            "oauth_no_confirm": True, "environment": dict(ctx.service_env), **extra}
+def _managed_service(name: str, command: list[str], ctx: Context, environment=None,
+                     **extra) -> dict:
+    """A Redspot service the hub runs, on its own port of 127.0.0.1, under its own
+    account (``ctx.service_accounts``) in its data folder, when tenants are isolated."""
+    env = dict(ctx.service_env)
+    service = {"name": name, "display": True,
+               "url": f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
+               "oauth_no_confirm": True}
+    account = ctx.service_accounts.get(name)
+    if account:
+        # its own HOME (JupyterHub sets it from the account), not the hub's caches
+        for key in ("HOME", "UV_CACHE_DIR"):
+            env.pop(key, None)
+        service.update(user=account, cwd=str(ctx.paths.root / name))
+    env.update(environment or {})
+    return {**service, "environment": env, **extra}
+
+
+def service_python(ctx: Context) -> str:
+    """The Python services run with: one their accounts can run."""
+    return ctx.server_python or ctx.python
 
 
 def layer_services(c: Config, settings: dict, ctx: Context) -> None:
@@ -112,7 +134,7 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     services = []
     if "environments" in enabled:
         envs = settings["services"]["environments"]
-        command = [ctx.python, "-m", "redspot.environments.service",
+        command = [service_python(ctx), "-m", "redspot.environments.service",
                    f"--data-dir={ctx.paths.environments}",
                    f"--builder={envs.get('builder', 'venv')}"]
         if envs.get("registry"):
@@ -123,17 +145,20 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             command.append("--no-tls-verify")
         services.append(_managed_service(
             "environments", command, ctx,
+            environment={"REDSPOT_HELPER_SOCKET": ctx.helper_socket} if ctx.helper_socket
+            else {},
             oauth_client_allowed_scopes=list(scopes.CUSTOM_SCOPES)))
         c.RedspotSpawnerMixin.environments_catalog = str(
             ctx.paths.environments / "catalog.sqlite")
     if "models" in enabled:
         models = settings["services"]["models"]
-        command = [ctx.python, "-m", "redspot.models.service",
+        command = [service_python(ctx), "-m", "redspot.models.service",
                    f"--data-dir={ctx.paths.models}"]
-        for key in ("backend_store_uri", "artifacts_destination"):
-            if models.get(key):
-                command.append(f"--{key.replace('_', '-')}={models[key]}")
-        services.append(_managed_service("models", command, ctx))
+        # store URIs may hold passwords: in the service's environment, never on a
+        # command line (which every account sees in ps, and the hub logs)
+        secrets = {f"MLFLOW_{key.upper()}": models[key]
+                   for key in ("backend_store_uri", "artifacts_destination") if models.get(key)}
+        services.append(_managed_service("models", command, ctx, environment=secrets))
     c.RedspotSpawnerMixin.service_urls = {
         s["name"]: f"{s['url']}/services/{s['name']}/" for s in services}
     c.JupyterHub.services = services

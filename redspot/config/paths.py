@@ -57,6 +57,17 @@ class DataPaths:
         return self.state / "logs"
 
     @property
+    def helper_socket(self) -> Path:
+        """The privileged helper's socket (``run/`` is 0711: anyone may connect; the
+        helper asks the kernel who they are)."""
+        return self.root / "run" / "helper.sock"
+
+    @property
+    def retired(self) -> Path:
+        """Homes of removed users (0700, root's), kept until an admin restores them."""
+        return self.root / "retired"
+
+    @property
     def runtime(self) -> Path:
         """The server environment prepared for per-user accounts when the hub's is private."""
         return self.root / "runtime"
@@ -68,7 +79,7 @@ class DataPaths:
 
     @property
     def models(self) -> Path:
-        """The model registry's store, artifacts and permissions (0700, the hub's)."""
+        """The model registry's store, artifacts and permissions (0700, its account's)."""
         return self.root / "models"
 
     @property

@@ -5,14 +5,15 @@ digests are (part of every tag), and builds a spec into a *location*: the Python
 virtualenv, or an image reference. Output lines go to a ``log`` callable as they come.
 
 - ``VenvBuilder`` (the local default): uv builds a virtualenv on the system's Python
-  with the servers' packages and the spec's, resolved together.
+  with the servers' packages and the spec's, resolved together. The build itself is the
+  privileged helper's (``redspot.privileged``): it runs as the owner's build account,
+  never as the service, with no token in reach.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from .. import __version__
-from ..spawner import runtime
+from . import runtime
 from .spec import EnvironmentSpec
 
 Log = Callable[[str], None]
@@ -46,8 +47,10 @@ class Builder:
     def check(self, spec: EnvironmentSpec) -> None:
         """Raise ValueError if this builder cannot build ``spec`` (before anything starts)."""
 
-    async def build(self, spec: EnvironmentSpec, tag: str, log: Log) -> str:
-        """Build ``spec`` as ``tag``; return where it is. Raise BuildFailed, leaving nothing."""
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
+                    owner: str = "team") -> str:
+        """Build ``spec`` as ``tag`` for ``owner`` (a user, or ``team``); return where it
+        is. Raise BuildFailed, leaving nothing."""
         raise NotImplementedError
 
     def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
@@ -77,13 +80,14 @@ def merge_requirements(base: list[str], wanted: tuple[str, ...]) -> list[str]:
 
 
 class VenvBuilder(Builder):
-    """Virtualenvs in ``root/<tag>``, each with everything a Redspot server needs."""
+    """Virtualenvs in ``<data>/environments/venvs/<tag>``, each with everything a Redspot
+    server needs, built by the privileged helper (``helper.call("build_venv", ...)``)."""
 
     kind = "venv"
     BASE = "default"
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, helper):
+        self.helper = helper
         self._base_requirements: list[str] | None = None
 
     @property
@@ -106,26 +110,21 @@ class VenvBuilder(Builder):
                 "or run Redspot with the buildah or kaniko builder"
             )
 
-    async def build(self, spec: EnvironmentSpec, tag: str, log: Log) -> str:
-        dest = self.root / tag
-        self.root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        requirements = self.root / f"{tag}.requirements.txt"
-        requirements.write_text("".join(f"{r}\n" for r in merge_requirements(
-            self.base_requirements, spec.python)))
-        old_umask = os.umask(0o022)  # servers run as other accounts: everyone reads
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
+                    owner: str = "team") -> str:
+        from ..privileged.ops import HelperError
+
+        loop = asyncio.get_running_loop()
+        requirements = merge_requirements(self.base_requirements, spec.python)
         try:
-            for cmd in runtime.server_venv_commands(dest, requirements):
-                await run_logged(cmd, log, env=runtime.uv_env())
-            (dest / "redspot-environment.json").write_text(json.dumps(
-                {"tag": tag, "spec": spec.to_dict()}, indent=2))
-        except BaseException:
-            shutil.rmtree(dest, ignore_errors=True)
-            raise
+            return await asyncio.to_thread(
+                self.helper.call, "build_venv", owner=owner, tag=tag,
+                requirements=requirements,
+                output=lambda line: loop.call_soon_threadsafe(log, line))
+        except HelperError as e:
+            raise BuildFailed(str(e)) from None
         finally:
-            os.umask(old_umask)
-            requirements.unlink(missing_ok=True)
-        return str(dest / "bin" / "python")
+            await asyncio.sleep(0)  # the last lines reach the log first
 
     def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
         from .render import runtime_env
@@ -169,7 +168,8 @@ class BuildahBuilder(Builder):
         return [self.buildah, "--storage-driver", "vfs", "--root", str(self.root / "storage"),
                 "--runroot", str(self.root / "run"), *args]
 
-    async def build(self, spec: EnvironmentSpec, tag: str, log: Log) -> str:
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
+                    owner: str = "team") -> str:
         from .render import build_context
 
         context = self.root / "contexts" / tag

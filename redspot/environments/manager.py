@@ -145,34 +145,36 @@ class EnvironmentManager:
             self.builder.check(spec)
         except (SpecError, ValueError) as e:
             raise Refused(400, str(e)) from None
-        tag = spec.tag(self.builder.base_digest(spec.base))
         owner = TEAM if team else who.name
+        # a personal environment's build is its owner's alone (its files are readable by
+        # the owner's account only); the team's are shared by everyone
+        tag = spec.tag(self.builder.base_digest(spec.base), owner=None if team else owner)
         try:
             entry = self.catalog.add(owner, spec.name, spec.to_dict(), tag)
         except CatalogError as e:
             raise Refused(409, f"{e}; delete it first, or choose another name") from None
-        self.start_build(spec, tag)
+        self.start_build(spec, tag, owner)
         return self.describe(entry)
 
-    def start_build(self, spec, tag: str) -> asyncio.Task | None:
+    def start_build(self, spec, tag: str, owner: str = TEAM) -> asyncio.Task | None:
         """Start building ``tag`` unless it is ready or already building."""
         if tag in self._running:
             return self._running[tag]
         if not self.catalog.claim_build(tag):
             return None
-        task = asyncio.get_running_loop().create_task(self._build(spec, tag))
+        task = asyncio.get_running_loop().create_task(self._build(spec, tag, owner))
         self._running[tag] = task
         task.add_done_callback(lambda _: self._running.pop(tag, None))
         return task
 
-    async def _build(self, spec, tag: str) -> None:
+    async def _build(self, spec, tag: str, owner: str) -> None:
         path = self.log_path(tag)
         path.unlink(missing_ok=True)
         log = self._logs[tag] = BuildLog(path)
         started = time.monotonic()
         log.write(f"Building {tag} with the {self.builder.kind} builder")
         try:
-            location = await self.builder.build(spec, tag, log.write)
+            location = await self.builder.build(spec, tag, log.write, owner=owner)
         except BuildFailed as e:
             log.write(f"Build failed: {e}")
             self.catalog.finish_build(tag, error=str(e))

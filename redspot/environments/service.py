@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -150,6 +151,12 @@ class EnvironmentsService(Application):
         config=True, help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.",
     )
     prefix = Unicode(config=True, help="URL prefix. Default: $JUPYTERHUB_SERVICE_PREFIX.")
+    helper_socket = Unicode(
+        config=True, help="The privileged helper's socket. Default: $REDSPOT_HELPER_SOCKET.")
+
+    @default("helper_socket")
+    def _helper_socket_default(self):
+        return os.environ.get("REDSPOT_HELPER_SOCKET", "")
 
     aliases = {"data-dir": "EnvironmentsService.data_dir",
                "builder": "EnvironmentsService.builder",
@@ -166,6 +173,17 @@ class EnvironmentsService(Application):
     def _prefix_default(self):
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/environments/")
 
+    def helper(self):
+        """The privileged helper that builds environments: its socket when the hub runs
+        one (tenants isolated), else the same build in this process and account."""
+        from ..privileged.client import InProcessHelper, SocketHelper
+        from ..privileged.ops import Helper
+
+        if self.helper_socket:
+            return SocketHelper(self.helper_socket)
+        return InProcessHelper(Helper(Path(self.data_dir).parent, isolated=False,
+                                      server_python=sys.executable), caller="environments")
+
     def make_app(self) -> web.Application:
         if not self.data_dir:
             raise SystemExit("redspot-environments: --data-dir is required")
@@ -176,7 +194,7 @@ class EnvironmentsService(Application):
             builder = BuildahBuilder(root / "buildah", self.registry, self.bases,
                                      tls_verify=self.tls_verify)
         else:
-            builder = VenvBuilder(root / "venvs")
+            builder = VenvBuilder(self.helper())
         manager = EnvironmentManager(catalog, builder, root / "logs")
         api = url_path_join(self.prefix, "api")
         return web.Application(

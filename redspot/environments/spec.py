@@ -94,10 +94,13 @@ class EnvironmentSpec:
             "env": dict(self.env),
         }
 
-    def tag(self, base_digest: str) -> str:
-        """``env-<16 hex>``: the same build inputs always give the same tag."""
-        canonical = json.dumps(self.build_inputs(base_digest), sort_keys=True,
-                               separators=(",", ":"))
+    def tag(self, base_digest: str, owner: str | None = None) -> str:
+        """``env-<16 hex>``: the same build inputs (and owner: a personal environment's
+        build is its owner's alone) always give the same tag."""
+        inputs = self.build_inputs(base_digest)
+        if owner is not None:
+            inputs["owner"] = owner
+        canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"))
         return "env-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import stat
+import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from ..config.layers import CommandLine, Context, assemble
 from ..config.loader import ConfigError, load_settings
 from ..config.paths import DataPaths, default_data_dir
 from ..hub.userstore import UserStore, generate_password
+from ..spawner.profiles import parse_size
 
 STARTER_CONFIG = """\
 # Redspot's configuration. Every key is optional; `redspot config check` validates
@@ -95,13 +99,11 @@ def isolates_users(settings: dict) -> bool:
 
 
 def prepare_data_dir(paths: DataPaths, isolated: bool, write_starter: bool) -> None:
-    from ..spawner.runtime import blocking_path
+    """The data folder itself, and the starter ``redspot.yaml`` (0600: it will hold the
+    operator's secrets). Modes of what is inside are the privileged helper's."""
+    from ..environments.runtime import blocking_path
 
     paths.root.mkdir(parents=True, exist_ok=True)
-    for folder, mode in ((paths.state, 0o700), (paths.logs, 0o700),
-                         (paths.homes, 0o711 if isolated else 0o700)):
-        folder.mkdir(parents=True, exist_ok=True)
-        os.chmod(folder, mode)
     if isolated:
         mode = paths.root.stat().st_mode
         if not mode & stat.S_IXOTH:
@@ -115,7 +117,88 @@ def prepare_data_dir(paths: DataPaths, isolated: bool, write_starter: bool) -> N
                 "with --data-dir"
             )
     if write_starter and not paths.config_file.exists():
-        paths.config_file.write_text(STARTER_CONFIG)
+        fd = os.open(paths.config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                     0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(STARTER_CONFIG)
+
+
+def account_prefix(settings: dict) -> str:
+    return settings.get("spawner", {}).get("account_prefix", "redspot-")
+
+
+def enabled_services(settings: dict) -> list[str]:
+    return [name for name, service in settings.get("services", {}).items()
+            if service.get("enabled")]
+
+
+def start_helper(paths: DataPaths, settings: dict, isolated: bool, server_python: str | None,
+                 log=print):
+    """The privileged helper: a root process of its own when tenants are isolated (it
+    ends with this one), else the same operations in this process. Returns
+    ``(helper, process or None)``."""
+    from ..privileged.client import InProcessHelper, SocketHelper
+    from ..privileged.ops import Helper, HelperError
+
+    envs = settings.get("services", {}).get("environments", {})
+    limits = {"build_timeout": float(envs.get("build_timeout", 3600)),
+              "build_max_bytes": int(parse_size(envs.get("build_max_size", "20GiB")))}
+    if not isolated:
+        helper = Helper(paths.root, prefix=account_prefix(settings), isolated=False,
+                        server_python=server_python, **limits)
+        return InProcessHelper(helper), None
+    cmd = [sys.executable, "-m", "redspot.privileged", f"--data-dir={paths.root}",
+           f"--socket={paths.helper_socket}", f"--prefix={account_prefix(settings)}",
+           f"--build-timeout={limits['build_timeout']}",
+           f"--build-max-size={limits['build_max_bytes']}"]
+    if server_python:
+        cmd.append(f"--server-python={server_python}")
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    helper = SocketHelper(str(paths.helper_socket), timeout=None)
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise StartupError(f"Redspot's privileged helper exited with {proc.returncode}")
+        try:
+            helper.call("ping")
+            return helper, proc
+        except HelperError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise StartupError("Redspot's privileged helper did not start in 60 s") from None
+            time.sleep(0.1)
+
+
+def _die_with_parent() -> None:
+    """In the helper's process before it runs: SIGTERM when ``redspot up`` dies."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_helper(proc) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def prepare_services(helper, settings: dict, log=print) -> dict[str, str]:
+    """Each enabled service's own account and data folder; returns {service: account}."""
+    from ..privileged.ops import HelperError
+
+    accounts = {}
+    for name in enabled_services(settings):
+        try:
+            accounts[name] = helper.call("ensure_service", service=name)["account"]
+        except HelperError as e:
+            raise StartupError(f"the {name} service cannot be prepared: {e}") from None
+    return accounts
 
 
 def ensure_admins(paths: DataPaths, settings: dict) -> dict[str, str]:
@@ -150,7 +233,7 @@ def server_python(paths: DataPaths, settings: dict, isolated: bool, log=print) -
     """The Python servers run with: the hub's, or a prepared runtime if accounts can't use it."""
     if not isolated:
         return None
-    from ..spawner.runtime import (
+    from ..environments.runtime import (
         RuntimePreparationError,
         hub_environment_blocker,
         prepare_runtime,
@@ -193,24 +276,37 @@ def banner(url: str, paths: DataPaths, config: Path | None, settings: dict, isol
 def build_config(options: UpOptions, prepare: bool = True, log=print):
     """Everything ``redspot up`` does before the hub starts.
 
-    Returns the traitlets Config, the banner to print, and the data folder's paths.
+    Returns the traitlets Config, the banner to print, the data folder's paths and the
+    privileged helper's process (None without isolation, or with ``prepare=False``).
 
-    With ``prepare=False`` nothing is written: the config is only assembled.
+    With ``prepare=False`` nothing is written or started: the config is only assembled.
     """
     paths, settings, config_file = resolve(options)
     isolated = isolates_users(settings)
+    helper = helper_proc = None
     if prepare:
         prepare_data_dir(paths, isolated, write_starter=options.config is None)
         if config_file is None and paths.config_file.exists():
             config_file = paths.config_file
-        ensure_admins(paths, settings)
+        python = server_python(paths, settings, isolated, log=log)
+        helper, helper_proc = start_helper(paths, settings, isolated, python, log=log)
+        try:
+            for warning in helper.call("prepare_data_dir"):
+                log(f"WARNING: {warning}")
+            accounts = prepare_services(helper, settings, log=log)
+            ensure_admins(paths, settings)
+        except BaseException:
+            stop_helper(helper_proc)
+            raise
         ctx = Context(
             paths=paths,
             proxy_command=find_proxy(),
-            server_python=server_python(paths, settings, isolated, log=log),
+            server_python=python,
             python=sys.executable,
             service_ports={name: random_port() for name in settings.get("services", {})},
             service_env={k: os.environ[k] for k in SERVICE_ENV_KEEP if k in os.environ},
+            service_accounts=accounts,
+            helper_socket=str(paths.helper_socket) if helper_proc else "",
         )
     else:
         ctx = Context(paths=paths, python=sys.executable,
@@ -219,12 +315,12 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
     c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
     text = banner(url, paths, config_file, settings, isolated, admin_passwords(paths))
-    return c, text, paths
+    return c, text, paths, helper_proc
 
 
 def up(options: UpOptions) -> None:
     try:
-        c, text, paths = build_config(options)
+        c, text, paths, helper_proc = build_config(options)
     except (ConfigError, StartupError) as e:
         print(f"redspot up: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -233,5 +329,8 @@ def up(options: UpOptions) -> None:
 
     # JupyterHub also reads ./jupyterhub_config.py: run where only Redspot writes
     os.chdir(paths.state)
-    JupyterHub.instance(config=c)
-    JupyterHub.launch_instance(argv=[])
+    try:
+        JupyterHub.instance(config=c)
+        JupyterHub.launch_instance(argv=[])
+    finally:
+        stop_helper(helper_proc)

@@ -1,14 +1,16 @@
 """The model registry as a JupyterHub managed service: MLflow's server, guarded.
 
-    python -m redspot.models.service --data-dir DIR [--backend-store-uri URI]
-                                     [--artifacts-destination URI]
+    MLFLOW_BACKEND_STORE_URI=… MLFLOW_ARTIFACTS_DESTINATION=… \
+    python -m redspot.models.service --data-dir DIR
 
 Runs ``mlflow server --app-name redspot`` (see ``app.py``) on the address the hub gave
 the service (``$JUPYTERHUB_SERVICE_URL``), with one worker and MLflow's job runner off
 (about 540 MB instead of 2.5 GB). By default the tracking and registry store is SQLite
 and artifacts are files, both in DIR; on Kubernetes a PostgreSQL URI and an ``s3://``
-destination come from the configuration. MLflow serves the artifacts itself
-(``--serve-artifacts``): clients never need the store's credentials.
+destination come from the configuration, through the environment (MLflow's own
+variables): a URI may hold a password, and a command line is seen by every account.
+MLflow serves the artifacts itself (``--serve-artifacts``): clients never need the
+store's credentials.
 
 MLflow's command forwards SIGTERM to its uvicorn server, so stopping the hub stops it.
 """
@@ -23,16 +25,25 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
-def command(data_dir: Path, backend_store_uri: str | None, artifacts_destination: str | None,
-            service_url: str, mlflow: str) -> list[str]:
-    """The ``mlflow server`` command line (pure)."""
+def store_env(data_dir: Path, environ: dict) -> dict[str, str]:
+    """Where MLflow keeps runs, models and artifacts, as MLflow's own variables (pure):
+    the operator's (from the environment) or files in ``data_dir``."""
+    return {
+        "MLFLOW_BACKEND_STORE_URI": environ.get("MLFLOW_BACKEND_STORE_URI")
+        or f"sqlite:///{data_dir / 'mlflow.sqlite'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": environ.get("MLFLOW_ARTIFACTS_DESTINATION")
+        or str(data_dir / "artifacts"),
+    }
+
+
+def command(service_url: str, mlflow: str) -> list[str]:
+    """The ``mlflow server`` command line (pure; no secret on it: the stores come from
+    ``store_env``)."""
     url = urlparse(service_url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     return [
         mlflow, "server", "--app-name", "redspot",
         "--host", host, "--port", str(port), "--workers", "1",
-        "--backend-store-uri", backend_store_uri or f"sqlite:///{data_dir / 'mlflow.sqlite'}",
-        "--artifacts-destination", artifacts_destination or str(data_dir / "artifacts"),
         "--serve-artifacts",
         # every request is authenticated by the hub first (app.py); the Host header is
         # the hub's public one, whatever name users reach the hub by
@@ -43,8 +54,6 @@ def command(data_dir: Path, backend_store_uri: str | None, artifacts_destination
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True, type=Path)
-    parser.add_argument("--backend-store-uri")
-    parser.add_argument("--artifacts-destination")
     args = parser.parse_args(argv)
 
     service_url = os.environ.get("JUPYTERHUB_SERVICE_URL")
@@ -52,7 +61,8 @@ def main(argv=None):
         parser.error("JUPYTERHUB_SERVICE_URL is not set: run me as a JupyterHub service")
     os.umask(0o077)
     args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not args.artifacts_destination:
+    stores = store_env(args.data_dir, os.environ)
+    if not os.environ.get("MLFLOW_ARTIFACTS_DESTINATION"):
         (args.data_dir / "artifacts").mkdir(exist_ok=True)
     secret = args.data_dir / "cookie-secret"
     if not secret.exists():  # browser sessions outlive restarts of the service
@@ -61,13 +71,13 @@ def main(argv=None):
             f.write(secrets.token_bytes(32))
     env = {
         **os.environ,
+        **stores,
         "REDSPOT_MODELS_COOKIE_SECRET_FILE": str(secret),
         "REDSPOT_MODELS_PERMISSIONS_DB": str(args.data_dir / "permissions.sqlite"),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     mlflow = str(Path(sys.executable).parent / "mlflow")
-    cmd = command(args.data_dir, args.backend_store_uri, args.artifacts_destination,
-                  service_url, mlflow)
+    cmd = command(service_url, mlflow)
     os.execve(mlflow, cmd, env)
 
 

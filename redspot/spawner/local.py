@@ -2,7 +2,9 @@
 
 As root (``isolation: auto`` or ``accounts``), each hub user gets a system account
 (``redspot-<name>``) whose home is ``<data>/home/<name>``, mode 0700, and the server
-runs as that account: tenants are isolated by the operating system. ``~/shared`` links
+runs as that account: tenants are isolated by the operating system. Accounts, homes
+and shared folders are made by Redspot's privileged helper (``redspot.privileged``),
+never by the spawner itself. ``~/shared`` links
 to ``<data>/shared/public`` and ``<data>/shared/<group>`` for the user's hub groups,
 each guarded by a Linux group whose members follow the hub's groups. Not as root,
 every server runs as the invoking account, and ``redspot up`` says so at start.
@@ -15,7 +17,6 @@ restarted with ``--keep-servers`` finds them again by the pid kept in its databa
 from __future__ import annotations
 
 import asyncio
-import grp
 import os
 import pwd
 import subprocess
@@ -26,9 +27,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Enum, Unicode, default
 
 from .base import RedspotSpawnerMixin
-from .storage import Layout, safe_name, system_account_name, system_group_name
-
-_account_lock = asyncio.Lock()
+from .storage import Layout, safe_name, system_account_name
 
 
 class SpawnError(RuntimeError):
@@ -60,6 +59,12 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         config=True,
         help="""Prefix of per-user system accounts: ``redspot-alice``. Set ``""`` to run
         servers as existing accounts named like the hub users (with PAM).""",
+    )
+    helper_socket = Unicode(
+        "",
+        config=True,
+        help="""The privileged helper's socket (set by ``redspot up`` when tenants are
+        isolated). Empty: its operations run in the hub's process.""",
     )
     python = Unicode(
         config=True,
@@ -107,105 +112,37 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
             raise SpawnError("RedspotLocalSpawner.data_dir is not set")
         return Path(self.data_dir) / self.layout.home
 
-    # --- accounts and folders -----------------------------------------------------------
+    # --- accounts and folders: the privileged helper's -----------------------------------
 
-    async def ensure_account(self) -> pwd.struct_passwd:
-        name = self.account_name
-        if os.geteuid() != 0:
+    @property
+    def helper(self):
+        """The privileged helper (``redspot up`` runs it; in this process without one)."""
+        from ..privileged.client import InProcessHelper, SocketHelper
+        from ..privileged.ops import Helper
+
+        if self.helper_socket:
+            return SocketHelper(self.helper_socket)
+        if self.uses_accounts and os.geteuid() != 0:
             raise SpawnError(
                 "isolation is 'accounts' but the hub does not run as root, so it cannot "
                 "create or switch to per-user accounts; run as root or set spawner.isolation"
             )
-        async with _account_lock:
-            try:
-                return pwd.getpwnam(name)
-            except KeyError:
-                pass
-            await _run("useradd", "--home-dir", str(self.home), "--no-create-home",
-                       "--shell", "/bin/bash", "--user-group", "--comment",
-                       f"Redspot user {self.user.name}", name)
-            self.log.info("Created system account %s for %s", name, self.user.name)
-            return pwd.getpwnam(name)
+        if not self.data_dir:
+            raise SpawnError("RedspotLocalSpawner.data_dir is not set")
+        return InProcessHelper(Helper(Path(self.data_dir), prefix=self.account_prefix,
+                                      isolated=self.uses_accounts))
 
-    async def ensure_groups(self, account: pwd.struct_passwd) -> None:
-        """Make the account a member of exactly its shared folders' groups.
+    async def prepare_user(self) -> dict:
+        """The user's account, its groups, home and ``~/shared`` links (the helper's)."""
+        from ..privileged.ops import HelperError
 
-        One Linux group per hub group the user is in, and the group of ``shared/public``;
-        a user who left a hub group loses its folder at their next start.
-        """
-        prefix = self.account_prefix
-        wanted = {system_group_name(None, prefix)} | {
-            system_group_name(g, prefix) for g in self.layout.groups
-        }
-        managed = f"{prefix}grp_"
-        async with _account_lock:
-            existing = {g.gr_name: g for g in grp.getgrall()}
-            for name in sorted(wanted - set(existing)):
-                await _run("groupadd", name)
-            current = {
-                name for name, g in existing.items()
-                if name.startswith(managed) and account.pw_name in g.gr_mem
-            }
-            for name in sorted(wanted - current):
-                await _run("gpasswd", "--add", account.pw_name, name)
-            for name in sorted(current - wanted):
-                await _run("gpasswd", "--delete", account.pw_name, name)
-
-    def ensure_home(self, account: pwd.struct_passwd | None) -> Path:
-        home = self.home
-        homes = home.parent
-        homes.mkdir(parents=True, exist_ok=True)
-        if account is not None:
-            # others may pass through home/ to their own folder, but not list it
-            os.chmod(homes, 0o711)
-        home.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(home, 0o700)
-        if account is not None:
-            st = home.stat()
-            if (st.st_uid, st.st_gid) != (account.pw_uid, account.pw_gid):
-                os.chown(home, account.pw_uid, account.pw_gid)
-        return home
-
-    def ensure_shared(self, account: pwd.struct_passwd | None) -> None:
-        """The shared folders of the layout, and links to them in ``~/shared``.
-
-        As root, ``shared/<group>`` belongs to the group's Linux group (mode 2770: files
-        made there stay the group's), ``shared/public`` to every account's (3770: nobody
-        deletes another's files). Without accounts, all is the hub account's.
-        """
-        root = Path(self.data_dir)
-        (root / "shared").mkdir(exist_ok=True)
-        os.chmod(root / "shared", 0o711 if account else 0o700)
-        groups = {path.name: group for group, path in self.layout.group_dirs().items()}
-        links = self.home / "shared"
-        if links.is_symlink() or (links.exists() and not links.is_dir()):
-            self.log.warning("%s is not a folder: not linking shared folders there", links)
-            return
-        links.mkdir(mode=0o700, exist_ok=True)
-        if account:
-            os.chown(links, account.pw_uid, account.pw_gid)
-        wanted = self.layout.shared_links()
-        for name, relative in wanted.items():
-            folder = root / relative
-            folder.mkdir(exist_ok=True)
-            if account:
-                group = system_group_name(groups.get(name), self.account_prefix)
-                os.chown(folder, 0, grp.getgrnam(group).gr_gid)
-                os.chmod(folder, 0o3770 if name == "public" else 0o2770)
-            else:
-                os.chmod(folder, 0o700)
-            link = links / name
-            if link.is_symlink() and os.readlink(link) != str(folder):
-                link.unlink()
-            if not link.is_symlink() and not link.exists():
-                link.symlink_to(folder)
-                if account:
-                    os.lchown(link, account.pw_uid, account.pw_gid)
-        # links to folders of groups the user has left
-        for link in links.iterdir():
-            if (link.is_symlink() and link.name not in wanted
-                    and os.readlink(link).startswith(str(root / "shared") + os.sep)):
-                link.unlink()
+        helper = self.helper
+        try:
+            return await asyncio.to_thread(
+                helper.call, "ensure_user", user=self.user.name,
+                groups=[g.name for g in self.user.groups])
+        except HelperError as e:
+            raise SpawnError(f"{self.user.name}'s server cannot start: {e}") from None
 
     # --- the process --------------------------------------------------------------------
 
@@ -258,12 +195,8 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         return args
 
     async def start(self):
-        account = await self.ensure_account() if self.uses_accounts else None
-        if account:
-            await self.ensure_groups(account)
-        home = self.ensure_home(account)
-        self.ensure_shared(account)
-        self.notebook_dir = str(home)
+        prepared = await self.prepare_user()
+        self.notebook_dir = prepared["home"]
         log = None
         if self.log_dir:
             Path(self.log_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -285,11 +218,3 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
             if log:
                 log.close()
 
-
-async def _run(*cmd: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode:
-        raise SpawnError(f"{cmd[0]} failed: {out.decode(errors='replace').strip()}")

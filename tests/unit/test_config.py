@@ -287,14 +287,21 @@ def test_layer_services_runs_the_model_registry():
     from redspot.config.paths import DataPaths
 
     ctx = Context(paths=DataPaths(Path("/data")), python="/py",
-                  service_ports={"models": 9200}, service_env={})
+                  service_ports={"models": 9200}, service_env={"HOME": "/root"},
+                  service_accounts={"models": "redspot-svc_models"})
     c = Config()
+    uri = "postgresql://mlflow:s3cret@db:5432/mlflow"
     layer_services(c, validate_settings({"services": {"models": {
-        "enabled": True, "artifacts_destination": "s3://bucket/models"}}}), ctx)
+        "enabled": True, "artifacts_destination": "s3://bucket/models",
+        "backend_store_uri": uri}}}), ctx)
     (service,) = c.JupyterHub.services
     assert service["name"] == "models" and service["url"] == "http://127.0.0.1:9200"
-    assert service["command"] == ["/py", "-m", "redspot.models.service", "--data-dir=/data/models",
-                                  "--artifacts-destination=s3://bucket/models"]
+    # the store URIs (a password) go through the environment, never the command line
+    assert service["command"] == ["/py", "-m", "redspot.models.service", "--data-dir=/data/models"]
+    assert service["environment"] == {"MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/models",
+                                      "MLFLOW_BACKEND_STORE_URI": uri}
+    # its own account, in its own folder, with its own HOME (not the hub's)
+    assert service["user"] == "redspot-svc_models" and service["cwd"] == "/data/models"
     assert c.RedspotSpawnerMixin.service_urls == {
         "models": "http://127.0.0.1:9200/services/models/"}
     server_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "server")

@@ -102,7 +102,7 @@ def test_merging_leaves_both_sides_alone():
 
 
 def test_server_runtimes_build_deepspeed_against_their_own_torch(tmp_path, monkeypatch):
-    from redspot.spawner import runtime
+    from redspot.environments import runtime
 
     monkeypatch.setattr(runtime, "_uv", lambda: "uv")
     monkeypatch.setattr(runtime, "system_python", lambda: "/usr/bin/python3")

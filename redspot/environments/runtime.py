@@ -137,11 +137,13 @@ def _project(requirement: str) -> str:
     return re.split(r"[=<>!~\[; @]", requirement.strip(), maxsplit=1)[0].lower()
 
 
-def server_venv_commands(dest: Path, requirements: Path) -> list[list[str]]:
+def server_venv_commands(dest: Path, requirements: Path, uv: str | None = None,
+                         redspot_from: str | None = None) -> list[list[str]]:
     """How to build a virtualenv servers can run from: the system's Python, the packages
     in ``requirements`` (resolved together; DeepSpeed after them, built against their
-    torch), and Redspot itself."""
-    uv = _uv()
+    torch), and Redspot itself (from ``redspot_from``, a wheel or source folder; default:
+    where this Redspot was installed from)."""
+    uv = uv or _uv()
     python = str(dest / "bin" / "python")
     lines = [x for x in requirements.read_text().splitlines() if x.strip()]
     later = [x for x in lines if _project(x) in BUILT_AGAINST_TORCH]
@@ -159,8 +161,13 @@ def server_venv_commands(dest: Path, requirements: Path) -> list[list[str]]:
             [uv, "pip", "install", "--python", python, "--no-build-isolation", *later],
         ]
     commands.append([uv, "pip", "install", "--no-deps", "--python", python,
-                     _redspot_source() or str(Path(redspot.__file__).parent.parent)])
+                     redspot_from or redspot_source()])
     return commands
+
+
+def redspot_source() -> str:
+    """Where this Redspot can be installed from: its source folder or wheel."""
+    return _redspot_source() or str(Path(redspot.__file__).parent.parent)
 
 
 def base_requirements() -> list[str]:
