@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import secrets
+import selectors
 import socket
 import threading
 import time
@@ -44,6 +45,8 @@ Sink = Callable[[tuple], None]
 HELLO_TIMEOUT = 10
 #: Largest line accepted (a display bundle with an image fits easily).
 MAX_LINE = 64 << 20
+#: Connections that may wait at once to show the secret; more are closed at once.
+MAX_PENDING = 64
 
 
 @dataclass
@@ -114,30 +117,98 @@ class OutputChannel(_Runs):
         self._server.close()
 
     def _accept(self):
-        while not self._closed:
-            try:
-                conn, _ = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        """One thread takes every connection's first line, with a deadline, before a
+        connection gets anything more: a thread of its own only once it showed the
+        channel's secret and a run's id. At most ``MAX_PENDING`` wait at once; more are
+        closed at once."""
+        sel = selectors.DefaultSelector()
+        self._server.setblocking(False)
+        sel.register(self._server, selectors.EVENT_READ)
+        pending: dict[socket.socket, tuple[float, bytearray]] = {}
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                for conn, (deadline, _) in list(pending.items()):
+                    if now > deadline:
+                        self._drop(sel, pending, conn)
+                try:
+                    events = sel.select(timeout=1)
+                except OSError:
+                    return
+                for key, _ in events:
+                    if key.fileobj is self._server:
+                        self._take(sel, pending)
+                    else:
+                        self._read_hello(sel, pending, key.fileobj)
+        finally:
+            for conn in list(pending):
+                self._drop(sel, pending, conn)
+            sel.close()
 
-    def _serve(self, conn: socket.socket):
-        with conn, conn.makefile("rb") as lines:
-            conn.settimeout(HELLO_TIMEOUT)
+    def _take(self, sel, pending) -> None:
+        try:
+            conn, _ = self._server.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._closed = True
+            return
+        if len(pending) >= MAX_PENDING:
+            conn.close()
+            return
+        conn.setblocking(False)
+        pending[conn] = (time.monotonic() + HELLO_TIMEOUT, bytearray())
+        sel.register(conn, selectors.EVENT_READ)
+
+    def _read_hello(self, sel, pending, conn) -> None:
+        _, buffer = pending[conn]
+        try:
+            chunk = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop(sel, pending, conn)
+            return
+        buffer += chunk
+        if b"\n" not in buffer:
+            if len(buffer) > 4096:
+                self._drop(sel, pending, conn)
+            return
+        line, rest = bytes(buffer).split(b"\n", 1)
+        sel.unregister(conn)
+        del pending[conn]
+        try:
+            hello = json.loads(line)
+            secret, run_id = str(hello["secret"]), str(hello["run"])
+        except (ValueError, KeyError, TypeError):
+            conn.close()
+            return
+        if not hmac.compare_digest(secret, self.secret):
+            log.warning("Dropped an output connection with a wrong secret")
+            conn.close()
+            return
+        run = self._run(run_id)
+        if run is None:
+            conn.close()
+            return
+        conn.setblocking(True)
+        threading.Thread(target=self._serve, args=(conn, run, run_id, rest),
+                         daemon=True).start()
+
+    @staticmethod
+    def _drop(sel, pending, conn) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(conn)
+        pending.pop(conn, None)
+        conn.close()
+
+    def _serve(self, conn: socket.socket, run: _Run, run_id: str, rest: bytes):
+        with conn, conn.makefile("rb") as stream:
+            lines = _lines(rest, stream)
             try:
-                hello = json.loads(lines.readline(4096))
-                secret, run_id = str(hello["secret"]), str(hello["run"])
-            except (OSError, ValueError, KeyError, TypeError):
-                return
-            if not hmac.compare_digest(secret, self.secret):
-                log.warning("Dropped an output connection with a wrong secret")
-                return
-            run = self._run(run_id)
-            if run is None:
-                return
-            conn.settimeout(None)
-            try:
-                for line in iter(lambda: lines.readline(MAX_LINE), b""):
+                for line in lines:
                     message = json.loads(line)
                     kind = message.get("t")
                     if kind == "end":
@@ -152,6 +223,17 @@ class OutputChannel(_Runs):
                 log.exception("Output of run %s was cut short", run_id)
             finally:
                 run.ended.set()
+
+
+def _lines(rest: bytes, stream):
+    """The lines after the first: what came with it, then the rest of the stream."""
+    while b"\n" in rest:
+        line, rest = rest.split(b"\n", 1)
+        yield line
+    first = stream.readline(MAX_LINE)
+    if rest or first:
+        yield rest + first
+    yield from iter(lambda: stream.readline(MAX_LINE), b"")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,10 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,9 +60,10 @@ class LocalRayHead:
                  ray: str | None = None):
         self.state_dir = Path(state_dir or Path.home() / ".redspot" / "ray")
         # Ray's sockets must fit in 107 bytes: keep its folder short. Ray opens its temp
-        # folder to everyone (0777), so it sits inside one only this account may enter.
-        self.private_dir = Path(private_dir or f"/tmp/redspot-{os.getuid()}")
-        self.temp_dir = self.private_dir / "ray"
+        # folder to everyone (0777), so it sits inside one only this account may enter,
+        # made afresh with an unpredictable name for each head (a name known in advance
+        # could be taken first by another account).
+        self.fixed_private_dir = Path(private_dir) if private_dir else None
         self.ray = ray or str(Path(sys.executable).parent / "ray")
 
     @property
@@ -126,20 +129,16 @@ class LocalRayHead:
         if running:
             return running
         self.token()
-        private = self.private_dir
-        private.mkdir(exist_ok=True, mode=0o700)
-        if private.stat().st_uid != os.getuid():
-            raise RayHeadError(f"{private} belongs to another account; remove it or choose "
-                               "another folder for Ray")
-        os.chmod(private, 0o700)  # our own folder, made for Ray alone
-        self.temp_dir.mkdir(exist_ok=True, mode=0o700)
+        private = self._private_dir()
+        temp_dir = private / "ray"
+        temp_dir.mkdir(exist_ok=True, mode=0o700)
         ports = {"gcs": random_port(), "dashboard": random_port(), "client": random_port()}
         cmd = [
             self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
             f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={ports['dashboard']}",
             f"--ray-client-server-port={ports['client']}",
-            "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
+            "--disable-usage-stats", f"--temp-dir={temp_dir}",
         ]
         if cpus is not None:
             cmd.append(f"--num-cpus={max(1, int(cpus))}")
@@ -156,9 +155,11 @@ class LocalRayHead:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self._kill_group(proc.pid)
+            self._forget_private(private)
             raise RayHeadError(f"the Ray head did not start in {timeout} s; see {log}") from None
         if code:
             self._kill_group(proc.pid)
+            self._forget_private(private)
             tail = log.read_text(errors="replace").splitlines()[-15:]
             raise RayHeadError("the Ray head did not start:\n" + "\n".join(tail))
         info = HeadInfo(
@@ -166,10 +167,27 @@ class LocalRayHead:
             dashboard=f"http://127.0.0.1:{ports['dashboard']}",
             client=f"ray://127.0.0.1:{ports['client']}",
             pgid=proc.pid,
-            temp_dir=str(self.temp_dir),
+            temp_dir=str(temp_dir),
         )
         self.info_path.write_text(json.dumps(asdict(info)))
         return info
+
+    def _private_dir(self) -> Path:
+        if self.fixed_private_dir is None:
+            return Path(tempfile.mkdtemp(prefix=f"rs{os.getuid()}-", dir="/tmp"))
+        private = self.fixed_private_dir
+        private.mkdir(exist_ok=True, mode=0o700)
+        st = private.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            raise RayHeadError(f"{private} is not a folder of this account's; remove it or "
+                               "choose another folder for Ray")
+        os.chmod(private, 0o700)  # our own folder, made for Ray alone
+        return private
+
+    def _forget_private(self, private: Path) -> None:
+        shutil.rmtree(private / "ray", ignore_errors=True)
+        if self.fixed_private_dir is None:
+            shutil.rmtree(private, ignore_errors=True)
 
     def stop(self, timeout: float = 10) -> bool:
         """Stop the head's process group (SIGTERM, then SIGKILL after ``timeout`` s: Ray's
@@ -203,9 +221,9 @@ class LocalRayHead:
 def group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` still runs (zombies, waiting to be reaped by
     their parent, do not count)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = entry.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":

@@ -508,7 +508,8 @@ def unfinished_upload(data: dict) -> str | None:
     at artifacts that are not all there, or None. Runs in MLflow's server process, with
     its stores: a logged model must be READY (MLflow marks it so once every file is
     uploaded; a failed upload leaves it FAILED, an interrupted one PENDING), and the
-    source must hold an ``MLmodel`` file."""
+    source must hold an ``MLmodel`` file. Only this registry's own locations are read:
+    any other source is refused, never listed."""
     from mlflow.entities import LoggedModelStatus
     from mlflow.exceptions import MlflowException
     from mlflow.server import handlers
@@ -534,8 +535,13 @@ def unfinished_upload(data: dict) -> str | None:
             location += f"/{path}" if path else ""
         elif parsed.scheme == "models" or not source:
             return None  # another version's source, or nothing: MLflow answers it
-        else:
+        elif parsed.scheme == "mlflow-artifacts":
             location = source
+        else:
+            # never read a location the client names (file://, http://...: the server
+            # would list another tenant's files or call out for them)
+            return (f"the source {source!r} is not in this registry: register a model "
+                    "logged here (a runs:/, models:/ or mlflow-artifacts: URI)")
         names = _listing(location)
     except MlflowException:
         return None  # an unknown run or model: MLflow's own answer says so

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httpclient, web
@@ -40,6 +41,28 @@ def user_dashboard() -> tuple[str, str] | None:
     return info.dashboard, head.token()
 
 
+def cross_origin_problem(headers, protocol: str, host: str) -> str | None:
+    """Why a browser's state-changing request may come from another site's page, or None.
+
+    ``Sec-Fetch-Site: same-origin`` (sent by every current browser) or an ``Origin`` of
+    this ``host`` pass (the scheme is not compared: TLS may end at a proxy in front); a
+    request with neither header is refused (browsers send at least one with every POST).
+    Under path-based hosting every user's server shares one origin, so this tells this
+    server's pages from other sites' only: per-user subdomains (``hub.subdomain_host``)
+    give each user an origin of their own.
+    """
+    site = headers.get("Sec-Fetch-Site")
+    origin = headers.get("Origin")
+    if origin:
+        if urlparse(origin).netloc != host:
+            return f"it came from a page of {origin}, not of {protocol}://{host}"
+        return None
+    if site:
+        return None if site in ("same-origin", "none") else (
+            f"it came from a {site} page (Sec-Fetch-Site)")
+    return "the request says neither where it comes from (Origin) nor Sec-Fetch-Site"
+
+
 def _read(path: str | None) -> str | None:
     try:
         return Path(path).read_text().strip() if path else None
@@ -51,9 +74,19 @@ class DashboardProxyHandler(JupyterHandler):
     """Forwards the dashboard's pages and API calls (HTTP; not its websockets)."""
 
     def check_xsrf_cookie(self):
-        # the dashboard's own pages post to its API without Jupyter's XSRF token; the
-        # request is authenticated by the server's login, and only reaches the user's
-        # own cluster
+        """The dashboard's own pages call its API without Jupyter's XSRF token, so a
+        request that changes something must show where it comes from instead: the
+        browser's ``Origin`` must be this server's own, or ``Sec-Fetch-Site`` say
+        ``same-origin``. A token (``Authorization``) is no browser's ambient credential
+        and needs neither. See ``cross_origin_problem``."""
+        if self.request.method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        if self.request.headers.get("Authorization"):
+            return None
+        problem = cross_origin_problem(self.request.headers, self.request.protocol,
+                                       self.request.host)
+        if problem:
+            raise web.HTTPError(403, f"Refused a request to your Ray dashboard: {problem}")
         return None
 
     @web.authenticated

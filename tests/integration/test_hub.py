@@ -192,7 +192,12 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
         assert "Connected to your Ray cluster at 127.0.0.1:" in out, out
         if os.geteuid() == 0:
             uid = pwd.getpwnam(f"{account_prefix}bob").pw_uid
-            private = f"/tmp/redspot-{uid}"
+            head = json.loads((team_hub.data_dir / "home" / "bob" / ".redspot" / "ray"
+                               / "head.json").read_text())
+            private = os.path.dirname(head["temp_dir"])
+            # a fresh folder of an unpredictable name, only bob's account may enter
+            assert os.path.basename(private).startswith(f"rs{uid}-")
+            assert private != f"/tmp/rs{uid}-" and len(os.path.basename(private)) > 10
             assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
             assert os.stat(private).st_uid == uid
         run_cell(team_hub.url, "bob", token, "base = 6", kernel=kernel)

@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -129,6 +130,41 @@ def test_the_channel_drops_connections_without_the_secret():
                 pass
         assert events == []
     finally:
+        channel.close()
+
+
+def test_idle_connections_get_no_thread_and_do_not_block_a_worker():
+    """Connections that never show the secret are held by the channel's one accepting
+    thread (at most MAX_PENDING, each for HELLO_TIMEOUT s), not given a thread each."""
+    import threading
+
+    from redspot.compute import channel as channel_module
+
+    channel = OutputChannel()
+    events = []
+    idle = []
+    try:
+        before = threading.active_count()
+        for _ in range(channel_module.MAX_PENDING + 20):
+            idle.append(socket.create_connection(("127.0.0.1", channel.port)))
+        time.sleep(0.5)
+        assert threading.active_count() == before
+        # the pending slots are full: more connections are closed at once
+        idle[-1].settimeout(5)
+        assert idle[-1].recv(1) == b""
+        # a real worker still gets through once the idle ones are closed
+        for sock in idle:
+            sock.close()
+        time.sleep(1.5)
+        address = channel.open(events.append)
+        out = RemoteOutput(address)
+        assert out.emit(("stream", "stdout", "hello\n"))
+        assert out.close() is True
+        channel.finish(address, streamed=True, timeout=5)
+        assert events == [("stream", "stdout", "hello\n")]
+    finally:
+        for sock in idle:
+            sock.close()
         channel.close()
 
 
