@@ -2,7 +2,7 @@
 
     redspot up [--ip IP] [--port PORT] [--data-dir DIR] [--config FILE] [--keep-servers]
     redspot config check|show|schema [--config FILE] [--data-dir DIR]
-    redspot users list|add|approve|passwd|remove [NAME] [--data-dir DIR]
+    redspot users list|add|approve|passwd|remove|restore [NAME] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_location(config)
 
     users = sub.add_parser("users", help="manage Redspot's own accounts (password login)")
-    users.add_argument("action", choices=["list", "add", "approve", "passwd", "remove"])
+    users.add_argument("action",
+                       choices=["list", "add", "approve", "passwd", "remove", "restore"],
+                       help="remove: stop the user's server, revoke their tokens and "
+                       "sessions, and retire the name (nobody else may take it); restore: "
+                       "bring a removed user back, with their home, models and environments")
     users.add_argument("name", nargs="?")
     users.add_argument("--password-stdin", action="store_true",
                        help="read the password from standard input instead of generating one")
@@ -95,15 +99,18 @@ def _cmd_users(args) -> None:
     from .config.loader import ConfigError
     from .hub.app import UpOptions, resolve
     from .hub.userstore import UserStore, UserStoreError, generate_password
+    from .privileged.ops import HelperError
 
     try:
-        paths, _, _ = resolve(UpOptions(data_dir=args.data_dir, config=args.config))
+        paths, settings, _ = resolve(UpOptions(data_dir=args.data_dir, config=args.config))
     except ConfigError as e:
         _fail(str(e))
     store = UserStore(paths.users_db)
     if args.action == "list":
         for account in store.list():
             print(f"{account.name}\t{'approved' if account.approved else 'awaiting approval'}")
+        for name, _ in store.retired():
+            print(f"{name}\tremoved (`redspot users restore {name}` brings them back)")
         return
     if not args.name:
         _fail(f"`redspot users {args.action}` needs a user name")
@@ -122,9 +129,69 @@ def _cmd_users(args) -> None:
         elif args.action == "approve":
             store.approve(args.name)
         elif args.action == "remove":
-            store.remove(args.name)
-    except UserStoreError as e:
+            print(_remove_user(paths, settings, store, args.name))
+        elif args.action == "restore":
+            record = store.restore(args.name)
+            try:
+                _helper(paths, settings).call("restore_user", user=args.name, record=record)
+            except HelperError:
+                store.retire(args.name, record)  # as it was
+                raise
+            print(f"{args.name} is back, with their home; they sign in as before")
+    except (UserStoreError, HelperError) as e:
         _fail(str(e))
+
+
+def _helper(paths, settings):
+    """The running hub's privileged helper, else the same operations in this process."""
+    from .hub.app import account_prefix, isolates_users
+    from .privileged.client import InProcessHelper, SocketHelper
+    from .privileged.ops import Helper, HelperError
+
+    if paths.helper_socket.exists():
+        helper = SocketHelper(str(paths.helper_socket))
+        try:
+            helper.call("ping")
+            return helper
+        except HelperError:
+            pass
+    return InProcessHelper(Helper(paths.root, prefix=account_prefix(settings),
+                                  isolated=isolates_users(settings)))
+
+
+def _remove_user(paths, settings, store, name: str) -> str:
+    """Through the running hub when there is one (it stops the server, drops tokens and
+    sessions, and retires the user), else here; the hub removes a user it still lists at
+    its next start."""
+    import requests
+
+    from .hub.app import cli_access
+    from .hub.userstore import UserStoreError
+
+    if store.is_retired(name):
+        raise UserStoreError(f"{name!r} was removed already")
+    access = cli_access(paths)
+    if access:
+        try:
+            r = requests.delete(f"{access['url']}/users/{name}", timeout=120,
+                                headers={"Authorization": f"token {access['token']}"})
+        except requests.ConnectionError:
+            r = None  # the hub is not running
+        if r is not None and r.status_code == 204:
+            return f"removed {name}: server stopped, tokens revoked, name retired"
+        if r is not None and r.status_code not in (404, 403):
+            raise UserStoreError(f"the hub refused to remove {name}: {r.status_code} {r.text}")
+    if store.get(name) is None and not _has_traces(paths, name):
+        raise UserStoreError(f"no such user: {name!r}")
+    record = _helper(paths, settings).call("retire_user", user=name)
+    store.retire(name, record)
+    return f"removed {name}: name retired"
+
+
+def _has_traces(paths, name: str) -> bool:
+    from .spawner.storage import Layout
+
+    return (paths.root / Layout(name).home).exists()
 
 
 def main(argv: list[str] | None = None) -> None:

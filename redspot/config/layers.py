@@ -58,6 +58,10 @@ class Context:
     service_accounts: dict = field(default_factory=dict)
     #: The privileged helper's socket ("" without isolation: no helper process).
     helper_socket: str = ""
+    #: Whether each user has a system account of their own.
+    isolated: bool = False
+    #: The token ``redspot users`` commands reach the hub's REST API with ("": none).
+    cli_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,14 @@ def layer_defaults(c: Config, ctx: Context) -> None:
     c.ConfigurableHTTPProxy.pid_file = str(paths.proxy_pid)
     c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
     c.Authenticator.admin_users = {"admin"}
-    c.RedspotPasswordAuthenticator.users_db = str(paths.users_db)
+    # users in the hub's database whose names became invalid (retired while the hub was
+    # down, reserved since) are removed at start
+    c.Authenticator.delete_invalid_users = True
+    c.RedspotLifecycle.users_db = str(paths.users_db)
+    c.RedspotLifecycle.data_dir = str(paths.root)
+    c.RedspotLifecycle.isolated = ctx.isolated
+    if ctx.helper_socket:
+        c.RedspotLifecycle.helper_socket = ctx.helper_socket
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 60
@@ -129,9 +140,20 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     """The Redspot services that ``services.<name>.enabled`` turns on, with their scopes."""
     enabled = [name for name, service in settings.get("services", {}).items()
                if service.get("enabled")]
-    if not enabled:
-        return
     services = []
+    roles = []
+    if ctx.cli_token:
+        # `redspot users remove` on this machine: the hub stops the server, drops the
+        # tokens and retires the user, as for a removal from the admin page
+        services.append({"name": "redspot-cli", "api_token": ctx.cli_token})
+        roles.append({"name": "redspot-cli", "services": ["redspot-cli"],
+                      "description": "redspot users commands run by the operator",
+                      "scopes": ["admin:users", "admin:servers", "delete:users"]})
+    if not enabled:
+        if services:
+            c.JupyterHub.services = services
+            c.JupyterHub.load_roles = roles
+        return
     if "environments" in enabled:
         envs = settings["services"]["environments"]
         command = [service_python(ctx), "-m", "redspot.environments.service",
@@ -160,11 +182,11 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
                    for key in ("backend_store_uri", "artifacts_destination") if models.get(key)}
         services.append(_managed_service("models", command, ctx, environment=secrets))
     c.RedspotSpawnerMixin.service_urls = {
-        s["name"]: f"{s['url']}/services/{s['name']}/" for s in services}
+        s["name"]: f"{s['url']}/services/{s['name']}/" for s in services if "url" in s}
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])
-    c.JupyterHub.load_roles = scopes.service_roles(enabled, admins)
+    c.JupyterHub.load_roles = [*roles, *scopes.service_roles(enabled, admins)]
 
 
 def layer_settings(c: Config, settings: dict) -> None:
@@ -179,12 +201,13 @@ def layer_settings(c: Config, settings: dict) -> None:
     auth = settings.get("auth", {})
     kind = auth.get("type", "password")
     if kind == "pam":
-        c.JupyterHub.authenticator_class = "pam"
+        c.JupyterHub.authenticator_class = "redspot-pam"
     elif kind == "oauth":
         provider = auth["oauth"]["provider"]
-        cls = OAUTH_PROVIDERS[provider]
-        c.JupyterHub.authenticator_class = cls
-        section = c[cls.rsplit(".", 1)[1]]
+        name = OAUTH_PROVIDERS[provider].rsplit(".", 1)[1]
+        # the same class, with Redspot's names and removals (redspot.hub.oauth)
+        c.JupyterHub.authenticator_class = f"redspot.hub.oauth.{name}"
+        section = c[name]
         for trait, value in auth["oauth"].get("config", {}).items():
             section[trait] = value
     if "admin_users" in auth:
@@ -228,6 +251,7 @@ def layer_settings(c: Config, settings: dict) -> None:
         c.RedspotLocalSpawner.isolation = local["isolation"]
     if "account_prefix" in local:
         c.RedspotLocalSpawner.account_prefix = local["account_prefix"]
+        c.RedspotLifecycle.account_prefix = local["account_prefix"]
     if "idle_timeout" in settings.get("ray", {}):
         c.RedspotSpawnerMixin.ray_idle_timeout = settings["ray"]["idle_timeout"]
 

@@ -141,6 +141,12 @@ def _check_consistency(settings: dict) -> list[str]:
         problems.extend(_check_oauth(auth["oauth"]))
     if "signup" in auth and auth.get("type", "password") != "password":
         problems.append("auth.signup: only applies to auth.type password")
+    problems.extend(_check_names(settings))
+    if settings.get("spawner", {}).get("account_prefix") == "" and auth.get("type") != "pam":
+        problems.append(
+            "spawner.account_prefix: an empty prefix runs servers as the machine's own "
+            "accounts of the same names, which only PAM vouches for; set auth.type: pam, or "
+            "keep a prefix (default 'redspot-')")
     environments = settings.get("services", {}).get("environments", {})
     if environments.get("builder") == "buildah" and not (
         environments.get("registry") and environments.get("bases")
@@ -152,6 +158,24 @@ def _check_consistency(settings: dict) -> list[str]:
                 f"services.{name}.enabled: the {name} service is not part of this release yet; "
                 f"available: {', '.join(sorted(AVAILABLE_SERVICES)) or 'none'}"
             )
+    return problems
+
+
+def _check_names(settings: dict) -> list[str]:
+    """Hub user names the settings name must be allowed (not ``team``, ``root``, or a
+    system account of this machine)."""
+    from ..privileged.accounts import name_problem
+
+    named = [(f"groups.{g}.users", n) for g, group in settings.get("groups", {}).items()
+             for n in group.get("users", [])]
+    auth = settings.get("auth", {})
+    named += [(f"auth.{key}", n) for key in ("admin_users", "allowed_users")
+              for n in auth.get(key, [])]
+    problems = []
+    for where, name in named:
+        problem = name_problem(name)
+        if problem:
+            problems.append(f"{where}: {problem}")
     return problems
 
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
 from traitlets import Bool, Dict, Enum, Unicode, default
@@ -35,6 +35,8 @@ from .catalog import Catalog
 from .manager import EnvironmentManager, Refused, Requester
 
 MAX_BODY = 64 * 1024
+#: How long the hub's answer about a token is trusted.
+TOKEN_CACHE_SECONDS = 5
 
 
 class ApiHandler(HubOAuthenticated, web.RequestHandler):
@@ -188,6 +190,8 @@ class EnvironmentsService(Application):
         if not self.data_dir:
             raise SystemExit("redspot-environments: --data-dir is required")
         root = Path(self.data_dir)
+        # a revoked token (a removed user's) stops working within seconds
+        HubOAuth.instance(cache_max_age=TOKEN_CACHE_SECONDS)
         catalog = Catalog(root / "catalog.sqlite")
         catalog.recover()
         if self.builder == "buildah":

@@ -8,8 +8,10 @@ reconnects to the servers that kept running.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import stat
@@ -307,15 +309,42 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             service_env={k: os.environ[k] for k in SERVICE_ENV_KEEP if k in os.environ},
             service_accounts=accounts,
             helper_socket=str(paths.helper_socket) if helper_proc else "",
+            isolated=isolated,
+            cli_token=secrets.token_hex(32),
         )
     else:
-        ctx = Context(paths=paths, python=sys.executable,
+        ctx = Context(paths=paths, python=sys.executable, isolated=isolated,
                       service_ports={name: 0 for name in settings.get("services", {})})
     config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
     c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
     text = banner(url, paths, config_file, settings, isolated, admin_passwords(paths))
+    if prepare:
+        write_cli_access(paths, c, ctx.cli_token)
     return c, text, paths, helper_proc
+
+
+def write_cli_access(paths: DataPaths, c, token: str) -> None:
+    """How ``redspot users`` reaches this hub's REST API: its address and a token of the
+    ``redspot-cli`` service, new at each start, in ``hub/`` (0700, the operator's)."""
+    from ..privileged import safefs
+
+    base = c.JupyterHub.get("base_url", "/").rstrip("/")
+    url = f"http://{c.JupyterHub.hub_ip}:{c.JupyterHub.hub_port}{base}/hub/api"
+    fd = safefs.open_root(paths.root)
+    try:
+        with safefs.opened(fd, "hub", create=0o700) as hub:
+            safefs.write_private(hub, "cli-access.json",
+                                 json.dumps({"url": url, "token": token}).encode())
+    finally:
+        os.close(fd)
+
+
+def cli_access(paths: DataPaths) -> dict | None:
+    try:
+        return json.loads((paths.state / "cli-access.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def up(options: UpOptions) -> None:

@@ -10,22 +10,16 @@
 
 from __future__ import annotations
 
-from jupyterhub.auth import Authenticator
+from jupyterhub.auth import Authenticator, PAMAuthenticator
 from jupyterhub.handlers import BaseHandler
 from tornado import web
-from traitlets import Enum, Unicode, default
+from traitlets import Enum, default
 
-from .userstore import UserStore, UserStoreError, validate_password, validate_username
+from .lifecycle import RedspotLifecycle
+from .userstore import UserStoreError, validate_password, validate_username
 
 
-class RedspotPasswordAuthenticator(Authenticator):
-    users_db = Unicode(
-        config=True,
-        help="""SQLite file holding Redspot's accounts (name, scrypt hash, approval).
-
-        Default: ``<data>/hub/users.sqlite``, set by ``redspot up``.
-        """,
-    )
+class RedspotPasswordAuthenticator(RedspotLifecycle, Authenticator):
     signup = Enum(
         ["disabled", "approval", "open"],
         default_value="disabled",
@@ -42,12 +36,6 @@ class RedspotPasswordAuthenticator(Authenticator):
     def _allow_all_default(self):
         # everyone who has an account in the store may sign in
         return not self.allowed_users
-
-    @property
-    def store(self) -> UserStore:
-        if not self.users_db:
-            raise RuntimeError("RedspotPasswordAuthenticator.users_db is not set")
-        return UserStore(self.users_db)
 
     async def authenticate(self, handler, data):
         name = self.normalize_username(data.get("username", "") or "")
@@ -67,6 +55,10 @@ class RedspotPasswordAuthenticator(Authenticator):
         if self.signup != "disabled":
             handlers.append((r"/signup", SignupHandler))
         return handlers
+
+
+class RedspotPAMAuthenticator(RedspotLifecycle, PAMAuthenticator):
+    """JupyterHub's PAM authenticator, with Redspot's names and removals."""
 
 
 class SignupHandler(BaseHandler):
@@ -92,6 +84,9 @@ class SignupHandler(BaseHandler):
         confirm = self.get_body_argument("password_confirm", "")
         try:
             validate_username(username)
+            problem = self.authenticator.name_problem(username)
+            if problem:
+                raise UserStoreError(problem)
             validate_password(password)
             if password != confirm:
                 raise UserStoreError("the two passwords differ")

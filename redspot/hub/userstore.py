@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -17,6 +18,8 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..privileged.accounts import name_problem
 
 #: Hub user names Redspot accepts for its own accounts.
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -91,16 +94,23 @@ class UserStore:
             # create the file private before SQLite writes anything into it
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(self.path, timeout=10)
-        conn.execute(
+        conn.executescript(
             "CREATE TABLE IF NOT EXISTS accounts ("
             " name TEXT PRIMARY KEY, password TEXT NOT NULL,"
-            " approved INTEGER NOT NULL, created REAL NOT NULL)"
+            " approved INTEGER NOT NULL, created REAL NOT NULL);"
+            # removed users: their name stays taken until an admin restores them
+            "CREATE TABLE IF NOT EXISTS retired ("
+            " name TEXT PRIMARY KEY, record TEXT NOT NULL, retired REAL NOT NULL,"
+            " password TEXT, approved INTEGER, created REAL);"
         )
         return conn
 
     def add(self, name: str, password: str, approved: bool = True) -> Account:
         validate_username(name)
         validate_password(password)
+        problem = name_problem(name, retired=self.is_retired)
+        if problem:
+            raise UserStoreError(problem)
         account = Account(name, approved, time.time())
         with closing(self._connect()) as conn, conn:
             try:
@@ -132,6 +142,42 @@ class UserStore:
             cur = conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
         if cur.rowcount == 0:
             raise UserStoreError(f"no such user: {name!r}")
+
+    # --- removed users ------------------------------------------------------------------
+
+    def retire(self, name: str, record: dict) -> None:
+        """Remove ``name``: its account (if any) moves to ``retired`` with ``record`` (what
+        the privileged helper did), and the name stays taken."""
+        with closing(self._connect()) as conn, conn:
+            row = conn.execute("SELECT password, approved, created FROM accounts "
+                               "WHERE name = ?", (name,)).fetchone()
+            conn.execute("DELETE FROM accounts WHERE name = ?", (name,))
+            conn.execute("INSERT OR REPLACE INTO retired VALUES (?, ?, ?, ?, ?, ?)",
+                         (name, json.dumps(record), time.time(), *(row or (None,) * 3)))
+
+    def is_retired(self, name: str) -> bool:
+        with closing(self._connect()) as conn:
+            return conn.execute("SELECT 1 FROM retired WHERE name = ?",
+                                (name,)).fetchone() is not None
+
+    def retired(self) -> list[tuple[str, float]]:
+        with closing(self._connect()) as conn:
+            return list(conn.execute("SELECT name, retired FROM retired ORDER BY name"))
+
+    def restore(self, name: str) -> dict:
+        """Take ``name`` out of ``retired`` (its account back, if it had one); returns the
+        record kept when it was retired."""
+        with closing(self._connect()) as conn, conn:
+            row = conn.execute("SELECT record, password, approved, created FROM retired "
+                               "WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise UserStoreError(f"{name!r} is not a removed user")
+            record, password, approved, created = row
+            if password is not None:
+                conn.execute("INSERT OR REPLACE INTO accounts VALUES (?, ?, ?, ?)",
+                             (name, password, approved, created))
+            conn.execute("DELETE FROM retired WHERE name = ?", (name,))
+        return json.loads(record)
 
     def get(self, name: str) -> Account | None:
         with closing(self._connect()) as conn:

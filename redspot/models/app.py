@@ -99,7 +99,8 @@ class HubIdentity:
         if hub_auth is None:
             from jupyterhub.services.auth import HubOAuth
 
-            hub_auth = HubOAuth(cache_max_age=60)
+            # a revoked token (a removed user's) stops working within seconds
+            hub_auth = HubOAuth(cache_max_age=5)
         self.hub_auth = hub_auth
 
     async def requester(self, headers: dict[str, str], token: str | None = None) -> Requester:

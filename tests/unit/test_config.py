@@ -158,13 +158,22 @@ def test_layer_settings_defaults_the_everyone_list_to_the_default_profile():
 def test_layer_settings_pam_and_oauth():
     c = Config()
     layer_settings(c, {"auth": {"type": "pam", "allowed_users": ["ann"]}})
-    assert c.JupyterHub.authenticator_class == "pam"
+    # JupyterHub's PAM authenticator with Redspot's names and removals first in its bases
+    assert c.JupyterHub.authenticator_class == "redspot-pam"
     assert c.Authenticator.allowed_users == {"ann"}
     c = Config()
     layer_settings(c, {"auth": {"type": "oauth", "oauth": {
         "provider": "github", "config": {"client_id": "abc"}}}})
-    assert c.JupyterHub.authenticator_class == "oauthenticator.github.GitHubOAuthenticator"
+    assert c.JupyterHub.authenticator_class == "redspot.hub.oauth.GitHubOAuthenticator"
     assert c.GitHubOAuthenticator.client_id == "abc"
+    from oauthenticator.github import GitHubOAuthenticator
+
+    from redspot.hub.lifecycle import RedspotLifecycle
+    from redspot.hub.oauth import GitHubOAuthenticator as Wrapped
+
+    assert Wrapped.__mro__[1:3] == (RedspotLifecycle, GitHubOAuthenticator)
+    # the provider's own settings apply to it as they do to the provider's class
+    assert Wrapped(config=c).client_id == "abc"
     assert c.Authenticator.allow_all is True
 
 

@@ -1,0 +1,46 @@
+"""The attack suite's Redspot: one real ``redspot up`` with every service on.
+
+- ``realm`` (package): the hub, with users ``alice`` and ``bob`` (group ``vision``),
+  ``carol`` (group ``nlp``), ``dave`` (no group: the suite removes him), and the
+  ``admin``; ``realm.tokens[name]`` is a hub token of each, ``realm.passwords`` their
+  passwords. Signup is open, so the suite can try names at ``/hub/signup``. Tests that
+  change the realm (removing a user) use users no other test needs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.conftest import needs_root
+from tests.helpers import wait_for
+
+PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22",
+             "carol": "carol-password-3", "dave": "dave-password-44"}
+SETTINGS = {
+    "auth": {"signup": "open"},
+    "groups": {"vision": {"users": ["alice", "bob"]}, "nlp": {"users": ["carol"]}},
+    "services": {"environments": {"enabled": True}, "models": {"enabled": True}},
+}
+
+pytestmark = needs_root
+
+
+@pytest.fixture(scope="package")
+def realm(test_root, account_prefix):
+    from tests.conftest import HubPool
+
+    pool = HubPool(test_root, account_prefix, "realm")
+    hub = pool(SETTINGS, users=PASSWORDS)
+    hub.passwords = dict(PASSWORDS)
+    hub.prefix = account_prefix
+    hub.tokens = {name: hub.user_token(name) for name in (*PASSWORDS, "admin")}
+
+    def registry_up():
+        r = requests.get(f"{hub.url}/services/models/api/2.0/mlflow/registered-models/search",
+                         headers={"Authorization": f"Bearer {hub.tokens['alice']}"}, timeout=10)
+        return r.status_code == 200
+
+    wait_for(registry_up, 180, "the model registry")
+    yield hub
+    pool.close()

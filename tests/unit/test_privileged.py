@@ -1,0 +1,191 @@
+"""The privileged helper's rules, without root: names, arguments, paths, who may ask."""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+import pytest
+
+from redspot.config.loader import ConfigError, validate_settings
+from redspot.hub.userstore import UserStore, UserStoreError
+from redspot.privileged import safefs
+from redspot.privileged.accounts import (
+    build_account_name,
+    name_problem,
+    service_account_name,
+)
+from redspot.privileged.ops import Helper, HelperError, build_env
+from redspot.privileged.server import OPERATIONS, Refused, dispatch
+
+
+def _account(name, uid):
+    return pwd.struct_passwd((name, "x", uid, uid, "", "/", "/bin/sh"))
+
+
+ACCOUNTS = {"postgres": _account("postgres", 105), "alice": _account("alice", 1001)}
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("team", "reserved by Redspot (it names the team's shared environments)"),
+    ("root", "reserved by Redspot"),
+    ("postgres", "is a system account of this machine (uid 105)"),
+    ("gone", "belonged to a user who was removed"),
+    ("alice", None),  # an ordinary account of that name: PAM's own user
+    ("bob", None),
+])
+def test_reserved_system_and_retired_names_are_refused(name, problem):
+    found = name_problem(name, retired=lambda n: n == "gone", lookup=ACCOUNTS.get,
+                         first_uid=1000)
+    assert (found is None) if problem is None else (problem in found), found
+
+
+def test_redspots_own_accounts_cannot_be_any_users_account():
+    # user accounts are <prefix><safe name>, and safe names never hold "_"
+    assert service_account_name("models") == "redspot-svc_models"
+    assert build_account_name("alice") == "redspot-bld_alice"
+    assert build_account_name("team", "rt1-") == "rt1-bld_team"
+    assert len(build_account_name("a" * 60)) <= 32
+    with pytest.raises(ValueError, match="unknown service"):
+        service_account_name("ssh")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"groups": {"vision": {"users": ["alice", "team"]}}},
+     "groups.vision.users: the name 'team' is reserved"),
+    ({"auth": {"admin_users": ["root"]}}, "auth.admin_users: the name 'root' is reserved"),
+    ({"spawner": {"account_prefix": ""}},
+     "spawner.account_prefix: an empty prefix runs servers as the machine's own accounts"),
+])
+def test_the_settings_name_no_reserved_user_and_empty_prefixes_need_pam(settings, message):
+    with pytest.raises(ConfigError) as e:
+        validate_settings(settings)
+    assert message in str(e.value)
+
+
+def test_an_empty_prefix_is_fine_with_pam():
+    validate_settings({"auth": {"type": "pam"}, "spawner": {"account_prefix": ""}})
+
+
+def test_a_removed_user_keeps_the_name_until_restored(tmp_path):
+    store = UserStore(tmp_path / "users.sqlite")
+    store.add("carol", "carol-password")
+    store.retire("carol", {"user": "carol", "home": "carol.2026"})
+    assert store.get("carol") is None and store.is_retired("carol")
+    # nobody signs up as carol, not even with another password
+    with pytest.raises(UserStoreError, match="belonged to a user who was removed"):
+        store.add("carol", "another-password")
+    assert store.restore("carol") == {"user": "carol", "home": "carol.2026"}
+    # back with her own password
+    assert store.verify("carol", "carol-password") is not None
+    with pytest.raises(UserStoreError, match="not a removed user"):
+        store.restore("carol")
+    with pytest.raises(UserStoreError, match="reserved"):
+        store.add("team", "team-password")
+
+
+# --- the helper's arguments --------------------------------------------------------------
+
+
+@pytest.fixture
+def helper(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    return Helper(data, isolated=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"owner": "team", "tag": "../../etc", "requirements": []}, "not an environment tag"),
+    ({"owner": "team", "tag": "env-0123456789abcdef", "requirements": ["-e /home/alice"]},
+     "not a package requirement"),
+    ({"owner": "team", "tag": "env-0123456789abcdef",
+      "requirements": ["evil @ file:///home/alice/x"]}, "direct URLs are not built"),
+    ({"owner": "team", "tag": "env-0123456789abcdef", "requirements": ["six\nrequests"]},
+     "not a package requirement"),
+    ({"owner": "root", "tag": "env-0123456789abcdef", "requirements": []}, "reserved"),
+])
+def test_builds_refuse_bad_arguments_before_anything_runs(helper, args, message):
+    with pytest.raises(HelperError, match=message):
+        helper.build_venv(**args)
+    assert not (helper.data_dir / "environments").exists()
+
+
+def test_a_builds_environment_holds_no_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "secret-token")
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "secret-proxy")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")
+    env = build_env(tmp_path / "work", tmp_path / "cache")
+    assert "secret" not in " ".join(env.values())
+    assert env["HOME"] == env["TMPDIR"] == str(tmp_path / "work")
+    assert env["PIP_INDEX_URL"] == "https://pypi.example/simple"
+
+
+def test_who_may_ask_for_what():
+    # deny by default: every operation names its callers; services build, the hub does
+    # the rest
+    assert OPERATIONS["build_venv"] == {"environments"}
+    assert "environments" not in OPERATIONS["ensure_user"]
+    assert "models" not in OPERATIONS["build_venv"]
+    with pytest.raises(Refused, match="may not ask for ensure_user"):
+        dispatch(None, "environments", "ensure_user", {"user": "alice"}, print)
+    with pytest.raises(Refused, match="may not ask for build_venv"):
+        dispatch(None, None, "build_venv", {}, print)
+    with pytest.raises(Refused, match="unknown operation 'rm'"):
+        dispatch(None, "hub", "rm", {}, print)
+
+
+def test_users_homes_and_links_are_made_through_descriptors(helper):
+    info = helper.ensure_user("alice", ["vision"])
+    home = helper.data_dir / "home" / "alice"
+    assert info["home"] == str(home)
+    assert oct(home.stat().st_mode & 0o777) == "0o700"
+    assert os.readlink(home / "shared" / "vision") == str(helper.data_dir / "shared" / "vision")
+    # alice makes ~/shared a link to a folder she wants root to take over
+    (home / "shared" / "vision").unlink()
+    (home / "shared" / "public").unlink()
+    (home / "shared").rmdir()
+    target = helper.data_dir / "hub"
+    target.mkdir(mode=0o700)
+    (home / "shared").symlink_to(target)
+    helper.ensure_user("alice", ["vision"])
+    assert list(target.iterdir()) == []  # nothing was linked or changed there
+
+
+# --- paths --------------------------------------------------------------------------------
+
+
+def test_paths_through_links_or_out_of_the_folder_are_refused(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_text("x")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for relative in ("link", "link/x", "file", "../etc", "/etc"):
+            with pytest.raises((safefs.UnsafePath, FileNotFoundError)):
+                safefs.open_dir(fd, relative, create=0o700)
+        assert not (tmp_path / "real" / "x").exists()
+        with safefs.opened(fd, "real/new", create=0o700) as sub:
+            assert os.fstat(sub).st_ino == (tmp_path / "real" / "new").stat().st_ino
+    finally:
+        os.close(fd)
+
+
+def test_chown_tree_follows_no_link_and_touches_only_the_given_owners(tmp_path):
+    outside = tmp_path / "outside"
+    outside.write_text("x")
+    outside.chmod(0o644)
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "file").write_text("y")
+    (tree / "link").symlink_to(outside)
+    me = os.geteuid(), os.getegid()
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # nothing here belongs to uid 4242: nothing changes
+        assert safefs.chown_tree(fd, *me, only_from={4242}) == 0
+        changed = safefs.chmod_tree(fd, lambda st: 0o700 if st.st_mode & 0o040000 else 0o600)
+    finally:
+        os.close(fd)
+    assert changed >= 2
+    assert oct(outside.stat().st_mode & 0o777) == "0o644"  # the link was not followed
+    assert oct((tree / "sub" / "file").stat().st_mode & 0o777) == "0o600"
