@@ -86,7 +86,9 @@ class Hub:
 
     def write_config(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(yaml.safe_dump(self.settings))
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write(yaml.safe_dump(self.settings))
         config_d = self.data_dir / "jupyterhub_config.d"
         config_d.mkdir(exist_ok=True)
         # the tests' own admin service: how the tests create tokens and inspect state
@@ -109,7 +111,9 @@ class Hub:
         ]
         if self.keep_servers:
             args.append("--keep-servers")
-        with open(self.log_path, "wb") as log:
+        # the log may show tokens the tests made: only root reads it
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with open(fd, "wb") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,

@@ -45,7 +45,9 @@ class Context:
     """What the layers need to know about this machine (found by the caller, not by a layer)."""
 
     paths: DataPaths
-    proxy_command: str = "configurable-http-proxy"
+    #: configurable-http-proxy's command (with ``setpriv`` before it when it runs as an
+    #: account of its own)
+    proxy_command: tuple = ("configurable-http-proxy",)
     server_python: str | None = None
     #: The Python that runs Redspot's services (the hub's own).
     python: str = "python3"
@@ -90,7 +92,7 @@ def layer_defaults(c: Config, ctx: Context) -> None:
     c.JupyterHub.authenticator_class = "redspot-password"
     c.JupyterHub.cleanup_servers = True
     c.JupyterHub.cleanup_proxy = True
-    c.ConfigurableHTTPProxy.command = [ctx.proxy_command]
+    c.ConfigurableHTTPProxy.command = list(ctx.proxy_command)
     c.ConfigurableHTTPProxy.pid_file = str(paths.proxy_pid)
     c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:8001"
     c.Authenticator.admin_users = {"admin"}

@@ -216,6 +216,7 @@ class EnvironmentsService(Application):
         )
 
     def start(self):
+        os.umask(0o077)  # the catalog, specs and build logs are this account's alone
         url = urlparse(self.service_url)
         app = self.make_app()
         app.listen(url.port, url.hostname)

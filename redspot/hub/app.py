@@ -90,6 +90,45 @@ def find_proxy() -> str:
     )
 
 
+def proxy_command(paths: DataPaths, isolated: bool, port: int, log=print) -> list[str]:
+    """configurable-http-proxy, run as its own account when tenants are isolated (with
+    ``setpriv``: the same pid, so the hub still stops it), from a copy every account can
+    read when its installation is private (a checkout under /root)."""
+    from ..environments.runtime import blocking_path
+
+    command = find_proxy()
+    if not isolated:
+        return [command]
+    if port < 1024:
+        log(f"WARNING: port {port} needs root: the proxy runs as root")
+        return [command]
+    real = Path(os.path.realpath(command))
+    if blocking_path(real, stat.S_IROTH | stat.S_IXOTH):
+        modules = next((p for p in real.parents if p.name == "node_modules"), None)
+        if modules is None:
+            raise StartupError(f"configurable-http-proxy at {real} cannot be read by the "
+                               "proxy's account; install it where every account can read it")
+        dest = paths.runtime / "chp" / "node_modules"
+        if not dest.exists():
+            log(f"Copying configurable-http-proxy to {dest} (its installation is private)")
+            old = os.umask(0o022)
+            try:
+                shutil.copytree(modules, dest, symlinks=True)
+            finally:
+                os.umask(old)
+        real = dest / real.relative_to(modules)
+    return [_setpriv(), "--clear-groups", "--", str(real)]
+
+
+def _setpriv() -> str:
+    found = shutil.which("setpriv") or ("/usr/bin/setpriv" if os.path.exists(
+        "/usr/bin/setpriv") else None)
+    if not found:
+        raise StartupError("setpriv (Debian package util-linux) is needed to run the proxy "
+                           "under its own account")
+    return found
+
+
 def isolates_users(settings: dict) -> bool:
     isolation = settings.get("spawner", {}).get("isolation", "auto")
     if isolation == "accounts" and os.geteuid() != 0:
@@ -296,13 +335,19 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             for warning in helper.call("prepare_data_dir"):
                 log(f"WARNING: {warning}")
             accounts = prepare_services(helper, settings, log=log)
+            proxy = proxy_command(paths, isolated,
+                                  options.cli.port or settings.get("hub", {}).get("port", 8000),
+                                  log=log)
+            if proxy[0].endswith("setpriv"):
+                info = helper.call("ensure_service", service="proxy")
+                proxy[1:1] = [f"--reuid={info['uid']}", f"--regid={info['gid']}"]
             ensure_admins(paths, settings)
         except BaseException:
             stop_helper(helper_proc)
             raise
         ctx = Context(
             paths=paths,
-            proxy_command=find_proxy(),
+            proxy_command=tuple(proxy),
             server_python=python,
             python=sys.executable,
             service_ports={name: random_port() for name in settings.get("services", {})},

@@ -15,7 +15,7 @@ no hub user's account can ever be called like one of them:
 
     <prefix><safe user name>    a user's server, Ray head and kernels   redspot-alice
     <prefix>grp_<group>         a shared folder's group                 redspot-grp_vision
-    <prefix>svc_<service>       a Redspot service                       redspot-svc_models
+    <prefix>svc_<service>       a Redspot service, and the proxy        redspot-svc_models
     <prefix>bld_<owner>         the builds of one owner's environments  redspot-bld_alice
 """
 
@@ -31,8 +31,9 @@ from ..spawner.storage import safe_name
 
 #: Names no hub user may take, whatever the authenticator says.
 RESERVED_NAMES = frozenset({"team", "root"})
-#: Services that run under an account of their own.
-SERVICES = ("environments", "models")
+#: Services that run under an account of their own (the proxy is JupyterHub's, run as
+#: one of Redspot's: it holds the proxy's token and nothing else).
+SERVICES = ("environments", "models", "proxy")
 DEFAULT_PREFIX = "redspot-"
 _ACCOUNT = re.compile(r"^[a-z][-a-z0-9_]{0,31}$")
 

@@ -330,6 +330,11 @@ class Helper:
                     log.warning("Handed %d files of %s/ from root to %s (a data folder "
                                 "from an earlier Redspot)", moved, service, name)
             safefs.set_owner_mode(folder, uid, gid, mode)
+            # the service's own files are its alone (a catalog, logs and secrets made
+            # readable by earlier versions are closed)
+            private = _close_entries(folder, skip=HELPER_FOLDERS)
+            if private:
+                log.warning("Closed %d entries of %s/ to other accounts", private, service)
             if service == "environments":
                 self._environments_layout(folder)
         return {"account": name, "uid": uid, "gid": gid,
@@ -562,6 +567,30 @@ class Helper:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+#: Folders of ``environments/`` that are the helper's (builds), not the service's.
+HELPER_FOLDERS = frozenset({"venvs", "cache", "work", "wheels"})
+
+
+def _close_entries(folder: int, skip=frozenset()) -> int:
+    """Take group and other bits off everything in ``folder`` but the ``skip`` entries."""
+    closed = 0
+    for name in os.listdir(folder):
+        if name in skip:
+            continue
+        st = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            with safefs.opened(folder, name) as sub:
+                closed += safefs.chmod_tree(sub, lambda s: stat.S_IMODE(s.st_mode) & ~0o077)
+        elif stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            try:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) & ~0o077)
+                closed += 1
+            finally:
+                os.close(fd)
+    return closed
+
 
 def _checked_groups(groups) -> list[str]:
     if not isinstance(groups, (list, tuple)) or not all(

@@ -5,6 +5,7 @@
   ``admin``; ``realm.tokens[name]`` is a hub token of each, ``realm.passwords`` their
   passwords. Signup is open, so the suite can try names at ``/hub/signup``. Tests that
   change the realm (removing a user) use users no other test needs.
+- ``alice_env`` (package): alice's personal environment ``alice/private``, built.
 """
 
 from __future__ import annotations
@@ -44,3 +45,24 @@ def realm(test_root, account_prefix):
     wait_for(registry_up, 180, "the model registry")
     yield hub
     pool.close()
+
+
+@pytest.fixture(scope="package")
+def alice_env(realm):
+    """alice's personal environment, built (small: six)."""
+    def envs(method, path, **kwargs):
+        return requests.request(
+            method, f"{realm.url}/services/environments/api/{path}", timeout=60,
+            headers={"Authorization": f"token {realm.tokens['alice']}"}, **kwargs)
+
+    r = envs("POST", "environments", json={"name": "private", "python": ["six==1.16.0"],
+                                           "env": {"ALICE_SECRET": "s3cr3t"}})
+    assert r.status_code in (200, 202), r.text
+
+    def built():
+        model = envs("GET", "environments/alice/private").json()
+        return model if model["status"] in ("ready", "failed") else None
+
+    model = wait_for(built, 600, "alice/private to build", interval=1)
+    assert model["status"] == "ready", envs("GET", "environments/alice/private/log").text
+    return model

@@ -106,7 +106,7 @@ def test_load_settings_reports_yaml_syntax_and_shape(tmp_path):
         load_settings(tmp_path / "missing.yaml")
 
 
-CTX = Context(paths=DataPaths(Path("/data")), proxy_command="/opt/chp", server_python="/py")
+CTX = Context(paths=DataPaths(Path("/data")), proxy_command=("/opt/chp",), server_python="/py")
 
 
 def test_layer_defaults():
