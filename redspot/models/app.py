@@ -37,7 +37,17 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
-from .permissions import ModelAcl, PermissionStore, Requester, may_change, may_read
+from ..origin import SAFE_METHODS, cross_origin_problem
+from . import routes
+from .permissions import (
+    DEFAULT_EXPERIMENT,
+    ModelAcl,
+    PermissionStore,
+    Requester,
+    may_change,
+    may_change_object,
+    may_read,
+)
 from .validation import name_problem
 
 log = logging.getLogger("redspot.models")
@@ -45,14 +55,10 @@ log = logging.getLogger("redspot.models")
 #: JSON bodies read to check a registry call (artifact uploads are never buffered).
 MAX_JSON_BODY = 16 << 20
 _API = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/(?P<call>[a-z-]+/[a-z-]+)$")
-#: Webhooks fire on every model's events and make the server call out: admins only.
-_WEBHOOKS = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow/webhooks(/|$)")
 #: Redspot's own endpoint: a model's owner, granted groups and privacy.
 _PERMISSIONS = re.compile(r"^/redspot/api/permissions(?:/(?P<name>[^/]+))?/?$")
-_ARTIFACTS = re.compile(r"^/(?:ajax-)?api/2\.0/mlflow-artifacts/artifacts/")
 #: Artifact uploads reach MLflow in pieces of this size (see ``_coalesced``).
 UPLOAD_PIECE = 1 << 20
-_GRAPHQL = re.compile(r"^/(?:ajax-api/)?graphql$")
 #: The field the guard adds to every ``modelVersions`` selection of a GraphQL query.
 _GRAPHQL_NAME = "redspotModelName_"
 
@@ -77,13 +83,12 @@ READS = {
     "registered-models/get-latest-versions": "name",
     "model-versions/get": "name",
     "model-versions/get-download-uri": "name",
-    "registered-models/get-by-alias": "name",
+    "model-versions/get-artifact": "name",
 }
 #: Searches whose results leave out private models of others.
 SEARCHES = {"registered-models/search": "registered_models",
             "model-versions/search": "model_versions"}
 #: Every call the guard reads before MLflow answers it.
-CHECKED = {*CHANGES, *READS, *SEARCHES, "registered-models/create", "runs/create"}
 
 
 class Refused(Exception):
@@ -189,26 +194,179 @@ class HubGuard:
                                                scope, receive, send)
             if permissions:
                 return await self._readable(requester, scope, send)
-            if _GRAPHQL.match(inner):
-                return await self._graphql(requester, scope, receive, send)
-            if _WEBHOOKS.match(inner) and not requester.admin:
+            if cookie_token and not _token_from(headers) \
+                    and scope["method"] not in SAFE_METHODS:
+                # a browser session's cookie goes with every request the browser makes,
+                # whichever page asks: only this registry's own pages may change things
+                host = headers.get("host", "")
+                problem = cross_origin_problem(headers, "https" if secure else "http", host)
+                if problem:
+                    raise Refused(403, "PERMISSION_DENIED",
+                                  f"refused a change from a browser session: {problem}")
+            found = routes.find(scope["method"], inner)
+            if found is None:
                 raise Refused(403, "PERMISSION_DENIED",
-                              "registry webhooks are for admins: they see every model's "
-                              "events and make the server call out")
-            match = _API.match(inner)
-            call = match["call"] if match else None
-            if call in CHECKED:
+                              f"{scope['method']} {inner} is not a route the registry serves "
+                              "to users (every route it serves is in Redspot's table, "
+                              "redspot/models/routes.py)")
+            route, params = found
+            kind = route.kind
+            if kind == "absent":
+                return await _reply(send, 404, "ENDPOINT_NOT_FOUND",
+                                    f"{inner} is not served by this registry")
+            if kind == "admin" and not requester.admin:
+                raise Refused(403, "PERMISSION_DENIED",
+                              f"{scope['method']} {inner} is for admins: webhooks see every "
+                              "model's events and the AI gateway holds keys and calls out")
+            if kind == "graphql":
+                return await self._graphql(requester, scope, receive, send)
+            if kind.startswith("model:"):
+                match = _API.match(routes.normalize(inner))
+                call = match["call"] if match else "model-versions/get-artifact"
                 return await self._checked(call, requester, scope, receive, send)
+            if kind.split(":")[0] in ("experiment", "run", "logged", "artifact"):
+                return await self._object(kind, params, requester, scope, receive, send,
+                                          headers)
         except Refused as e:
+            log.info("Refused %s %s (%d): %s", scope["method"], inner, e.status, e.message)
             return await _reply(send, e.status, e.code, e.message)
-        if scope["method"] == "PUT" and _ARTIFACTS.match(inner):
+        return await self.app(scope, receive, send)
+
+    # --- experiments, runs, logged models and artifacts -----------------------------------
+
+    async def _object(self, kind, params, requester, scope, receive, send, headers):
+        """The checks of an ``experiment:``, ``run:``, ``logged:`` or ``artifact:`` route
+        (see ``routes.py``), then MLflow; owners recorded for what was made."""
+        method = scope["method"]
+        if kind.startswith("artifact:"):
+            return await self._artifact(kind, params, requester, scope, receive, send,
+                                        headers)
+        if kind in ("logged:read", "logged:change"):
+            self._check(requester, "logged", params["id"], kind.endswith("change"))
+            return await self.app(scope, receive, send)
+        body = await _read_body(receive)
+        data = _request_data(scope, body)
+        if kind == "experiment:create":
+            if data.get("artifact_location") and not requester.admin:
+                raise Refused(400, "INVALID_PARAMETER_VALUE",
+                              "artifact_location: experiments keep their artifacts in the "
+                              "registry; leave it out")
+            _check_experiment_name(requester, data.get("name"))
+        elif kind == "experiment:change":
+            _check_experiment_name(requester, data.get("new_name"))
+            experiment = str(data.get("experiment_id") or "")
+            if experiment == DEFAULT_EXPERIMENT and not requester.admin:
+                raise Refused(403, "PERMISSION_DENIED",
+                              "the Default experiment is everyone's: only admins change it")
+            self._check(requester, "experiment", experiment, change=True)
+        elif kind in ("run:create", "logged:create"):
+            self._may_add_to(requester, str(data.get("experiment_id") or DEFAULT_EXPERIMENT))
+            if kind == "run:create":  # the hub's identity, not what the client says
+                data["user_id"] = requester.name
+                tags = [t for t in data.get("tags", []) if isinstance(t, dict)
+                        and t.get("key") != "mlflow.user"]
+                data["tags"] = [*tags, {"key": "mlflow.user", "value": requester.name}]
+                body = json.dumps(data).encode()
+            elif data.get("source_run_id"):
+                self._check(requester, "run", str(data["source_run_id"]), change=True)
+        elif kind == "run:read":
+            for run in _run_ids(scope, data):
+                self._check(requester, "run", run, change=False)
+        elif kind == "run:change":
+            run = _run_id(data)
+            if not run:
+                raise Refused(400, "INVALID_PARAMETER_VALUE", "the request names no run")
+            self._check(requester, "run", run, change=True)
+            keys = [data.get("key")] + [t.get("key") for t in data.get("tags") or []
+                                        if isinstance(t, dict)]
+            if "mlflow.user" in keys:
+                raise Refused(400, "INVALID_PARAMETER_VALUE",
+                              "mlflow.user is set by the registry (the hub user who made "
+                              "the run) and cannot be changed")
+        status, out_headers, raw = await self._forward({**scope, "method": method}, body)
+        if status == 200:
+            raw = self._after(kind, requester, raw)
+        await _respond(send, status, raw, out_headers)
+
+    def _after(self, kind: str, requester, raw: bytes) -> bytes:
+        """Record who made what; take what ``requester`` may not read out of searches."""
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return raw
+        if not isinstance(payload, dict):
+            return raw
+        if kind == "experiment:create" and payload.get("experiment_id"):
+            self.store.own("experiment", payload["experiment_id"], requester.name)
+        elif kind == "run:create":
+            run = (payload.get("run") or {}).get("info", {}).get("run_id")
+            if run:
+                self.store.own("run", run, requester.name)
+        elif kind == "logged:create":
+            model = (payload.get("model") or {}).get("info", {}).get("model_id")
+            if model:
+                self.store.own("logged", model, requester.name)
+        elif kind == "run:search" and isinstance(payload.get("runs"), list):
+            payload["runs"] = [r for r in payload["runs"] if not self.store.hidden_from(
+                requester, "run", (r.get("info") or {}).get("run_id", ""))]
+            return json.dumps(payload).encode()
+        elif kind == "logged:search" and isinstance(payload.get("models"), list):
+            payload["models"] = [m for m in payload["models"] if not self.store.hidden_from(
+                requester, "logged", (m.get("info") or {}).get("model_id", ""))]
+            return json.dumps(payload).encode()
+        return raw
+
+    def _check(self, requester, kind: str, object_id: str, change: bool) -> None:
+        """Refuse ``requester`` a run, logged model or experiment they may not touch."""
+        label = {"run": "run", "logged": "logged model", "experiment": "experiment"}[kind]
+        if kind != "experiment":
+            hidden = self.store.hidden_from(requester, kind, object_id)
+            if hidden:
+                raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
+                              f"no {label} {object_id!r} that you may read")
+        if change:
+            owner = self.store.owner(kind, object_id)
+            if not may_change_object(requester, owner):
+                whose = f"it belongs to {owner}" if owner else (
+                    "it was made before Redspot kept owners: only admins may change it")
+                raise Refused(403, "PERMISSION_DENIED",
+                              f"{requester.name} may not change the {label} {object_id}: "
+                              f"{whose}")
+
+    def _may_add_to(self, requester, experiment: str) -> None:
+        if experiment == DEFAULT_EXPERIMENT or requester.admin:
+            return
+        owner = self.store.owner("experiment", experiment)
+        if owner != requester.name:
+            raise Refused(403, "PERMISSION_DENIED",
+                          f"{requester.name} may not add to the experiment {experiment}: it "
+                          f"belongs to {owner or 'no one Redspot knows (admins only)'}; use "
+                          "your own experiment or the Default one")
+
+    async def _artifact(self, kind, params, requester, scope, receive, send, headers):
+        """Artifacts by path: each belongs to a run or a logged model (its owner writes,
+        whoever may read it reads); other paths are the admins'."""
+        if kind == "artifact:list":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            path = (query.get("path") or [""])[0]
+        else:
+            path = params["path"]
+        owner = routes.artifact_owner(path)
+        if owner is None:
+            if not requester.admin:
+                raise Refused(403, "PERMISSION_DENIED",
+                              f"the artifact path {path!r} belongs to no run or logged model: "
+                              "only admins reach it")
+        else:
+            self._check(requester, owner[0], owner[1], change=kind == "artifact:write")
+        method = scope["method"]
+        if method == "PUT":
             receive = _coalesced(receive)
-        elif (scope["method"] == "GET" and self.local_artifact is not None
-              and "range" not in headers and _ARTIFACTS.match(inner)):
-            artifact = unquote(inner[_ARTIFACTS.match(inner).end():])
-            path = await asyncio.to_thread(self.local_artifact, artifact)
-            if path is not None:
-                return await _send_file(send, path)
+        elif (kind == "artifact:read" and method == "GET" and self.local_artifact is not None
+              and "range" not in headers):
+            local = await asyncio.to_thread(self.local_artifact, path)
+            if local is not None:
+                return await _send_file(send, local)
         return await self.app(scope, receive, send)
 
     async def _oauth_callback(self, scope, headers, secure, send):
@@ -274,7 +432,7 @@ class HubGuard:
         from graphql import GraphQLError, parse, print_ast
 
         body = await _read_body(receive)
-        data = _request_data(scope, body)
+        data = _request_data(scope, body, snake=False)
         query = data.get("query")
         if not isinstance(query, str):
             raise Refused(400, "INVALID_PARAMETER_VALUE", "a GraphQL request needs a query")
@@ -283,6 +441,9 @@ class HubGuard:
         except GraphQLError as e:
             raise Refused(400, "INVALID_PARAMETER_VALUE",
                           f"the GraphQL query: {e.message}") from None
+        runs = _graphql_run_ids(document, data.get("variables"))
+        for run in runs:
+            self._check(requester, "run", run, change=False)
         _name_model_versions(document)
         data["query"] = print_ast(document)
         if scope["method"] == "GET":
@@ -299,8 +460,11 @@ class HubGuard:
                 pass
             else:
                 acls = self.store.all()
-                raw = json.dumps(_without_unreadable(
-                    payload, lambda name: may_read(requester, acls.get(name)))).encode()
+                payload = _without_unreadable(
+                    payload, lambda name: may_read(requester, acls.get(name)))
+                payload = _without_hidden_runs(
+                    payload, lambda run: self.store.hidden_from(requester, "run", run))
+                raw = json.dumps(payload).encode()
         await _respond(send, status, raw, headers)
 
     async def _checked(self, call, requester, scope, receive, send):
@@ -309,13 +473,10 @@ class HubGuard:
         data = _request_data(scope, body)
         name = data.get("name") if isinstance(data.get("name"), str) else None
         acl = self.store.get(name) if name else None
+        if call == "registered-models/alias" and method == "GET":
+            call = "registered-models/get-by-alias"  # a read: the alias's version
 
-        if call == "runs/create":  # the hub's identity, not what the client says
-            data["user_id"] = requester.name
-            tags = [t for t in data.get("tags", []) if t.get("key") != "mlflow.user"]
-            data["tags"] = [*tags, {"key": "mlflow.user", "value": requester.name}]
-            body = json.dumps(data).encode()
-        elif call == "registered-models/create":
+        if call == "registered-models/create":
             problem = name_problem(name if name is not None else data.get("name"))
             if problem:
                 raise Refused(400, "INVALID_PARAMETER_VALUE", problem)
@@ -334,11 +495,15 @@ class HubGuard:
                 problem = name_problem(data.get("new_name"))
                 if problem:
                     raise Refused(400, "INVALID_PARAMETER_VALUE", f"new_name: {problem}")
-            if call == "model-versions/create" and self.unfinished_upload is not None:
-                reason = await asyncio.to_thread(self.unfinished_upload, data)
-                if reason:
-                    raise Refused(400, "INVALID_PARAMETER_VALUE", reason)
-        elif call in READS:
+            if call == "model-versions/create":
+                for kind, object_id in _sources(data):
+                    # a version may not publish what its maker may not read
+                    self._check(requester, kind, object_id, change=False)
+                if self.unfinished_upload is not None:
+                    reason = await asyncio.to_thread(self.unfinished_upload, data)
+                    if reason:
+                        raise Refused(400, "INVALID_PARAMETER_VALUE", reason)
+        elif call in READS or call == "registered-models/get-by-alias":
             if name and not may_read(requester, acl):
                 raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
                               f"Registered Model with name={name} not found")
@@ -354,6 +519,9 @@ class HubGuard:
                 self.store.rename(name, data["new_name"])
             elif call == "registered-models/delete" and method in ("DELETE", "POST"):
                 self.store.forget(name)
+            elif call == "model-versions/create":
+                for kind, object_id in _sources(data):
+                    self.store.link(kind, object_id, name)
             elif call in SEARCHES:
                 raw = self._filtered(raw, SEARCHES[call], requester)
         await _respond(send, status, raw, headers)
@@ -504,6 +672,76 @@ def _without_unreadable(value, readable):
     return value
 
 
+_RUN_KEYS = frozenset({"runId", "runIds", "runUuid", "run_id", "run_ids", "run_uuid"})
+
+
+def _graphql_run_ids(document, variables) -> set[str]:
+    """Every run a GraphQL request names: string values of arguments and input fields
+    called ``runId``/``runIds`` (and snake_case), in the query or its variables."""
+    from graphql.language import ListValueNode, ObjectValueNode, StringValueNode
+
+    found: set[str] = set()
+
+    def values(node):
+        if isinstance(node, StringValueNode):
+            yield node.value
+        elif isinstance(node, ListValueNode):
+            for item in node.values:
+                yield from values(item)
+
+    def walk(node):
+        fields = getattr(node, "arguments", None) or ()
+        if isinstance(node, ObjectValueNode):
+            fields = node.fields
+        for field in fields:
+            if field.name.value in _RUN_KEYS:
+                found.update(values(field.value))
+            walk(field.value)
+        for key in getattr(node, "keys", ()):
+            value = getattr(node, key, None)
+            for child in value if isinstance(value, (list, tuple)) else (value,):
+                if hasattr(child, "keys") and not isinstance(child, str):
+                    walk(child)
+
+    walk(document)
+
+    def in_variables(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in _RUN_KEYS:
+                    found.update(v for v in (item if isinstance(item, list) else [item])
+                                 if isinstance(v, str))
+                in_variables(item)
+        elif isinstance(value, list):
+            for item in value:
+                in_variables(item)
+
+    in_variables(variables)
+    return found
+
+
+def _without_hidden_runs(value, hidden):
+    """A GraphQL answer without the list items (runs, and what holds them) that name a
+    run ``hidden(run_id)`` keeps from the requester."""
+    if isinstance(value, list):
+        return [_without_hidden_runs(v, hidden) for v in value
+                if not (isinstance(v, dict) and any(hidden(r) for r in _runs_in(v)))]
+    if isinstance(value, dict):
+        return {k: _without_hidden_runs(v, hidden) for k, v in value.items()}
+    return value
+
+
+def _runs_in(value) -> set[str]:
+    if isinstance(value, dict):
+        found = {v for k, v in value.items() if k in _RUN_KEYS and isinstance(v, str)}
+        for item in value.values():
+            found |= _runs_in(item)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_runs_in(v) for v in value)) if value else set()
+    return set()
+
+
 def unfinished_upload(data: dict) -> str | None:
     """Why a version made from ``data`` (a ``model-versions/create`` request) would point
     at artifacts that are not all there, or None. Runs in MLflow's server process, with
@@ -592,17 +830,93 @@ async def _read_body(receive) -> bytes:
             return b"".join(chunks)
 
 
-def _request_data(scope, body: bytes) -> dict:
-    if body.strip():
+def _request_data(scope, body: bytes, snake: bool = True) -> dict:
+    """The request's fields as MLflow reads them (``handlers._get_request_message``): a
+    GET with a query string from the query (first values), anything else from the JSON
+    body (decoded twice when a client sent it as a JSON string); MLflow's protobuf parser
+    also takes each field by its camelCase name, so those are read under the snake_case
+    one (both spellings at once: refused, as MLflow refuses them)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    if scope["method"] == "GET" and query:
+        data = {k: v[0] for k, v in query.items()}
+    elif body.strip():
         try:
             data = json.loads(body)
+            if isinstance(data, str):
+                data = json.loads(data)
         except ValueError:
             raise Refused(400, "MALFORMED_REQUEST", "the request body is not JSON") from None
         if not isinstance(data, dict):
             raise Refused(400, "MALFORMED_REQUEST", "the request body is not a JSON object")
+    else:
+        data = {}
+    if not snake:
         return data
+    fields = {}
+    for key, value in data.items():
+        snake = _snake(key)
+        if snake != key and (snake in data or snake in fields):
+            raise Refused(400, "INVALID_PARAMETER_VALUE",
+                          f"the request names {snake!r} twice ({key!r}); give one of them")
+        fields[snake] = value
+    return fields
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "_" + m[1].lower(), name)
+
+
+def _check_experiment_name(requester, name) -> None:
+    """``alice/...`` names alice's experiments (``alice/models`` holds her registrations):
+    nobody else takes one."""
+    if isinstance(name, str) and "/" in name and not requester.admin:
+        owner = name.split("/", 1)[0]
+        if owner != requester.name:
+            raise Refused(403, "PERMISSION_DENIED",
+                          f"experiment names starting with {owner + '/'!r} are {owner}'s; "
+                          f"name yours {requester.name}/... or without a '/'")
+
+
+def _sources(data: dict) -> list[tuple[str, str]]:
+    """The runs and logged models a new version comes from (``run_id``, ``model_id``, a
+    ``runs:/`` or ``models:/m-…`` source)."""
+    found = []
+    run = _run_id(data)
+    if run:
+        found.append(("run", run))
+    source = data.get("source") if isinstance(data.get("source"), str) else ""
+    parsed = urlparse(source)
+    if parsed.scheme == "runs":
+        found.append(("run", (parsed.netloc or parsed.path.lstrip("/")).split("/")[0]))
+    model = data.get("model_id") if isinstance(data.get("model_id"), str) else ""
+    if not model and parsed.scheme == "models" and parsed.path.lstrip("/").startswith("m-"):
+        model = parsed.path.lstrip("/").split("/")[0]
+    if not model and parsed.scheme == "models" and parsed.netloc.startswith("m-"):
+        model = parsed.netloc
+    if model:
+        found.append(("logged", model))
+    if parsed.scheme == "mlflow-artifacts":
+        owner = routes.artifact_owner(parsed.path)
+        if owner:
+            found.append(owner)
+    return list(dict.fromkeys(found))
+
+
+def _run_id(data: dict) -> str:
+    """A request's run, as MLflow's handlers take it (``run_id``, else ``run_uuid``)."""
+    value = data.get("run_id") or data.get("run_uuid") or ""
+    return value if isinstance(value, str) else ""
+
+
+def _run_ids(scope, data: dict) -> list[str]:
+    """Every run a read names, also repeated query fields (``run_ids``, ``run_id``)."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-    return {k: v[0] for k, v in query.items()}
+    found = [v for key in ("run_id", "run_uuid", "run_ids", "runId", "runIds")
+             for v in query.get(key, [])]
+    for key in ("run_id", "run_uuid", "run_ids"):
+        value = data.get(key)
+        found += value if isinstance(value, list) else [value] if value else []
+    return [str(r) for r in found if r]
 
 
 async def _respond(send, status: int, body: bytes, headers: list) -> None:
@@ -629,6 +943,12 @@ def create_app():
 
     from .login import BrowserLogin
 
+    if not log.handlers:  # MLflow's server configures uvicorn's loggers, not ours
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "[%(levelname).1s %(asctime)s redspot-models] %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     store = PermissionStore(os.environ["REDSPOT_MODELS_PERMISSIONS_DB"])
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/models/")
     identity = HubIdentity()

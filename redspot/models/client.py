@@ -372,13 +372,15 @@ def scratch_dir(size: int) -> str | None:
 # -- registering -----------------------------------------------------------------------
 
 def experiment_id(client, user: str | None) -> str:
-    """The experiment registrations' runs go in: the active one, else ``<user>/models``."""
+    """The experiment registrations' runs go in: the active one, else ``<user>/models``
+    (the registry keeps names ``<user>/...`` for that user's experiments)."""
     import mlflow
 
     active = mlflow.active_run()
     if active is not None:
         return active.info.experiment_id
-    name = f"{user or 'redspot'}/models"
+    user = user or os.environ.get("JUPYTERHUB_USER") or access()["user"]
+    name = f"{user}/models"
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id

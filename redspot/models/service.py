@@ -75,6 +75,9 @@ def main(argv=None):
         "REDSPOT_MODELS_COOKIE_SECRET_FILE": str(secret),
         "REDSPOT_MODELS_PERMISSIONS_DB": str(args.data_dir / "permissions.sqlite"),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # MLflow's server and UI report usage to MLflow's makers unless told not to
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
     }
     mlflow = str(Path(sys.executable).parent / "mlflow")
     cmd = command(service_url, mlflow)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import httpclient, web
+
+from ..origin import cross_origin_problem
 
 #: Request headers not passed on to the dashboard.
 _DROP_REQUEST = {"host", "cookie", "authorization", "x-ray-authorization", "x-xsrftoken",
@@ -39,28 +40,6 @@ def user_dashboard() -> tuple[str, str] | None:
     if info is None:
         return None
     return info.dashboard, head.token()
-
-
-def cross_origin_problem(headers, protocol: str, host: str) -> str | None:
-    """Why a browser's state-changing request may come from another site's page, or None.
-
-    ``Sec-Fetch-Site: same-origin`` (sent by every current browser) or an ``Origin`` of
-    this ``host`` pass (the scheme is not compared: TLS may end at a proxy in front); a
-    request with neither header is refused (browsers send at least one with every POST).
-    Under path-based hosting every user's server shares one origin, so this tells this
-    server's pages from other sites' only: per-user subdomains (``hub.subdomain_host``)
-    give each user an origin of their own.
-    """
-    site = headers.get("Sec-Fetch-Site")
-    origin = headers.get("Origin")
-    if origin:
-        if urlparse(origin).netloc != host:
-            return f"it came from a page of {origin}, not of {protocol}://{host}"
-        return None
-    if site:
-        return None if site in ("same-origin", "none") else (
-            f"it came from a {site} page (Sec-Fetch-Site)")
-    return "the request says neither where it comes from (Origin) nor Sec-Fetch-Site"
 
 
 def _read(path: str | None) -> str | None:

@@ -221,8 +221,10 @@ class RedspotSpawnerMixin(LoggingConfigurable):
 
     def redspot_env(self) -> dict[str, str]:
         """What every Redspot server is told: its profile, its environment's variables,
-        and that Ray stays quiet."""
+        and that Ray and MLflow stay quiet."""
         env = {"RAY_USAGE_STATS_ENABLED": "0",
+               # MLflow's client reports usage to MLflow's makers unless told not to
+               "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
                "REDSPOT_RAY_IDLE_TIMEOUT": str(self.ray_idle_timeout)}
         if self.redspot_environment:
             env.update(self.redspot_environment["env"])

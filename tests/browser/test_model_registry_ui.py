@@ -59,3 +59,14 @@ def test_the_ui_shows_a_registered_version_with_its_lineage(registry_hub, page, 
     page.screenshot(path=str(tmp_path / "version.png"), full_page=True)
     assert "redspot.user" in text and "redspot.git_commit" in text
     assert "shown in the UI" in text
+    # nothing the UI asked for on these pages was refused by the registry's route table
+    # (a refusal is logged: one made on purpose shows that the log would tell)
+    import requests
+
+    requests.get(f"{registry_hub.url}/services/models/api/2.0/mlflow/traces",
+                 headers={"Authorization": f"Bearer {registry_hub.alice_token}"}, timeout=30)
+    page.goto(f"{registry_hub.url}/services/models/#/experiments")
+    page.wait_for_timeout(3000)
+    refused = [line for line in registry_hub.log(tail=5000).splitlines()
+               if "Refused" in line and "(403)" in line]
+    assert len(refused) == 1 and "/api/2.0/mlflow/traces" in refused[0], refused

@@ -300,7 +300,7 @@ def test_an_interrupted_upload_leaves_no_version_and_nothing_uploaded(models_hub
                params={"name": "interrupted-m"}).status_code == 404
     client = MlflowClient()
     failed = client.search_logged_models(
-        experiment_ids=[client.get_experiment_by_name("redspot/models").experiment_id],
+        experiment_ids=[client.get_experiment_by_name("alice/models").experiment_id],
         filter_string="name = 'interrupted-m'")
     assert [m.status.to_string() if hasattr(m.status, "to_string") else str(m.status)
             for m in failed] == ["FAILED"]
@@ -418,9 +418,18 @@ def test_private_models_stay_hidden_in_graphql_and_the_listing(models_hub):
         assert all(set(v) == {"version"} for v in found)  # the guard's field is taken out
     by_run = """query R($input: MlflowGetRunInput) { mlflowGetRun(input: $input) {
       run { mv: modelVersions { name version } } } }"""
-    for who, expected in (("alice", {"secret-m", "team-m"}), ("bob", {"team-m"})):
-        run_data = graphql(who, by_run, {"input": {"runId": run_id}})
-        assert {v["name"] for v in run_data["mlflowGetRun"]["run"]["mv"]} == expected
+    run_data = graphql("alice", by_run, {"input": {"runId": run_id}})
+    assert {v["name"] for v in run_data["mlflowGetRun"]["run"]["mv"]} == {"secret-m", "team-m"}
+    # the run holds the private model's files: it is as private as the model, to bob
+    r = requests.post(f"{models_hub.url}/services/models/graphql", timeout=30,
+                      json={"query": by_run, "variables": {"input": {"runId": run_id}}},
+                      headers={"Authorization": f"Bearer {models_hub.tokens['bob']}"})
+    assert r.status_code == 404, r.text
+    for path in (f"0/{run_id}/artifacts/secret-m/MLmodel", f"0/{run_id}/artifacts/team-m/MLmodel"):
+        r = requests.get(f"{models_hub.url}/services/models/api/2.0/mlflow-artifacts/"
+                         f"artifacts/{path}", timeout=30,
+                         headers={"Authorization": f"Bearer {models_hub.tokens['bob']}"})
+        assert r.status_code == 404, r.text
     r = requests.post(f"{models_hub.url}/services/models/graphql", json={"query": "{ nope"},
                       headers={"Authorization": f"Bearer {models_hub.tokens['bob']}"},
                       timeout=30)

@@ -103,7 +103,7 @@ def test_the_prefix_is_taken_off_and_nothing_passes_without_a_token(guarded):
 def test_a_new_run_records_the_hub_user_whatever_the_client_says(guarded):
     guard, mlflow, _ = guarded
     call(guard, "bob", "POST", API + "runs/create",
-         {"experiment_id": "1", "user_id": "alice",
+         {"experiment_id": "0", "user_id": "alice",
           "tags": [{"key": "mlflow.user", "value": "alice"}, {"key": "k", "value": "v"}]})
     sent = json.loads(mlflow.calls[-1][2])
     assert sent["user_id"] == "bob"
@@ -303,3 +303,240 @@ def test_graphql_answers_lose_the_versions_of_unreadable_models():
     kept = _without_unreadable(answer, lambda name: name != "secret")
     assert kept == {"mlflowGetRun": {"run": {"mv": [{"version": "1"}]}},
                     "mlflowSearchModelVersions": {"modelVersions": []}}
+
+
+# --- deny by default: experiments, runs, logged models, artifacts -------------------------
+
+RUN_A = "a" * 32
+RUN_B = "b" * 32
+RUN_C = "e" * 32
+LOGGED_A = "m-" + "c" * 32
+ART = "/services/models/api/2.0/mlflow-artifacts/artifacts/"
+
+
+@pytest.fixture
+def owned(guarded):
+    """alice owns experiment 1, runs RUN_A and RUN_C in it and logged model LOGGED_A; bob
+    owns RUN_B; alice's private model ``secret`` comes from RUN_A."""
+    guard, mlflow, store = guarded
+    store.own("experiment", "1", "alice")
+    store.own("run", RUN_A, "alice")
+    store.own("logged", LOGGED_A, "alice")
+    store.own("run", RUN_B, "bob")
+    store.own("run", RUN_C, "alice")
+    store.claim("secret", "alice")
+    store.update("secret", private=True)
+    store.link("run", RUN_A, "secret")
+    return guarded
+
+
+@pytest.mark.parametrize("who, method, path, body, query, status", [
+    # a route not in the table is refused, whoever asks
+    ("alice", "POST", API + "traces/delete-traces", {}, b"", 403),
+    ("root", "GET", "/services/models/api/3.0/mlflow/scorers/list", None, b"", 403),
+    ("bob", "POST", "/services/models/gateway/openai/v1/chat/completions", {}, b"", 403),
+    # admins only
+    ("bob", "GET", "/services/models/api/3.0/mlflow/gateway/secrets/list", None, b"", 403),
+    ("root", "GET", "/services/models/api/3.0/mlflow/gateway/secrets/list", None, b"", 200),
+    # runs: their owner changes them
+    ("bob", "POST", API + "runs/log-metric", {"run_id": RUN_C, "key": "k", "value": 1}, b"", 403),
+    ("bob", "POST", API + "runs/log-metric", {"runId": RUN_C, "key": "k", "value": 1}, b"", 403),
+    ("bob", "POST", API + "runs/delete", {"run_uuid": RUN_C}, b"", 403),
+    ("bob", "POST", API + "runs/delete", {"run_id": RUN_A}, b"", 404),  # private: unseen
+    ("alice", "POST", API + "runs/log-metric", {"run_id": RUN_A, "key": "k", "value": 1},
+     b"", 200),
+    ("root", "POST", API + "runs/delete", {"run_id": RUN_A}, b"", 200),
+    ("bob", "POST", API + "runs/set-tag", {"run_id": RUN_B, "key": "mlflow.user",
+                                           "value": "alice"}, b"", 400),
+    ("bob", "POST", API + "runs/log-batch", {"run_id": RUN_B, "tags": [
+        {"key": "mlflow.user", "value": "alice"}]}, b"", 400),
+    ("bob", "POST", API + "runs/update", {"run_id": "d" * 32}, b"", 403),  # no owner known
+    # experiments: runs go to one's own or the Default one
+    ("bob", "POST", API + "runs/create", {"experiment_id": "1"}, b"", 403),
+    ("bob", "POST", API + "runs/create", {"experimentId": "1"}, b"", 403),
+    ("alice", "POST", API + "runs/create", {"experiment_id": "1"}, b"", 200),
+    ("bob", "POST", API + "experiments/update", {"experiment_id": "1", "new_name": "x"},
+     b"", 403),
+    ("alice", "POST", API + "experiments/delete", {"experiment_id": "0"}, b"", 403),
+    ("bob", "POST", API + "experiments/create", {"name": "x",
+                                                 "artifact_location": "file:///etc"}, b"", 400),
+    ("bob", "POST", API + "experiments/create", {"name": "alice/models"}, b"", 403),
+    ("bob", "POST", API + "experiments/create", {"name": "bob/models"}, b"", 200),
+    # a private model's run is private too
+    ("bob", "GET", API + "runs/get", None, f"run_id={RUN_A}".encode(), 404),
+    ("carol", "GET", API + "metrics/get-history-bulk-interval", None,
+     f"run_ids={RUN_B}&run_ids={RUN_A}&metric_key=loss".encode(), 404),
+    ("alice", "GET", API + "runs/get", None, f"run_id={RUN_A}".encode(), 200),
+    ("bob", "GET", API + "runs/get", None, f"run_id={RUN_B}".encode(), 200),
+    # logged models
+    ("bob", "PATCH", API + f"logged-models/{LOGGED_A}", {"status": "READY"}, b"", 403),
+    ("bob", "POST", API + "logged-models", {"experiment_id": "0", "source_run_id": RUN_C},
+     b"", 403),
+    ("alice", "PATCH", API + f"logged-models/{LOGGED_A}", {"status": "READY"}, b"", 200),
+    # artifacts: by the run or logged model their path belongs to
+    ("bob", "PUT", ART + f"1/{RUN_C}/artifacts/model/model.pkl", {}, b"", 403),
+    ("bob", "DELETE", ART + f"1/{RUN_C}/artifacts/model/model.pkl", None, b"", 403),
+    ("bob", "PUT", ART + f"1/{RUN_A}/artifacts/model/model.pkl", {}, b"", 404),
+    ("bob", "PUT", ART + f"1/models/{LOGGED_A}/artifacts/MLmodel", {}, b"", 403),
+    ("bob", "GET", ART + f"1/{RUN_A}/artifacts/model/model.pkl", None, b"", 404),
+    ("bob", "GET", ART[:-1], None, f"path=1/{RUN_A}/artifacts".encode(), 404),
+    ("bob", "GET", ART[:-1], None, b"path=1", 403),
+    ("bob", "GET", ART + "1/../2/x", None, b"", 403),
+    ("alice", "PUT", ART + f"1/{RUN_A}/artifacts/model/model.pkl", {}, b"", 200),
+    ("bob", "PUT", ART + f"0/{RUN_B}/artifacts/x.txt", {}, b"", 200),
+    # a model read names the model in the query, whatever the body says
+    ("bob", "GET", API + "registered-models/get", {}, b"name=secret", 404),
+    ("bob", "GET", "/services/models/model-versions/get-artifact", None,
+     b"name=secret&version=1&path=MLmodel", 404),
+])
+def test_each_route_checks_its_object(owned, who, method, path, body, query, status):
+    guard, _, _ = owned
+    got, answer = call(guard, who, method, path, body, query=query)
+    assert got == status, answer
+
+
+def test_a_version_may_not_publish_what_its_maker_may_not_read(owned):
+    guard, _, store = owned
+    store.claim("bobs", "bob")
+    status, answer = call(guard, "bob", "POST", API + "model-versions/create",
+                          {"name": "bobs", "source": f"runs:/{RUN_A}/model"})
+    assert status == 404, answer
+    status, _ = call(guard, "bob", "POST", API + "model-versions/create",
+                     {"name": "bobs", "source": f"runs:/{RUN_B}/model", "run_id": RUN_B})
+    assert status == 200
+    assert store.linked_models("run", RUN_B) == ["bobs"]
+
+
+def test_renames_by_another_spelling_still_follow(owned):
+    guard, _, store = owned
+    store.claim("m", "alice")
+    assert call(guard, "alice", "POST", API + "registered-models/rename",
+                {"name": "m", "newName": "m2"})[0] == 200
+    assert store.get("m") is None and store.get("m2").owner == "alice"
+    status, answer = call(guard, "alice", "POST", API + "registered-models/rename",
+                          {"name": "m2", "newName": "x", "new_name": "y"})
+    assert status == 400 and "twice" in answer["message"]
+
+
+def test_searches_leave_out_a_private_models_runs(owned):
+    guard, mlflow, _ = owned
+    original = mlflow.__call__
+
+    async def answer(scope, receive, send):
+        if scope["path"].endswith("runs/search"):
+            await receive()
+            raw = json.dumps({"runs": [{"info": {"run_id": RUN_A}},
+                                       {"info": {"run_id": RUN_B}}]}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": raw})
+            return None
+        return await original(scope, receive, send)
+
+    guard.app = answer
+    _, found = call(guard, "bob", "POST", API + "runs/search", {"experiment_ids": ["0"]})
+    assert [r["info"]["run_id"] for r in found["runs"]] == [RUN_B]
+    _, found = call(guard, "alice", "POST", API + "runs/search", {"experiment_ids": ["0"]})
+    assert len(found["runs"]) == 2
+
+
+def test_a_browser_session_changes_nothing_from_another_sites_page(tmp_path):
+    from redspot.models.login import BrowserLogin
+
+    class Hub:
+        login_url = "http://hub/hub/api/oauth2/authorize?client_id=x"
+
+    mlflow = FakeMlflow()
+    login = BrowserLogin(Hub(), b"s" * 32, "/services/models")
+    guard = HubGuard(mlflow, Identity(), PermissionStore(tmp_path / "p.sqlite"),
+                     "/services/models/", login=login)
+    session = login.session_cookie("alice", secure=False).split(";")[0]
+
+    def post(origin):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": b'{"name": "x"}', "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+
+        headers = [(b"cookie", session.encode()), (b"host", b"hub.example")]
+        if origin:
+            headers.append((b"origin", origin.encode()))
+        asyncio.run(guard({"type": "http", "method": "POST", "headers": headers,
+                           "path": API + "experiments/create", "query_string": b""},
+                          receive, send))
+        return sent[0]["status"]
+
+    assert post("http://evil.example") == 403
+    assert post(None) == 403
+    assert post("http://hub.example") == 200
+
+
+def _mlflow_routes() -> set[tuple[str, str]]:
+    """(method, path) of every route MLflow's server has, its parameters filled in."""
+    import re
+
+    from mlflow.server import app as flask_app
+    from mlflow.server.fastapi_app import artifact_router, server_info_router
+
+    routes = set()
+    for rule in flask_app.url_map.iter_rules():
+        path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "x", rule.rule)
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method, path))
+    for router in (artifact_router, server_info_router):
+        for route in router.routes:
+            path = re.sub(r"\{[^}]+\}", "x", route.path)
+            routes.update((m, path) for m in route.methods)
+    return routes
+
+
+def test_every_row_of_the_route_table_is_a_route_mlflow_has():
+    """A row no MLflow route matches (a typo, a route MLflow renamed) would refuse what
+    users need; the table must name MLflow's routes as they are."""
+    from redspot.models import routes
+
+    mlflow_routes = _mlflow_routes()
+    for row in routes.ROUTES:
+        if row.kind == "absent":  # answered by the guard, as MLflow answers without it
+            continue
+        for method in row.methods:
+            assert any(m == method and row.pattern.match(routes.normalize(p))
+                       for m, p in mlflow_routes), (method, row.pattern.pattern)
+
+
+def test_mlflows_routes_that_reach_keys_traces_or_other_servers_are_not_served():
+    from redspot.models import routes
+
+    served = {(m, p) for m, p in _mlflow_routes()
+              if (found := routes.find(m, p)) and found[0].kind != "admin"}
+    for method, path in served:
+        assert not any(word in path for word in (
+            "gateway", "webhooks", "traces", "scorer", "jobs", "workspaces", "secrets",
+            "presigned", "assistant", "demo", "prompt-optimization", "genai")), (method, path)
+        assert method == "GET" or "ui-telemetry" not in path  # read "telemetry is off" only
+
+
+def test_graphql_reads_of_a_private_models_runs_are_refused_or_filtered(owned):
+    from graphql import parse
+
+    from redspot.models.app import _graphql_run_ids, _without_hidden_runs
+
+    guard, _, store = owned
+    query = 'query Q($i: MlflowGetRunInput) { mlflowGetRun(input: $i) { run { info { runId } } } }'
+    status, _ = call(guard, "bob", "POST", "/services/models/graphql",
+                     {"query": query, "variables": {"i": {"runId": RUN_A}}})
+    assert status == 404
+    status, _ = call(guard, "bob", "POST", "/services/models/graphql",
+                     {"query": f'{{ mlflowGetRun(input: {{runId: "{RUN_A}"}}) '
+                               '{ run { info { runId } } } }'})
+    assert status == 404
+    assert call(guard, "alice", "POST", "/services/models/graphql",
+                {"query": query, "variables": {"i": {"runId": RUN_A}}})[0] == 200
+    document = parse('{ a: mlflowSearchRuns(input: {runIds: ["x", "y"]}) { runs { info '
+                     '{ runId } } } }')
+    assert _graphql_run_ids(document, {"v": [{"run_id": "z"}]}) == {"x", "y", "z"}
+    answer = {"a": {"runs": [{"info": {"runId": RUN_A}}, {"info": {"runId": RUN_B}}]}}
+    kept = _without_hidden_runs(answer, lambda run: store.hidden_from(BOB, "run", run))
+    assert kept == {"a": {"runs": [{"info": {"runId": RUN_B}}]}}

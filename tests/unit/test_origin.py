@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from redspot.serverextension.dashboard import cross_origin_problem
+from redspot.origin import cross_origin_problem
 
 HOST = "hub.example:8000"
 
