@@ -133,13 +133,25 @@ def _entry(row) -> Entry:
     return Entry(owner, name, json.loads(spec), tag, created)
 
 
+def owners_visible_to(user: str, admin: bool = False) -> list[str] | None:
+    """Whose environments ``user`` may see and use: the team's and their own (an admin
+    everyone's: None). The one rule, used by the service's API and by the spawner."""
+    return None if admin else [TEAM, user]
+
+
+def may_use(user: str, entry: Entry, admin: bool = False) -> bool:
+    owners = owners_visible_to(user, admin)
+    return owners is None or entry.owner in owners
+
+
 def ready_environments(catalog: Catalog, user: str) -> list[dict]:
-    """The environments ``user`` may start a server in: the team's and their own, built.
+    """The environments ``user`` may start a server in: the team's and their own, built
+    (an admin starts in their own and the team's too: others' are theirs).
 
     Each: ``{"id": "owner/name", "description", "tag", "location", "env": {...}}``.
     """
     ready = []
-    for entry in catalog.entries([TEAM, user]):
+    for entry in catalog.entries(owners_visible_to(user)):
         build = catalog.build(entry.tag)
         if build and build.status == "ready":
             ready.append({

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..hub import scopes
 from .builders import Builder, BuildFailed
-from .catalog import TEAM, Catalog, CatalogError, Entry
+from .catalog import TEAM, Catalog, CatalogError, Entry, may_use, owners_visible_to
 from .spec import EnvironmentSpec, SpecError, parse_spec
 
 
@@ -89,11 +89,11 @@ class EnvironmentManager:
     # --- reading ------------------------------------------------------------------------
 
     def visible(self, who: Requester, entry: Entry) -> bool:
-        return entry.owner in (TEAM, who.name) or who.may(scopes.ENVIRONMENTS_ADMIN)
+        return may_use(who.name, entry, admin=who.may(scopes.ENVIRONMENTS_ADMIN))
 
     def list(self, who: Requester) -> list[dict]:
         self._require(who, scopes.ENVIRONMENTS_READ)
-        owners = None if who.may(scopes.ENVIRONMENTS_ADMIN) else [TEAM, who.name]
+        owners = owners_visible_to(who.name, admin=who.may(scopes.ENVIRONMENTS_ADMIN))
         return [self.describe(e) for e in self.catalog.entries(owners)]
 
     def get(self, who: Requester, owner: str, name: str) -> Entry:

@@ -16,7 +16,7 @@ from tornado import web
 from traitlets import Any, Bool, Dict, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
-from ..hub.spawn_form import render_profiles_form
+from .form import render_profiles_form
 from .profiles import (
     USER_OPTION_KEYS,
     Profile,

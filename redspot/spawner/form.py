@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from ..spawner.profiles import Profile
+from .profiles import Profile
 
 _STYLE = """
 <style>

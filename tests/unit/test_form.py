@@ -1,6 +1,6 @@
 """The spawn form's HTML."""
 
-from redspot.hub.spawn_form import render_profiles_form
+from redspot.spawner.form import render_profiles_form
 from redspot.spawner.profiles import BUILTIN_CATALOG, make_profile
 
 
