@@ -45,7 +45,7 @@ Sink = Callable[[tuple], None]
 HELLO_TIMEOUT = 10
 #: Largest line accepted (a display bundle with an image fits easily).
 MAX_LINE = 64 << 20
-#: Connections that may wait at once to show the secret; more are closed at once.
+#: Connections that may wait at once to show the secret (the longest waiting goes first).
 MAX_PENDING = 64
 
 
@@ -119,8 +119,8 @@ class OutputChannel(_Runs):
     def _accept(self):
         """One thread takes every connection's first line, with a deadline, before a
         connection gets anything more: a thread of its own only once it showed the
-        channel's secret and a run's id. At most ``MAX_PENDING`` wait at once; more are
-        closed at once."""
+        channel's secret and a run's id. At most ``MAX_PENDING`` wait at once: a new one
+        makes the longest waiting go."""
         sel = selectors.DefaultSelector()
         self._server.setblocking(False)
         sel.register(self._server, selectors.EVENT_READ)
@@ -154,8 +154,10 @@ class OutputChannel(_Runs):
             self._closed = True
             return
         if len(pending) >= MAX_PENDING:
-            conn.close()
-            return
+            # the longest waiting goes, not the newest: a worker connects and speaks at
+            # once, so connections held open without a word cannot keep it out
+            oldest = min(pending, key=lambda c: pending[c][0])
+            self._drop(sel, pending, oldest)
         conn.setblocking(False)
         pending[conn] = (time.monotonic() + HELLO_TIMEOUT, bytearray())
         sel.register(conn, selectors.EVENT_READ)

@@ -185,16 +185,36 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         services.append(_managed_service("models", command, ctx, environment=secrets))
     c.RedspotSpawnerMixin.service_urls = {
         s["name"]: f"{s['url']}/services/{s['name']}/" for s in services if "url" in s}
+    c.RedspotSpawnerMixin.service_public_urls = {
+        s["name"]: public_service_url(settings, s["name"]) for s in services if "url" in s}
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])
     c.JupyterHub.load_roles = [*roles, *scopes.service_roles(enabled, admins)]
 
 
+def public_service_url(settings: dict, name: str) -> str:
+    """Where browsers reach a service: a path on the hub's origin, or, with per-user
+    subdomains, the service's own origin (JupyterHub's default subdomain hook)."""
+    hub = settings.get("hub", {})
+    path = f"{hub.get('base_url', '/').rstrip('/')}/services/{name}/"
+    host = hub.get("subdomain_host")
+    if not host:
+        return path
+    from urllib.parse import urlparse
+
+    from jupyterhub.utils import subdomain_hook_idna
+
+    parsed = urlparse(host)
+    domain = subdomain_hook_idna(name, parsed.hostname, "service")
+    return f"{parsed.scheme}://{domain}{f':{parsed.port}' if parsed.port else ''}{path}"
+
+
 def layer_settings(c: Config, settings: dict) -> None:
     hub = settings.get("hub", {})
     for key, trait in (("ip", "ip"), ("port", "port"), ("base_url", "base_url"),
-                       ("api_port", "hub_port"), ("log_level", "log_level")):
+                       ("api_port", "hub_port"), ("log_level", "log_level"),
+                       ("subdomain_host", "subdomain_host")):
         if key in hub:
             setattr(c.JupyterHub, trait, hub[key])
     if "proxy_api_port" in hub:
@@ -214,6 +234,9 @@ def layer_settings(c: Config, settings: dict) -> None:
             section[trait] = value
     if "admin_users" in auth:
         c.Authenticator.admin_users = set(auth["admin_users"])
+    elif kind == "pam":
+        # PAM's users are the machine's accounts: there is no built-in "admin" among them
+        c.Authenticator.admin_users = set()
     if auth.get("allowed_users"):
         c.Authenticator.allowed_users = set(auth["allowed_users"])
     elif kind in ("pam", "oauth"):

@@ -77,7 +77,7 @@ def _format_error(error: jsonschema.ValidationError) -> str:
         return f"{where}: expected {names}, got {error.instance!r}"
     if kind == "propertyNames":
         return f"{where}: name {error.instance!r} is not allowed ({error.message})"
-    if kind == "oneOf" and where.endswith("memory"):
+    if kind == "oneOf" and where.endswith(("memory", "build_max_size")):
         return f"{where}: {error.instance!r} is not a size; use bytes or e.g. '16GiB', '500M'"
     if kind == "pattern":
         return f"{where}: {error.instance!r} does not match {error.validator_value!r}"

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import shutil
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -55,20 +51,6 @@ class Builder:
 
     def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
         raise NotImplementedError
-
-
-async def run_logged(cmd: list[str], log: Log, env: dict | None = None) -> None:
-    """Run ``cmd``, sending each line of its output to ``log``; BuildFailed if it fails."""
-    log("$ " + " ".join(cmd))
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    async for line in proc.stdout:
-        log(line.decode(errors="replace").rstrip("\n"))
-    code = await proc.wait()
-    if code:
-        raise BuildFailed(f"{os.path.basename(cmd[0])} exited with {code}")
 
 
 def merge_requirements(base: list[str], wanted: tuple[str, ...]) -> list[str]:
@@ -136,27 +118,26 @@ class BuildahBuilder(Builder):
     """OCI images built with buildah from the rendered Dockerfile, pushed to a registry.
 
     ``bases`` maps base names to image references pinned by digest
-    (``registry/redspot-singleuser@sha256:…``); the build runs in buildah's ``chroot``
-    isolation on the ``vfs`` storage driver (what works without privileges beyond root
-    and without a container runtime), and the result is pushed as
-    ``<registry>/<repository>:<tag>``. Its location is the pushed image by digest.
+    (``registry/redspot-singleuser@sha256:…``). The build is the privileged helper's: it
+    runs buildah rootless as the owner's build account (``chroot`` isolation on the
+    ``vfs`` storage driver, in a user namespace: a ``RUN`` step is root in there, never
+    on the machine), and pushes ``<registry>/<repository>:<tag>``. Its location is the
+    pushed image by digest.
     """
 
     kind = "buildah"
 
-    def __init__(self, root: Path, registry: str, bases: dict[str, str],
-                 repository: str = "redspot-env", tls_verify: bool = True,
-                 buildah: str = "buildah"):
+    def __init__(self, helper, registry: str, bases: dict[str, str],
+                 repository: str = "redspot-env", tls_verify: bool = True):
         for name, ref in bases.items():
             if "@sha256:" not in ref:
                 raise ValueError(f"base {name!r}: pin the image by digest (name@sha256:…), "
                                  f"got {ref!r}")
-        self.root = Path(root)
+        self.helper = helper
         self.registry = registry
         self.repository = repository
         self._bases = dict(bases)
         self.tls_verify = tls_verify
-        self.buildah = buildah
 
     def bases(self) -> dict[str, str]:
         return dict(self._bases)
@@ -164,31 +145,23 @@ class BuildahBuilder(Builder):
     def base_digest(self, base: str) -> str:
         return self._bases[base].split("@", 1)[1]
 
-    def _buildah(self, *args: str) -> list[str]:
-        return [self.buildah, "--storage-driver", "vfs", "--root", str(self.root / "storage"),
-                "--runroot", str(self.root / "run"), *args]
-
     async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
                     owner: str = "team") -> str:
+        from ..privileged.ops import HelperError
         from .render import build_context
 
-        context = self.root / "contexts" / tag
-        shutil.rmtree(context, ignore_errors=True)
-        context.mkdir(parents=True)
-        for name, text in build_context(spec, self._bases[spec.base], tag).items():
-            (context / name).write_text(text)
+        loop = asyncio.get_running_loop()
         image = f"{self.registry}/{self.repository}:{tag}"
-        tls = f"--tls-verify={'true' if self.tls_verify else 'false'}"
-        digest_file = context / "digest"
         try:
-            await run_logged(self._buildah("bud", "--isolation", "chroot", tls,
-                                           "-f", str(context / "Dockerfile"), "-t", image,
-                                           str(context)), log)
-            await run_logged(self._buildah("push", tls, "--digestfile", str(digest_file),
-                                           image, f"docker://{image}"), log)
-            digest = digest_file.read_text().strip()
+            digest = await asyncio.to_thread(
+                self.helper.call, "build_image", owner=owner, tag=tag,
+                files=build_context(spec, self._bases[spec.base], tag), image=image,
+                tls_verify=self.tls_verify,
+                output=lambda line: loop.call_soon_threadsafe(log, line))
+        except HelperError as e:
+            raise BuildFailed(str(e)) from None
         finally:
-            shutil.rmtree(context, ignore_errors=True)
+            await asyncio.sleep(0)  # the last lines reach the log first
         return f"{self.registry}/{self.repository}@{digest}"
 
     def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:

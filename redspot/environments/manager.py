@@ -78,12 +78,15 @@ class BuildLog:
 
 
 class EnvironmentManager:
-    def __init__(self, catalog: Catalog, builder: Builder, log_dir: Path):
+    def __init__(self, catalog: Catalog, builder: Builder, log_dir: Path,
+                 max_builds_per_owner: int = 2):
         self.catalog = catalog
         self.builder = builder
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.max_builds_per_owner = max_builds_per_owner
         self._running: dict[str, asyncio.Task] = {}
+        self._owners: dict[str, str] = {}  # a running build's tag -> whose it is
         self._logs: dict[str, BuildLog] = {}
 
     # --- reading ------------------------------------------------------------------------
@@ -149,6 +152,12 @@ class EnvironmentManager:
         # a personal environment's build is its owner's alone (its files are readable by
         # the owner's account only); the team's are shared by everyone
         tag = spec.tag(self.builder.base_digest(spec.base), owner=None if team else owner)
+        build = self.catalog.build(tag)
+        if (build is None or build.status == "failed") and tag not in self._running:
+            running = sum(1 for o in self._owners.values() if o == owner)
+            if running >= self.max_builds_per_owner:
+                raise Refused(429, f"{owner} has {running} builds running, the most at "
+                                   "once; try again when one has finished")
         try:
             entry = self.catalog.add(owner, spec.name, spec.to_dict(), tag)
         except CatalogError as e:
@@ -164,7 +173,13 @@ class EnvironmentManager:
             return None
         task = asyncio.get_running_loop().create_task(self._build(spec, tag, owner))
         self._running[tag] = task
-        task.add_done_callback(lambda _: self._running.pop(tag, None))
+        self._owners[tag] = owner
+
+        def done(_):
+            self._running.pop(tag, None)
+            self._owners.pop(tag, None)
+
+        task.add_done_callback(done)
         return task
 
     async def _build(self, spec, tag: str, owner: str) -> None:

@@ -10,6 +10,10 @@ cookie) and checked against ``custom:redspot:environments:*`` scopes:
     GET    api/environments/<owner>/<name>       one environment (owner: a user or ``team``)
     GET    api/environments/<owner>/<name>/log   its build log (``?follow=1``: until done)
     DELETE api/environments/<owner>/<name>       delete it (yours, or any as an admin)
+    GET    api/openapi.json                      this API, described (OpenAPI 3)
+
+Any other path under the service's prefix is refused with 403, naming it. A user may
+have ``max_builds_per_owner`` builds running at once (a next one is 429).
 
 The hub starts it (``services.environments.enabled``) with the settings below on its
 command line; it reads the rest from the ``JUPYTERHUB_*`` variables the hub gives it.
@@ -26,7 +30,7 @@ from urllib.parse import urlparse
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import ioloop, web
-from traitlets import Bool, Dict, Enum, Unicode, default
+from traitlets import Bool, Dict, Enum, Integer, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
@@ -134,6 +138,28 @@ class LogHandler(ApiHandler):
         self.finish(path.read_text() if path.exists() else "")
 
 
+class OpenApiHandler(ApiHandler):
+    @web.authenticated
+    def get(self):
+        self.requester  # noqa: B018 (authenticated, whoever asks)
+        self.write_json(openapi())
+
+
+class UnlistedHandler(ApiHandler):
+    """Everything the service's routes do not name: refused, naming it."""
+
+    def prepare(self):
+        raise web.HTTPError(403, f"{self.request.method} {self.request.path} is not a route of "
+                                 "the environments service (its routes: api/openapi.json)")
+
+
+def openapi() -> dict:
+    """The REST API's OpenAPI description (``openapi.yaml``)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).parent / "openapi.yaml").read_text())
+
+
 class EnvironmentsService(Application):
     name = "redspot-environments"
     version = __version__
@@ -149,6 +175,9 @@ class EnvironmentsService(Application):
     bases = Dict(value_trait=Unicode(), config=True,
                  help="buildah: base images by name, pinned by digest (name@sha256:…).")
     tls_verify = Bool(True, config=True, help="buildah: verify the registry's certificate.")
+    max_builds_per_owner = Integer(
+        2, config=True,
+        help="Builds one owner may have running at once; a next request is refused (429).")
     service_url = Unicode(
         config=True, help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.",
     )
@@ -195,11 +224,12 @@ class EnvironmentsService(Application):
         catalog = Catalog(root / "catalog.sqlite")
         catalog.recover()
         if self.builder == "buildah":
-            builder = BuildahBuilder(root / "buildah", self.registry, self.bases,
+            builder = BuildahBuilder(self.helper(), self.registry, self.bases,
                                      tls_verify=self.tls_verify)
         else:
             builder = VenvBuilder(self.helper())
-        manager = EnvironmentManager(catalog, builder, root / "logs")
+        manager = EnvironmentManager(catalog, builder, root / "logs",
+                                     max_builds_per_owner=self.max_builds_per_owner)
         api = url_path_join(self.prefix, "api")
         return web.Application(
             [
@@ -210,6 +240,8 @@ class EnvironmentsService(Application):
                  EnvironmentHandler),
                 (url_path_join(api, "environments", r"([^/]+)", r"([^/]+)", "log"),
                  LogHandler),
+                (url_path_join(api, "openapi.json"), OpenApiHandler),
+                (url_path_join(self.prefix, ".*"), UnlistedHandler),
             ],
             manager=manager,
             cookie_secret=os.urandom(32),

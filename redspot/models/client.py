@@ -84,8 +84,11 @@ def tracking_uri() -> str:
 
 
 def ui_url(name: str | None = None, version: str | None = None) -> str:
-    """The registry's UI, or a model or version in it, as a path on the hub's origin."""
-    base = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/services/models/#/models"
+    """The registry's UI, or a model or version in it: a path on the hub's origin, or a URL
+    of the registry's own origin with per-user subdomains (``REDSPOT_MODELS_PUBLIC_URL``)."""
+    public = os.environ.get("REDSPOT_MODELS_PUBLIC_URL") or (
+        os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/services/models/")
+    base = public.rstrip("/") + "/#/models"
     if name is None:
         return base
     url = f"{base}/{quote(name, safe='')}"

@@ -15,9 +15,10 @@ symlink followed). The operations:
     given to anyone else), home moved to ``retired/``; and back, for an admin.
 ``ensure_service(service)``
     a service's own system account and its data folder (0700, its own).
-``build_venv(owner, tag, requirements)``
+``build_venv(owner, tag, requirements)``, ``build_image(owner, tag, files, image)``
     an environment built as the owner's build account (``<prefix>bld_<owner>``) with a
-    scrubbed environment, a fresh HOME, a time limit and a size limit.
+    scrubbed environment, a fresh HOME, a time limit and a size limit: a virtualenv with
+    uv, or an image with rootless buildah, pushed to the registry.
 ``prepare_data_dir()``
     the data folder's own modes, and the migration of a folder from an earlier version.
 
@@ -58,6 +59,9 @@ log = logging.getLogger("redspot.helper")
 
 NOLOGIN = "/usr/sbin/nologin"
 _TAG = re.compile(r"^env-[0-9a-f]{16}$")
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9.:_/-]{0,254}$")
+#: What an image build's context may hold (``environments.render.build_context``).
+CONTEXT_FILES = frozenset({"Dockerfile", "requirements.txt"})
 _USER_COMMENT = "Redspot user {}"
 #: Variables a build keeps from the helper's environment (package indexes, proxies,
 #: certificates); nothing else reaches it: no hub or service token.
@@ -437,6 +441,81 @@ class Helper:
                 _remove(works, tag)
         return str(dest / "bin" / "python")
 
+    def build_image(self, owner: str, tag: str, files: dict, image: str,
+                    tls_verify: bool = True,
+                    output: Callable[[str], None] = lambda line: None) -> str:
+        """Build the context ``files`` (a Dockerfile and what it copies) with buildah as
+        ``owner``'s build account, rootless (its ``RUN`` steps are root in a user
+        namespace of that account, never on the machine), push it as ``image`` (which
+        ends in ``:<tag>``); return the pushed digest."""
+        team = owner == "team"
+        if not team:
+            self._checked_user(owner)
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            raise HelperError(f"not an environment tag: {tag!r}")
+        if not isinstance(image, str) or not _IMAGE.match(image) or \
+                not image.endswith(f":{tag}"):
+            raise HelperError(f"not an image reference for {tag}: {image!r}")
+        if not isinstance(files, dict) or "Dockerfile" not in files or not all(
+                name in CONTEXT_FILES and isinstance(text, str) and len(text) < (1 << 20)
+                for name, text in files.items()):
+            raise HelperError(f"files: a Dockerfile and at most {sorted(CONTEXT_FILES)}")
+        buildah = shutil.which("buildah")
+        if not buildah:
+            raise HelperError("buildah is not installed (Debian package buildah)")
+        builder = self.build_account(owner)
+        if self.isolated and not _has_subordinate_ids(builder.pw_name):
+            raise HelperError(f"{builder.pw_name} has no subordinate uids in /etc/subuid: "
+                              "rootless buildah needs them (usermod --add-subuids)")
+        store = builder.pw_name if self.isolated else "hub"
+        with self._root() as root, safefs.opened(root, "environments") as envs, \
+                safefs.opened(envs, "work") as works, \
+                safefs.opened(envs, "buildah", create=0o711) as stores:
+            safefs.set_owner_mode(stores, *self._owner(), 0o711)
+            _remove(works, tag)
+            os.mkdir(tag, 0o700, dir_fd=works)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(store, 0o700, dir_fd=stores)
+            work = self.data_dir / "environments" / "work" / tag
+            storage = self.data_dir / "environments" / "buildah" / store
+            context = work / "context"
+            with safefs.opened(works, tag) as fd:
+                os.mkdir("context", 0o755, dir_fd=fd)
+                with safefs.opened(fd, "context") as ctx:
+                    for name, text in files.items():
+                        safefs.write_private(ctx, name, text.encode(), mode=0o644)
+            ids = (builder.pw_uid, builder.pw_gid)
+            for name, parent in ((tag, works), (store, stores)):
+                with safefs.opened(parent, name) as fd:
+                    safefs.chown_tree(fd, *ids, only_from={0, os.geteuid()})
+                    safefs.set_owner_mode(fd, *ids, 0o700)
+            env = {**build_env(work, work / "cache"), "XDG_RUNTIME_DIR": str(work),
+                   "BUILDAH_ISOLATION": "chroot"}
+            base = [buildah, "--storage-driver", "vfs", "--root", str(storage / "storage"),
+                    "--runroot", str(storage / "run")]
+            tls = f"--tls-verify={'true' if tls_verify else 'false'}"
+            digest_file = work / "digest"
+            try:
+                deadline = time.monotonic() + self.build_timeout
+                watched = (storage, work)
+                self._run_build_step([*base, "bud", "--isolation", "chroot", tls,
+                                      "-f", str(context / "Dockerfile"), "-t", image,
+                                      str(context)], builder, env, work, deadline, watched,
+                                     output)
+                self._run_build_step([*base, "push", tls, "--digestfile", str(digest_file),
+                                      image, f"docker://{image}"], builder, env, work,
+                                     deadline, watched, output)
+                digest = digest_file.read_text().strip()
+            finally:
+                # vfs keeps whole copies of every image: only the base layers stay
+                with contextlib.suppress(HelperError):
+                    self._run_build_step([*base, "rmi", "--force", image], builder, env,
+                                         work, time.monotonic() + 120, (), lambda line: None)
+                _remove(works, tag)
+        if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+            raise HelperError(f"buildah pushed no digest: {digest!r}")
+        return digest
+
     def _run_build_step(self, cmd, builder, env, cwd, deadline, watched, output) -> None:
         output("$ " + " ".join(cmd))
         limit = self.build_max_bytes
@@ -569,7 +648,7 @@ class Helper:
 # --- helpers ----------------------------------------------------------------------------
 
 #: Folders of ``environments/`` that are the helper's (builds), not the service's.
-HELPER_FOLDERS = frozenset({"venvs", "cache", "work", "wheels"})
+HELPER_FOLDERS = frozenset({"venvs", "cache", "work", "wheels", "buildah"})
 
 
 def _close_entries(folder: int, skip=frozenset()) -> int:
@@ -617,6 +696,15 @@ def _checked_requirements(requirements) -> list[str]:
             raise HelperError(f"{text!r}: direct URLs are not built")
         checked.append(text.strip())
     return checked
+
+
+def _has_subordinate_ids(account: str) -> bool:
+    try:
+        return all(any(line.split(":", 1)[0] == account for line in
+                       Path(path).read_text().splitlines())
+                   for path in ("/etc/subuid", "/etc/subgid"))
+    except OSError:
+        return False
 
 
 def _checked_account(name: str) -> str:

@@ -45,6 +45,7 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "restore_user": frozenset({"hub"}),
     "ensure_service": frozenset({"hub"}),
     "build_venv": frozenset({"environments"}),
+    "build_image": frozenset({"environments"}),
 }
 
 
@@ -64,7 +65,7 @@ def dispatch(helper: Helper, caller: str | None, op: object, args: object, outpu
         return {"caller": caller}
     method = getattr(helper, op)
     try:
-        if op == "build_venv":
+        if op in ("build_venv", "build_image"):
             return method(**args, output=output)
         return method(**args)
     except TypeError as e:

@@ -85,6 +85,13 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         Set by ``redspot up`` for the services it runs.""",
     )
 
+    service_public_urls = Dict(
+        value_trait=Unicode(), config=True,
+        help="""Where browsers reach each Redspot service, by name (``/services/models/``, or
+        its own origin with per-user subdomains); each reaches the server as
+        ``REDSPOT_<NAME>_PUBLIC_URL`` (links in notebooks). Set by ``redspot up``.""",
+    )
+
     ray_idle_timeout = Integer(
         3600, config=True,
         help="""Seconds without use after which the user's Ray cluster stops (0: never).
@@ -234,6 +241,8 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             env.update(self.profile.server_env())
         for name, url in self.service_urls.items():
             env[f"REDSPOT_{name.upper().replace('-', '_')}_URL"] = url
+        for name, url in self.service_public_urls.items():
+            env[f"REDSPOT_{name.upper().replace('-', '_')}_PUBLIC_URL"] = url
         if "models" in self.service_urls:
             # MLflow's client, unchanged: the registry, with the server's own hub token
             env["MLFLOW_TRACKING_URI"] = self.service_urls["models"].rstrip("/")

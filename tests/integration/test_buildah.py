@@ -12,10 +12,12 @@ import asyncio
 import gzip
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
 import textwrap
+from pathlib import Path
 
 import pytest
 import requests
@@ -35,6 +37,7 @@ FAKE_PYTHON = """#!/bin/sh
 for last; do :; done
 if grep -q fail-me "$last"; then echo "ERROR: no such package: fail-me" >&2; exit 1; fi
 cp "$last" /opt/installed-requirements.txt
+cat /proc/self/uid_map > /opt/uid_map 2>/dev/null || true
 echo "installed: $(cat "$last")"
 """
 
@@ -108,13 +111,45 @@ def registry_get(registry, path, accept=None):
 
 def build(builder, spec):
     lines = []
-    location = asyncio.run(builder.build(spec, spec.tag(builder.base_digest(spec.base)),
-                                         lines.append))
+    try:
+        location = asyncio.run(builder.build(spec, spec.tag(builder.base_digest(spec.base)),
+                                             lines.append))
+    except BuildFailed as e:
+        raise AssertionError("\n".join(lines[-30:])) from e
     return location, lines
 
 
-def test_buildah_builds_the_spec_on_the_base_and_pushes_it(registry, base_image, tmp_path):
-    builder = BuildahBuilder(tmp_path, registry, {"test-base": base_image}, tls_verify=False)
+@pytest.fixture
+def helper(test_root, account_prefix):
+    """The privileged helper, in this process: as root, builds run rootless as a build
+    account of their own (as the environments service's do), in a data folder other
+    accounts may pass through."""
+    import tempfile
+
+    from redspot.privileged.client import InProcessHelper
+    from redspot.privileged.ops import Helper
+
+    data = Path(tempfile.mkdtemp(prefix="buildah-", dir=test_root))
+    data.chmod(0o711)
+    ops = Helper(data, prefix=account_prefix, isolated=os.geteuid() == 0)
+    ops.ensure_service("environments")
+    return InProcessHelper(ops, caller="environments")
+
+
+def image_files(registry, manifest) -> dict[str, bytes]:
+    files = {}
+    for layer in manifest["layers"]:
+        blob = registry_get(registry, f"redspot-env/blobs/{layer['digest']}").content
+        data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                if member.isfile():
+                    files[member.name.lstrip("./")] = tar.extractfile(member).read()
+    return files
+
+
+def test_buildah_builds_the_spec_on_the_base_and_pushes_it(registry, base_image, helper):
+    builder = BuildahBuilder(helper, registry, {"test-base": base_image}, tls_verify=False)
     spec = parse_spec({"name": "six", "base": "test-base", "python": ["six==1.16.0"],
                        "env": {"GREETING": "hello world"}}, builder.bases())
     tag = spec.tag(builder.base_digest("test-base"))
@@ -133,21 +168,14 @@ def test_buildah_builds_the_spec_on_the_base_and_pushes_it(registry, base_image,
     assert "GREETING=hello world" in config["config"]["Env"]
     assert config["config"]["User"] == "1000:100"
     assert config["config"]["Labels"]["io.redspot.environment.tag"] == tag
-    files = {}
-    for layer in manifest["layers"]:
-        blob = registry_get(registry, f"redspot-env/blobs/{layer['digest']}").content
-        data = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            for member in tar.getmembers():
-                if member.isfile():
-                    files[member.name.lstrip("./")] = tar.extractfile(member).read()
+    files = image_files(registry, manifest)
     assert files["opt/installed-requirements.txt"] == b"six==1.16.0\n"
     assert builder.runtime_env(spec, location) == {"image_uri": location,
                                                    "env_vars": {"GREETING": "hello world"}}
 
 
-def test_a_failed_buildah_build_pushes_nothing(registry, base_image, tmp_path):
-    builder = BuildahBuilder(tmp_path, registry, {"test-base": base_image}, tls_verify=False)
+def test_a_failed_buildah_build_pushes_nothing(registry, base_image, helper):
+    builder = BuildahBuilder(helper, registry, {"test-base": base_image}, tls_verify=False)
     spec = parse_spec({"name": "bad", "base": "test-base", "python": ["fail-me==1.0"]},
                       builder.bases())
     tag = spec.tag(builder.base_digest("test-base"))
@@ -157,12 +185,37 @@ def test_a_failed_buildah_build_pushes_nothing(registry, base_image, tmp_path):
     assert any("no such package: fail-me" in line for line in lines)
     tags = registry_get(registry, "redspot-env/tags/list").json().get("tags") or []
     assert tag not in tags
-    assert not (tmp_path / "contexts" / tag).exists()
+    work = helper.helper.data_dir / "environments" / "work"
+    assert list(work.iterdir()) == []  # its context is gone
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds run as a build account")
+def test_a_build_step_runs_as_root_only_inside_the_build_accounts_namespace(
+        registry, base_image, helper, account_prefix):
+    """A RUN step is uid 0 in its user namespace, which is the build account outside
+    (the stand-in pip records /proc/self/uid_map): no step of a build is root here."""
+    import pwd
+
+    builder = BuildahBuilder(helper, registry, {"test-base": base_image}, tls_verify=False)
+    spec = parse_spec({"name": "probe", "base": "test-base", "python": ["probe==1"]},
+                      builder.bases())
+    tag = spec.tag(builder.base_digest("test-base"))
+    location, log = build(builder, spec)
+    assert location.startswith(f"{registry}/redspot-env@sha256:")
+    accept = ("application/vnd.oci.image.manifest.v1+json,"
+              "application/vnd.docker.distribution.manifest.v2+json")
+    manifest = registry_get(registry, f"redspot-env/manifests/{tag}", accept).json()
+    uid_map = image_files(registry, manifest)["opt/uid_map"].decode().split()
+    account = pwd.getpwnam(f"{account_prefix}bld_team")
+    assert account.pw_uid >= 1000 and account.pw_shell == "/usr/sbin/nologin"
+    # inside 0 (the base's image user is 1000: the pip step runs as it) maps to ids of
+    # the build account's own, outside: never to root
+    assert "0" not in uid_map[1::3] and str(account.pw_uid) in uid_map[1::3], uid_map
 
 
 def test_bases_must_be_pinned_by_digest(tmp_path):
     with pytest.raises(ValueError, match="pin the image by digest"):
-        BuildahBuilder(tmp_path, "127.0.0.1:5000", {"b": "127.0.0.1:5000/base:latest"})
+        BuildahBuilder(None, "127.0.0.1:5000", {"b": "127.0.0.1:5000/base:latest"})
 
 
 def test_the_registry_api_answers_json(registry):

@@ -131,6 +131,8 @@ LAYOUT = [
     ("environments/cache", "root", None, 0o711),
     ("environments/cache/*", "{p}bld_*", None, 0o700),
     ("environments/work", "root", None, 0o711),
+    ("environments/buildah", "root", None, 0o711),
+    ("environments/buildah/*", "{p}bld_*", None, 0o700),
     ("environments/wheels", "root", None, 0o755),  # Redspot's own wheel
     ("environments/wheels/*", "root", None, 0o755),
     ("environments/wheels/*/redspot-*.whl", "root", None, 0o644),

@@ -315,3 +315,24 @@ def test_layer_services_runs_the_model_registry():
         "models": "http://127.0.0.1:9200/services/models/"}
     server_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "server")
     assert "access:services!service=models" in server_role["scopes"]
+
+
+def test_with_per_user_subdomains_services_are_reached_on_their_own_origin():
+    from redspot.config.layers import Context, layer_services
+    from redspot.config.paths import DataPaths
+
+    settings = validate_settings({"hub": {"subdomain_host": "https://hub.example.com"},
+                                  "services": {"models": {"enabled": True}}})
+    c = Config()
+    layer_settings(c, settings)
+    assert c.JupyterHub.subdomain_host == "https://hub.example.com"
+    layer_services(c, settings, Context(paths=DataPaths(Path("/data")),
+                                        service_ports={"models": 9200}))
+    assert c.RedspotSpawnerMixin.service_public_urls == {
+        "models": "https://models--service.hub.example.com/services/models/"}
+    c = Config()
+    layer_services(c, validate_settings({"services": {"models": {"enabled": True}}}),
+                   Context(paths=DataPaths(Path("/data")), service_ports={"models": 9200}))
+    assert c.RedspotSpawnerMixin.service_public_urls == {"models": "/services/models/"}
+    with pytest.raises(ConfigError, match="subdomain_host"):
+        validate_settings({"hub": {"subdomain_host": "hub.example.com/x"}})

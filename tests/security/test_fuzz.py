@@ -1,0 +1,31 @@
+"""The environments service's REST API, fuzzed from its OpenAPI description (schemathesis):
+whatever a signed-in user sends, the answer is never a server error and never hangs."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def api_schema(realm):
+    from redspot.environments.service import openapi
+
+    return schemathesis.openapi.from_dict(openapi())
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_no_request_is_a_server_error_or_hangs(case, realm):
+    response = case.call(base_url=f"{realm.url}/services/environments/api",
+                         headers={"Authorization": f"token {realm.tokens['carol']}"},
+                         timeout=30)
+    assert response.status_code < 500, (case.method, case.formatted_path, case.body,
+                                        response.status_code, response.text[:500])

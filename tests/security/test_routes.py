@@ -1,0 +1,295 @@
+"""The attack table: every request another user (or nobody) can make against alice's
+objects, and what the real Redspot answers.
+
+alice and bob share the group ``vision``, carol is in ``nlp``, ``outsider`` has no
+token; alice has a running server with a kernel and her Ray cluster, a personal
+environment, an experiment with runs, a private model and a public one, a logged
+model, and a file in the ``vision`` shared folder. Each row is (who, request, the
+statuses that mean "refused"); a row passes only when the real service refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import requests
+
+from tests.kernels import run_cell, start_kernel
+
+pytestmark = pytest.mark.integration
+
+M = "/services/models/api/2.0/mlflow"
+ART = "/services/models/api/2.0/mlflow-artifacts/artifacts"
+E = "/services/environments/api"
+
+
+def ask(realm, who, method, path, **kwargs):
+    headers = kwargs.pop("headers", {})
+    if who != "outsider":
+        headers["Authorization"] = f"Bearer {realm.tokens[who]}"
+    return requests.request(method, realm.url + path, headers=headers, timeout=60,
+                            allow_redirects=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def targets(realm, alice_env):
+    """alice's objects (see the module's docstring), their ids by name."""
+    t = {"env": alice_env["id"]}
+
+    def alice(method, path, **kwargs):
+        r = ask(realm, "alice", method, path, **kwargs)
+        assert r.status_code == 200, (path, r.text)
+        return r.json() if r.content else {}
+
+    t["exp"] = alice("POST", f"{M}/experiments/create", json={"name": "alice/attack"})[
+        "experiment_id"]
+    for kind, exp in (("private", t["exp"]), ("public", "0")):
+        run = alice("POST", f"{M}/runs/create", json={"experiment_id": exp})["run"]["info"]
+        t[f"{kind}_run"] = run["run_id"]
+        t[f"{kind}_art"] = f"{exp}/{run['run_id']}/artifacts/model/MLmodel"
+        r = ask(realm, "alice", "PUT", f"{ART}/{t[f'{kind}_art']}",
+                data=b"artifact_path: model\n")
+        assert r.status_code == 200, r.text
+        alice("POST", f"{M}/registered-models/create", json={"name": f"alice-{kind}"})
+        alice("POST", f"{M}/model-versions/create", json={
+            "name": f"alice-{kind}", "source": f"runs:/{run['run_id']}/model",
+            "run_id": run["run_id"]})
+    r = ask(realm, "alice", "PATCH", "/services/models/redspot/api/permissions/alice-private",
+            json={"private": True})
+    assert r.status_code == 200, r.text
+    t["logged"] = alice("POST", f"{M}/logged-models", json={
+        "experiment_id": t["exp"], "name": "lm"})["model"]["info"]["model_id"]
+
+    # her server, a kernel, and her Ray cluster
+    token = realm.tokens["alice"]
+    assert realm.spawn("alice", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
+    realm.wait_ready("alice")
+    t["kernel"] = start_kernel(realm.url, "alice", token)
+    out = run_cell(realm.url, "alice", token, "%ray_connect", kernel=t["kernel"], timeout=180)
+    assert "Connected" in out, out
+    out = run_cell(realm.url, "alice", token,
+                   "print('port', get_ipython().find_magic('ray_connect').__self__"
+                   ".session.channel.port)", kernel=t["kernel"])
+    t["channel_port"] = int(out.split("port", 1)[1].split()[0])
+    home = realm.data_dir / "home" / "alice"
+    t["head"] = json.loads((home / ".redspot" / "ray" / "head.json").read_text())
+
+    # a file in the vision group's shared folder, and bob's account
+    account = pwd.getpwnam(f"{realm.prefix}alice")
+    plan = realm.data_dir / "shared" / "vision" / "plan.txt"
+    plan.write_text("vision's plan")
+    os.chown(plan, account.pw_uid, -1)
+    os.chmod(plan, 0o660)
+    t["plan"] = plan
+    (home / "diary.txt").write_text("alice's diary")
+    os.chown(home / "diary.txt", account.pw_uid, account.pw_gid)
+    t["diary"] = home / "diary.txt"
+    from redspot.privileged.client import SocketHelper
+
+    helper = SocketHelper(str(realm.data_dir / "run" / "helper.sock"))
+    for user, groups in (("bob", ["vision"]), ("carol", ["nlp"])):
+        helper.call("ensure_user", user=user, groups=groups)
+    yield t
+    realm.stop_server("alice")
+
+
+def _fill(value, targets):
+    """``value`` with ``{name}`` in its strings replaced by alice's objects' ids."""
+    if isinstance(value, str):
+        for name, known in targets.items():
+            value = value.replace("{" + name + "}", str(known))
+        return value
+    if isinstance(value, dict):
+        return {k: _fill(v, targets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, targets) for v in value]
+    return value
+
+
+#: (who, method, path, request keywords, statuses that count as refused)
+TABLE = [
+    # her server, its kernels and files, its extension, the dashboard proxy
+    ("bob", "GET", "/user/alice/api/contents", {}, (403,)),
+    ("bob", "GET", "/user/alice/api/contents/diary.txt", {}, (403,)),
+    ("bob", "POST", "/user/alice/api/kernels", {"json": {}}, (403,)),
+    ("bob", "GET", "/user/alice/api/kernels", {}, (403,)),
+    ("bob", "GET", "/user/alice/redspot/api/info", {}, (403,)),
+    ("bob", "GET", "/user/alice/redspot/ray/dashboard/api/version", {}, (403,)),
+    ("bob", "POST", "/user/alice/redspot/ray/dashboard/api/jobs/",
+     {"json": {"entrypoint": "id"}}, (403,)),
+    ("carol", "GET", "/user/alice/lab", {}, (403,)),
+    ("outsider", "GET", "/user/alice/api/contents", {}, (302, 401, 403)),
+    ("outsider", "GET", "/user/alice/redspot/ray/dashboard/api/version", {}, (302, 401, 403)),
+    # the hub's API about her
+    ("bob", "GET", "/hub/api/users/alice", {}, (403, 404)),
+    ("bob", "POST", "/hub/api/users/alice/tokens", {"json": {}}, (403, 404)),
+    ("bob", "DELETE", "/hub/api/users/alice/server", {}, (403, 404)),
+    ("bob", "POST", "/hub/api/users/alice/server", {"json": {}}, (403, 404)),
+    ("bob", "PATCH", "/hub/api/users/bob", {"json": {"admin": True}}, (403, 404)),
+    ("outsider", "GET", "/hub/api/users", {}, (401, 403)),
+    # her environment
+    ("bob", "GET", f"{E}/environments/{{env}}", {}, (404,)),
+    ("bob", "GET", f"{E}/environments/{{env}}/log", {}, (404,)),
+    ("bob", "DELETE", f"{E}/environments/{{env}}", {}, (404,)),
+    ("carol", "GET", f"{E}/environments/{{env}}", {}, (404,)),
+    ("bob", "POST", f"{E}/environments", {"json": {"name": "t", "team": True}}, (403,)),
+    ("outsider", "GET", f"{E}/environments", {}, (403,)),
+    ("outsider", "GET", f"{E}/environments/{{env}}", {}, (403,)),
+    # her private model, its versions, runs and files
+    ("bob", "GET", f"{M}/registered-models/get?name=alice-private", {}, (404,)),
+    ("bob", "GET", f"{M}/registered-models/get?name=alice-private", {"json": {}}, (404,)),
+    ("bob", "GET", f"{M}/model-versions/get?name=alice-private&version=1", {}, (404,)),
+    ("bob", "GET", "/services/models/model-versions/get-artifact?name=alice-private"
+     "&version=1&path=MLmodel", {}, (404,)),
+    ("bob", "GET", f"{M}/runs/get?run_id={{private_run}}", {}, (404,)),
+    ("bob", "GET", f"{M}/metrics/get-history?run_id={{private_run}}&metric_key=x", {}, (404,)),
+    ("bob", "GET", f"{M}/artifacts/list?run_id={{private_run}}", {}, (404,)),
+    ("bob", "GET", "/services/models/get-artifact?run_id={private_run}&path=model/MLmodel",
+     {}, (404,)),
+    ("bob", "GET", f"{ART}/{{private_art}}", {}, (404,)),
+    ("bob", "GET", f"{ART}?path={{exp}}/{{private_run}}/artifacts", {}, (404,)),
+    ("bob", "GET", f"{ART}?path={{exp}}", {}, (403,)),
+    ("carol", "GET", f"{ART}/{{private_art}}", {}, (404,)),
+    ("bob", "POST", "/services/models/graphql", {"json": {
+        "query": "query Q($i: MlflowGetRunInput) { mlflowGetRun(input: $i) "
+                 "{ run { info { runId } } } }",
+        "variables": {"i": {"runId": "{private_run}"}}}}, (404,)),
+    # her public model: readable, not changeable
+    ("bob", "POST", f"{M}/model-versions/create", {"json": {
+        "name": "alice-public", "source": "runs:/{public_run}/model"}}, (403,)),
+    ("bob", "POST", f"{M}/registered-models/rename", {"json": {
+        "name": "alice-public", "newName": "bobs-now"}}, (403,)),
+    ("bob", "DELETE", f"{M}/registered-models/delete", {"json": {"name": "alice-public"}},
+     (403,)),
+    ("bob", "POST", f"{M}/registered-models/alias", {"json": {
+        "name": "alice-public", "alias": "champion", "version": "1"}}, (403,)),
+    ("bob", "PATCH", "/services/models/redspot/api/permissions/alice-public",
+     {"json": {"private": True}}, (403,)),
+    # her runs, experiments and logged models
+    ("bob", "PUT", f"{ART}/{{public_art}}", {"data": b"evil pickle"}, (403,)),
+    ("bob", "DELETE", f"{ART}/{{public_art}}", {}, (403,)),
+    ("bob", "POST", f"{M}/runs/set-tag", {"json": {
+        "run_id": "{public_run}", "key": "mlflow.user", "value": "bob"}}, (400, 403)),
+    ("alice", "POST", f"{M}/runs/set-tag", {"json": {
+        "run_id": "{public_run}", "key": "mlflow.user", "value": "bob"}}, (400,)),
+    ("bob", "POST", f"{M}/runs/log-metric", {"json": {
+        "run_id": "{public_run}", "key": "loss", "value": 9, "timestamp": 0}}, (403,)),
+    ("bob", "POST", f"{M}/runs/delete", {"json": {"run_id": "{public_run}"}}, (403,)),
+    ("bob", "POST", f"{M}/runs/create", {"json": {"experiment_id": "{exp}"}}, (403,)),
+    ("bob", "POST", f"{M}/experiments/update", {"json": {
+        "experiment_id": "{exp}", "new_name": "bob/taken"}}, (403,)),
+    ("bob", "POST", f"{M}/experiments/delete", {"json": {"experiment_id": "0"}}, (403,)),
+    ("bob", "POST", f"{M}/experiments/create", {"json": {"name": "alice/squat"}}, (403,)),
+    ("bob", "PATCH", f"{M}/logged-models/{{logged}}", {"json": {"status": "READY"}}, (403,)),
+    ("bob", "DELETE", f"{M}/logged-models/{{logged}}", {}, (403,)),
+    # what no user reaches
+    ("bob", "GET", "/services/models/api/3.0/mlflow/gateway/secrets/list", {}, (403,)),
+    ("bob", "GET", f"{M}/webhooks", {}, (403,)),
+    ("bob", "POST", "/services/models/api/3.0/mlflow/traces/search", {"json": {}}, (403,)),
+    ("bob", "POST", "/services/models/api/3.0/mlflow/scorer/invoke", {"json": {}}, (403,)),
+    ("outsider", "GET", f"{M}/registered-models/search", {}, (401,)),
+    ("outsider", "GET", "/services/models/", {}, (401,)),
+]
+
+
+@pytest.mark.parametrize("who, method, path, kwargs, refused", TABLE,
+                         ids=[f"{r[0]}-{r[1]}-{r[2][:60]}" for r in TABLE])
+def test_the_attack_is_refused(realm, targets, who, method, path, kwargs, refused):
+    r = ask(realm, who, method, _fill(path, targets), **_fill(kwargs, targets))
+    assert r.status_code in refused, (r.status_code, r.text[:500])
+
+
+def test_what_the_owner_and_her_group_may_do_still_works(realm, targets):
+    """The same requests, made by those allowed: the table refuses for the right reason."""
+    assert ask(realm, "alice", "GET", f"{ART}/{targets['private_art']}").status_code == 200
+    assert ask(realm, "bob", "GET", f"{ART}/{targets['public_art']}").status_code == 200
+    r = ask(realm, "alice", "GET", f"{M}/registered-models/get?name=alice-private")
+    assert r.status_code == 200
+    assert ask(realm, "alice", "GET",
+               f"{E}/environments/{targets['env']}").status_code == 200
+    assert ask(realm, "admin", "GET", f"{E}/environments/{targets['env']}").status_code == 200
+    assert ask(realm, "alice", "GET", "/user/alice/redspot/api/info").status_code == 200
+
+
+def _as(account: str, *argv: str) -> subprocess.CompletedProcess:
+    user = pwd.getpwnam(account)
+    return subprocess.run(list(argv), user=user.pw_uid, group=user.pw_gid,
+                          extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
+                          capture_output=True, text=True, timeout=60, cwd="/")
+
+
+def test_files_are_reached_by_their_owner_and_group_only(realm, targets):
+    p = realm.prefix
+    assert _as(f"{p}alice", "cat", str(targets["diary"])).returncode == 0
+    for other in ("bob", "carol"):
+        assert _as(f"{p}{other}", "cat", str(targets["diary"])).returncode != 0
+        assert _as(f"{p}{other}", "ls", str(realm.data_dir / "home")).returncode != 0
+    # the vision group's folder: bob (vision) reads it, carol (nlp) does not
+    assert _as(f"{p}bob", "cat", str(targets["plan"])).stdout == "vision's plan"
+    assert _as(f"{p}carol", "cat", str(targets["plan"])).returncode != 0
+    # nor the hub's state, the services' stores, other builds, or the retired homes
+    for path in ("hub/jupyterhub.sqlite", "hub/users.sqlite", "hub/cli-access.json",
+                 "redspot.yaml", "models/mlflow.sqlite", "environments/catalog.sqlite",
+                 "models/permissions.sqlite"):
+        assert _as(f"{p}bob", "cat", str(realm.data_dir / path)).returncode != 0, path
+    # nor does alice's own build account reach her home (a build's code runs as it)
+    assert _as(f"{p}bld_alice", "cat", str(targets["diary"])).returncode != 0
+    assert _as(f"{p}bld_alice", "cat", str(targets["plan"])).returncode != 0
+
+
+RAY_DRIVER = textwrap.dedent("""
+    import sys, ray
+    ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+    print("joined", ray.get(ray.put(7)))
+""")
+
+
+def test_her_ray_cluster_refuses_anyone_without_her_token(realm, targets, tmp_path):
+    head = targets["head"]
+    dashboard = head["dashboard"]
+    # the dashboard and the Jobs API, straight on 127.0.0.1
+    assert requests.get(f"{dashboard}/api/version", timeout=30).status_code in (401, 403)
+    r = requests.post(f"{dashboard}/api/jobs/", json={"entrypoint": "id"}, timeout=30)
+    assert r.status_code in (401, 403), r.text
+    r = requests.post(f"{dashboard}/api/jobs/", json={"entrypoint": "id"}, timeout=30,
+                      headers={"X-Ray-Authorization": "Bearer " + "0" * 64})
+    assert r.status_code in (401, 403), r.text
+    # the GCS, as a driver with a wrong token
+    from redspot.compute.local import auth_env
+
+    wrong = tmp_path / "token"
+    wrong.write_text("0" * 64)
+    env = {**os.environ, "HOME": str(tmp_path), **auth_env(wrong)}
+    result = subprocess.run([sys.executable, "-c", RAY_DRIVER, head["address"]], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert "joined" not in result.stdout and result.returncode != 0
+
+
+def test_her_kernels_output_channel_takes_nothing_without_its_secret(realm, targets):
+    port = targets["channel_port"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b'{"secret": "' + b"0" * 32 + b'", "run": "x"}\n'
+                     + b'{"t": "stream", "name": "stdout", "text": "injected"}\n')
+        sock.settimeout(10)
+        try:
+            assert sock.recv(1) == b""  # dropped
+        except ConnectionResetError:
+            pass
+    # connections that never speak hold no thread each, and her next cell still works
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(100)]
+    try:
+        out = run_cell(realm.url, "alice", realm.tokens["alice"],
+                       "%%ray_remote\nprint('still', 6 * 7)", kernel=targets["kernel"],
+                       timeout=120)
+        assert "still 42" in out, out
+    finally:
+        for sock in idle:
+            sock.close()
+
