@@ -203,6 +203,11 @@ class HubGuard:
                 if problem:
                     raise Refused(403, "PERMISSION_DENIED",
                                   f"refused a change from a browser session: {problem}")
+            if scope["method"] not in SAFE_METHODS and "origin" in headers:
+                # checked above (a session) or no ambient credential (a token): MLflow's
+                # own check would refuse any origin but localhost, the registry's UI too
+                scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
+                                              if k.lower() != b"origin"]}
             found = routes.find(scope["method"], inner)
             if found is None:
                 raise Refused(403, "PERMISSION_DENIED",
@@ -228,7 +233,8 @@ class HubGuard:
                 return await self._object(kind, params, requester, scope, receive, send,
                                           headers)
         except Refused as e:
-            log.info("Refused %s %s (%d): %s", scope["method"], inner, e.status, e.message)
+            log.log(logging.DEBUG if e.status == 401 else logging.INFO,
+                    "Refused %s %s (%d): %s", scope["method"], inner, e.status, e.message)
             return await _reply(send, e.status, e.code, e.message)
         return await self.app(scope, receive, send)
 

@@ -1,6 +1,8 @@
-"""Per-user subdomains (``hub.subdomain_host``) in a real browser, on ``*.localhost``:
-alice's server and the model registry each have an origin of their own, and a page of
-her server's origin cannot act with her registry session."""
+"""Per-user subdomains (``hub.subdomain_host``) in a real browser, on ``*.hub.localhost``:
+alice's server and the model registry each have an origin of their own (on one site, as
+``alice.hub.example.com`` and ``models--service.hub.example.com`` are, so the browser
+sends the registry's session cookie along), and a page of her server's origin cannot
+act with her registry session."""
 
 from __future__ import annotations
 
@@ -22,15 +24,15 @@ def subdomain_hub(test_root, account_prefix):
 
     port = free_port()
     pool = HubPool(test_root, account_prefix, "subdomains")
-    hub = pool({"hub": {"subdomain_host": f"http://localhost:{port}"},
+    hub = pool({"hub": {"subdomain_host": f"http://hub.localhost:{port}"},
                 "services": {"models": {"enabled": True}}},
                users={"alice": PASSWORD}, port=port)
     hub.alice_token = hub.user_token("alice")
 
     def registry_up():
         r = requests.get(f"http://127.0.0.1:{port}/services/models/api/2.0/mlflow/"
-                         "experiments/search", timeout=10,
-                         headers={"Host": f"models--service.localhost:{port}",
+                         "registered-models/search", timeout=10,
+                         headers={"Host": f"models--service.hub.localhost:{port}",
                                   "Authorization": f"Bearer {hub.alice_token}"})
         return r.status_code == 200
 
@@ -58,25 +60,25 @@ def test_a_page_of_alices_server_cannot_act_with_her_registry_session(subdomain_
     context = browser.new_context()
     page = context.new_page()
     try:
-        page.goto(f"http://localhost:{port}/hub/login")
+        page.goto(f"http://hub.localhost:{port}/hub/login")
         page.fill("#username_input", "alice")
         page.fill("#password_input", PASSWORD)
         page.click("#login_submit")
         page.wait_for_url(re.compile(r".*/hub/spawn$"))
         page.click("form button[type=submit]")
-        page.wait_for_url(re.compile(rf"http://alice\.localhost:{port}/user/alice/lab.*"),
+        page.wait_for_url(re.compile(rf"http://alice\.hub\.localhost:{port}/user/alice/lab.*"),
                           timeout=120_000)
         page.wait_for_selector(".jp-Launcher", timeout=120_000)
 
         registry = context.new_page()
-        base = f"http://models--service.localhost:{port}/services/models"
+        base = f"http://models--service.hub.localhost:{port}/services/models"
         registry.goto(f"{base}/")
         registry.wait_for_url(re.compile(rf"{re.escape(base)}/.*"), timeout=60_000)
         api = f"{base}/ajax-api/2.0/mlflow/experiments/create"
 
         # from alice's server's origin: the session cookie goes along, the guard refuses
         _create(page, api, "alice/from-her-server")
-        wait_for(lambda: "it came from a page of http://alice.localhost" in hub.log(tail=400),
+        wait_for(lambda: "it came from a page of http://alice.hub.localhost" in hub.log(tail=400),
                  30, "the registry to refuse the request from alice's server's page")
         # from the registry's own pages: the same request is fine (application/json, as
         # the UI sends it)
@@ -91,7 +93,7 @@ def test_a_page_of_alices_server_cannot_act_with_her_registry_session(subdomain_
             hub.stop_server("alice")
     r = requests.get(f"http://127.0.0.1:{port}/services/models/api/2.0/mlflow/experiments/"
                      "search?max_results=100", timeout=30,
-                     headers={"Host": f"models--service.localhost:{port}",
+                     headers={"Host": f"models--service.hub.localhost:{port}",
                               "Authorization": f"Bearer {hub.alice_token}"})
     names = {e["name"] for e in r.json().get("experiments", [])}
     assert "alice/from-the-registry" in names and "alice/from-her-server" not in names

@@ -10,14 +10,9 @@ from hypothesis import HealthCheck, settings
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def api_schema(realm):
-    from redspot.environments.service import openapi
+from redspot.environments.service import openapi  # noqa: E402
 
-    return schemathesis.openapi.from_dict(openapi())
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
+schema = schemathesis.openapi.from_dict(openapi())
 
 
 @schema.parametrize()
