@@ -188,12 +188,6 @@ class HubGuard:
                 if browser and e.status == 401:  # the session's token expired or was revoked
                     return await sign_in()
                 raise
-            permissions = _PERMISSIONS.match(inner)
-            if permissions and permissions["name"]:
-                return await self._permissions(unquote(permissions["name"]), requester,
-                                               scope, receive, send)
-            if permissions:
-                return await self._readable(requester, scope, send)
             if cookie_token and not _token_from(headers) \
                     and scope["method"] not in SAFE_METHODS:
                 # a browser session's cookie goes with every request the browser makes,
@@ -208,6 +202,12 @@ class HubGuard:
                 # own check would refuse any origin but localhost, the registry's UI too
                 scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", [])
                                               if k.lower() != b"origin"]}
+            permissions = _PERMISSIONS.match(inner)
+            if permissions and permissions["name"]:
+                return await self._permissions(unquote(permissions["name"]), requester,
+                                               scope, receive, send)
+            if permissions:
+                return await self._readable(requester, scope, send)
             found = routes.find(scope["method"], inner)
             if found is None:
                 raise Refused(403, "PERMISSION_DENIED",

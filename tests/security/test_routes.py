@@ -270,6 +270,10 @@ def test_her_ray_cluster_refuses_anyone_without_her_token(realm, targets, tmp_pa
     result = subprocess.run([sys.executable, "-c", RAY_DRIVER, head["address"]], env=env,
                             capture_output=True, text=True, timeout=180)
     assert "joined" not in result.stdout and result.returncode != 0
+    # the Ray Client server, likewise
+    result = subprocess.run([sys.executable, "-c", RAY_DRIVER, head["client"]], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert "joined" not in result.stdout and result.returncode != 0
 
 
 def test_her_kernels_output_channel_takes_nothing_without_its_secret(realm, targets):

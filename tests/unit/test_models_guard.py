@@ -540,3 +540,30 @@ def test_graphql_reads_of_a_private_models_runs_are_refused_or_filtered(owned):
     answer = {"a": {"runs": [{"info": {"runId": RUN_A}}, {"info": {"runId": RUN_B}}]}}
     kept = _without_hidden_runs(answer, lambda run: store.hidden_from(BOB, "run", run))
     assert kept == {"a": {"runs": [{"info": {"runId": RUN_B}}]}}
+
+
+def test_a_browser_session_changes_no_permissions_from_another_sites_page(tmp_path):
+    from redspot.models.login import BrowserLogin
+
+    class Hub:
+        login_url = "http://hub/hub/api/oauth2/authorize?client_id=x"
+
+    store = PermissionStore(tmp_path / "p.sqlite")
+    store.claim("m", "alice")
+    login = BrowserLogin(Hub(), b"s" * 32, "/services/models")
+    guard = HubGuard(FakeMlflow(), Identity(), store, "/services/models/", login=login)
+    session = login.session_cookie("alice", secure=False).split(";")[0]
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b'{"private": true}', "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard({"type": "http", "method": "PATCH", "query_string": b"",
+                       "path": "/services/models/redspot/api/permissions/m",
+                       "headers": [(b"cookie", session.encode()), (b"host", b"hub.example"),
+                                   (b"origin", b"http://evil.example")]}, receive, send))
+    assert sent[0]["status"] == 403
+    assert store.get("m").private is False
