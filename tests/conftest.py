@@ -115,18 +115,22 @@ class HubPool:
 @pytest.fixture
 def hub_factory(test_root, account_prefix, request):
     pool = HubPool(test_root, account_prefix, request.node.name[:20].replace("[", "-"))
-    yield pool
-    pool.close()
+    try:
+        yield pool
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")
 def team_hub(test_root, account_prefix):
     pool = HubPool(test_root, account_prefix, "team")
-    hub = pool(TEAM_SETTINGS, users=PASSWORDS, config_d={
-        "50-poll.py": "c.Spawner.poll_interval = 2\n",
-    })
-    yield hub
-    pool.close()
+    try:
+        hub = pool(TEAM_SETTINGS, users=PASSWORDS, config_d={
+            "50-poll.py": "c.Spawner.poll_interval = 2\n",
+        })
+        yield hub
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="module")

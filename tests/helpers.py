@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -36,6 +37,53 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+def _started(pid: int) -> str | None:
+    """When ``pid`` started (field 22 of /proc/PID/stat), or None if it is gone: with
+    the pid, it names one process even after the pid is reused."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """Every process below ``pid`` now, as (pid, start time)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, frontier = [], [pid]
+    while frontier:
+        for child in parents.get(frontier.pop(), []):
+            started = _started(child)
+            if started is not None:
+                found.append((child, started))
+            frontier.append(child)
+    return found
+
+
+def stop_pids(processes: list[tuple[int, str]], grace: float = 10) -> None:
+    """SIGTERM to those ``processes`` (pid, start time) still alive, SIGKILL to what is
+    left after ``grace``; a pid now used by another process is left alone."""
+    def alive():
+        return [pid for pid, started in processes
+                if _started(pid) == started and pid_alive(pid)]
+
+    for pid in alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and alive():
+        time.sleep(0.2)
+    for pid in alive():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def wait_for(predicate, timeout: float, message: str, interval: float = 0.2):
@@ -135,15 +183,20 @@ class Hub:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-tail:])
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int | None:
-        """Send ``sig`` to the hub and wait for it to exit; return its exit code."""
+        """Send ``sig`` to the hub and wait for it to exit; return its exit code. A hub
+        that had to be killed leaves its services behind: they are stopped too, by pid
+        (not with ``keep_servers``, whose servers are meant to outlive it)."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
+        children = [] if self.keep_servers else descendants(self.proc.pid)
         os.kill(self.proc.pid, sig)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(10)
+        finally:
+            stop_pids(children)
 
     def proxy_pid(self) -> int | None:
         path = self.data_dir / "hub" / "jupyterhub-proxy.pid"

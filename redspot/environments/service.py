@@ -64,7 +64,7 @@ class ApiHandler(HubOAuthenticated, web.RequestHandler):
             raise web.HTTPError(413, f"a request body may have at most {MAX_BODY} bytes")
         try:
             return json.loads(self.request.body or b"{}")
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # not JSON, or not text at all (UnicodeDecodeError)
             raise web.HTTPError(400, f"the body is not JSON: {e}") from None
 
     def write_json(self, data, status: int = 200) -> None:

@@ -20,18 +20,20 @@ def registry_hub(test_root, account_prefix):
     from tests.conftest import HubPool
 
     pool = HubPool(test_root, account_prefix, "models-ui")
-    hub = pool({"services": {"models": {"enabled": True}}}, users=USERS)
-    token = hub.user_token("alice")
+    try:
+        hub = pool({"services": {"models": {"enabled": True}}}, users=USERS)
+        token = hub.user_token("alice")
 
-    def answers():
-        return requests.get(f"{hub.url}/services/models/api/2.0/mlflow/registered-models/"
-                            "search", headers={"Authorization": f"Bearer {token}"},
-                            timeout=30).status_code == 200
+        def answers():
+            return requests.get(f"{hub.url}/services/models/api/2.0/mlflow/registered-models/"
+                                "search", headers={"Authorization": f"Bearer {token}"},
+                                timeout=30).status_code == 200
 
-    wait_for(answers, 180, "the model registry")
-    hub.alice_token = token
-    yield hub
-    pool.close()
+        wait_for(answers, 180, "the model registry")
+        hub.alice_token = token
+        yield hub
+    finally:
+        pool.close()
 
 
 def test_the_ui_shows_a_registered_version_with_its_lineage(registry_hub, page, monkeypatch,

@@ -24,21 +24,23 @@ def subdomain_hub(test_root, account_prefix):
 
     port = free_port()
     pool = HubPool(test_root, account_prefix, "subdomains")
-    hub = pool({"hub": {"subdomain_host": f"http://hub.localhost:{port}"},
-                "services": {"models": {"enabled": True}}},
-               users={"alice": PASSWORD}, port=port)
-    hub.alice_token = hub.user_token("alice")
+    try:
+        hub = pool({"hub": {"subdomain_host": f"http://hub.localhost:{port}"},
+                    "services": {"models": {"enabled": True}}},
+                   users={"alice": PASSWORD}, port=port)
+        hub.alice_token = hub.user_token("alice")
 
-    def registry_up():
-        r = requests.get(f"http://127.0.0.1:{port}/services/models/api/2.0/mlflow/"
-                         "registered-models/search", timeout=10,
-                         headers={"Host": f"models--service.hub.localhost:{port}",
-                                  "Authorization": f"Bearer {hub.alice_token}"})
-        return r.status_code == 200
+        def registry_up():
+            r = requests.get(f"http://127.0.0.1:{port}/services/models/api/2.0/mlflow/"
+                             "registered-models/search", timeout=10,
+                             headers={"Host": f"models--service.hub.localhost:{port}",
+                                      "Authorization": f"Bearer {hub.alice_token}"})
+            return r.status_code == 200
 
-    wait_for(registry_up, 180, "the model registry on its own origin")
-    yield hub
-    pool.close()
+        wait_for(registry_up, 180, "the model registry on its own origin")
+        yield hub
+    finally:
+        pool.close()
 
 
 def _create(page, url: str, name: str) -> int:

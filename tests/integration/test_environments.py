@@ -23,12 +23,14 @@ def env_hub(test_root, account_prefix):
     from tests.conftest import HubPool
 
     pool = HubPool(test_root, account_prefix, "envs")
-    hub = pool({"services": {"environments": {"enabled": True}}}, users=USERS)
-    hub.tokens = {name: hub.user_token(name) for name in (*USERS, "admin")}
-    wait_for(lambda: envs_api(hub, "alice", "GET", "bases").status_code == 200, 60,
-             "the environments service")
-    yield hub
-    pool.close()
+    try:
+        hub = pool({"services": {"environments": {"enabled": True}}}, users=USERS)
+        hub.tokens = {name: hub.user_token(name) for name in (*USERS, "admin")}
+        wait_for(lambda: envs_api(hub, "alice", "GET", "bases").status_code == 200, 60,
+                 "the environments service")
+        yield hub
+    finally:
+        pool.close()
 
 
 def envs_api(hub, who, method, path, token=None, **kwargs):

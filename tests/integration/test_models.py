@@ -23,13 +23,15 @@ def models_hub(test_root, account_prefix):
     from tests.conftest import HubPool
 
     pool = HubPool(test_root, account_prefix, "models")
-    hub = pool({"services": {"models": {"enabled": True}},
-                "groups": {"ml": {"users": ["alice", "bob"]}}}, users=USERS)
-    hub.tokens = {name: hub.user_token(name) for name in (*USERS, "admin")}
-    wait_for(lambda: api(hub, "alice", "GET", "registered-models/search").status_code == 200,
-             180, "the model registry")
-    yield hub
-    pool.close()
+    try:
+        hub = pool({"services": {"models": {"enabled": True}},
+                    "groups": {"ml": {"users": ["alice", "bob"]}}}, users=USERS)
+        hub.tokens = {name: hub.user_token(name) for name in (*USERS, "admin")}
+        wait_for(lambda: api(hub, "alice", "GET", "registered-models/search").status_code == 200,
+                 180, "the model registry")
+        yield hub
+    finally:
+        pool.close()
 
 
 def api(hub, who, method, call, token=None, **kwargs):

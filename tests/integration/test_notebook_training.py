@@ -27,15 +27,17 @@ def train_hub(test_root, account_prefix):
     from tests.conftest import HubPool
 
     pool = HubPool(test_root, account_prefix, "train")
-    hub = pool({"services": {"models": {"enabled": True}, "environments": {"enabled": True}}},
-               users=USERS)
-    hub.tokens = {name: hub.user_token(name) for name in USERS}
-    wait_for(lambda: service(hub, "environments/api/bases").status_code == 200, 60,
-             "the environments service")
-    wait_for(lambda: service(hub, "models/api/2.0/mlflow/registered-models/search"
-                             ).status_code == 200, 180, "the model registry")
-    yield hub
-    pool.close()
+    try:
+        hub = pool({"services": {"models": {"enabled": True}, "environments": {"enabled": True}}},
+                   users=USERS)
+        hub.tokens = {name: hub.user_token(name) for name in USERS}
+        wait_for(lambda: service(hub, "environments/api/bases").status_code == 200, 60,
+                 "the environments service")
+        wait_for(lambda: service(hub, "models/api/2.0/mlflow/registered-models/search"
+                                 ).status_code == 200, 180, "the model registry")
+        yield hub
+    finally:
+        pool.close()
 
 
 def service(hub, path, method="GET", **kwargs):

@@ -32,19 +32,21 @@ def realm(test_root, account_prefix):
     from tests.conftest import HubPool
 
     pool = HubPool(test_root, account_prefix, "realm")
-    hub = pool(SETTINGS, users=PASSWORDS)
-    hub.passwords = dict(PASSWORDS)
-    hub.prefix = account_prefix
-    hub.tokens = {name: hub.user_token(name) for name in (*PASSWORDS, "admin")}
+    try:
+        hub = pool(SETTINGS, users=PASSWORDS)
+        hub.passwords = dict(PASSWORDS)
+        hub.prefix = account_prefix
+        hub.tokens = {name: hub.user_token(name) for name in (*PASSWORDS, "admin")}
 
-    def registry_up():
-        r = requests.get(f"{hub.url}/services/models/api/2.0/mlflow/registered-models/search",
-                         headers={"Authorization": f"Bearer {hub.tokens['alice']}"}, timeout=10)
-        return r.status_code == 200
+        def registry_up():
+            r = requests.get(f"{hub.url}/services/models/api/2.0/mlflow/registered-models/search",
+                             headers={"Authorization": f"Bearer {hub.tokens['alice']}"}, timeout=10)
+            return r.status_code == 200
 
-    wait_for(registry_up, 180, "the model registry")
-    yield hub
-    pool.close()
+        wait_for(registry_up, 180, "the model registry")
+        yield hub
+    finally:
+        pool.close()
 
 
 @pytest.fixture(scope="package")

@@ -24,3 +24,12 @@ def test_no_request_is_a_server_error_or_hangs(case, realm):
                          timeout=30)
     assert response.status_code < 500, (case.method, case.formatted_path, case.body,
                                         response.status_code, response.text[:500])
+
+
+def test_a_body_that_is_not_text_is_a_400_not_a_500(realm):
+    """What the fuzz found first: invalid UTF-8 as the body of a POST."""
+    import requests
+
+    r = requests.post(f"{realm.url}/services/environments/api/environments", data=b"\x80",
+                      headers={"Authorization": f"token {realm.tokens['carol']}"}, timeout=30)
+    assert r.status_code == 400 and "not JSON" in r.json()["message"]

@@ -191,8 +191,11 @@ def test_every_reachable_path_under_the_data_folder_has_its_owner_and_mode(alice
             assert stat.S_IMODE(mode) == want_mode, f"{path}\n{table}"
         elif stat.S_ISDIR(mode) or stat.S_ISREG(mode):
             assert not stat.S_IMODE(mode) & 0o077, f"{path} is open to others\n{table}"
+    # a personal build: its owner's build account's, readable by its owner's group only
     venvs = [r for r in rows if fnmatch.fnmatch(r[0], "environments/venvs/env-*")]
-    assert venvs and all(g == f"{hub.prefix}alice" for _, _, g, _ in venvs), table
+    assert venvs, table
+    for _, owner, group, _ in venvs:
+        assert group == owner.replace("bld_", "", 1), table
 
 
 def test_a_personal_environment_is_readable_by_its_owner_only(alice_env, realm):
