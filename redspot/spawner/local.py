@@ -114,6 +114,9 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
 
     # --- accounts and folders: the privileged helper's -----------------------------------
 
+    #: What the helper answered when this server last started: account, uid, gid, home.
+    _prepared: dict | None = None
+
     @property
     def helper(self):
         """The privileged helper (``redspot up`` runs it; in this process without one)."""
@@ -154,7 +157,9 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
                 os.chdir(home)
 
             return preexec
-        account = pwd.getpwnam(self.account_name)
+        # the account the helper vouched for (with PAM: the machine's own, by exact name)
+        account = pwd.getpwnam(self._prepared["account"] if self._prepared
+                               else self.account_name)
         uid, gid = account.pw_uid, account.pw_gid
         groups = os.getgrouplist(account.pw_name, gid)
 
@@ -169,7 +174,8 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         return preexec
 
     def user_env(self, env):
-        env["USER"] = env["LOGNAME"] = self.account_name
+        env["USER"] = env["LOGNAME"] = (self._prepared["account"] if self._prepared
+                                        else self.account_name)
         env["HOME"] = str(self.home)
         env["SHELL"] = "/bin/bash"
         env["PATH"] = os.pathsep.join(
@@ -195,7 +201,7 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         return args
 
     async def start(self):
-        prepared = await self.prepare_user()
+        prepared = self._prepared = await self.prepare_user()
         self.notebook_dir = prepared["home"]
         log = None
         if self.log_dir:
