@@ -16,7 +16,7 @@ schema = schemathesis.openapi.from_dict(openapi())
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_no_request_is_a_server_error_or_hangs(case, realm):
     response = case.call(base_url=f"{realm.url}/services/environments/api",
