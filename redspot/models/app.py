@@ -62,33 +62,9 @@ UPLOAD_PIECE = 1 << 20
 #: The field the guard adds to every ``modelVersions`` selection of a GraphQL query.
 _GRAPHQL_NAME = "redspotModelName_"
 
-#: Registry calls that change a model, by MLflow REST path: the field naming the model.
-CHANGES = {
-    "registered-models/rename": "name",
-    "registered-models/update": "name",
-    "registered-models/delete": "name",
-    "registered-models/set-tag": "name",
-    "registered-models/delete-tag": "name",
-    "registered-models/alias": "name",  # POST sets, DELETE removes
-    "model-versions/create": "name",
-    "model-versions/update": "name",
-    "model-versions/delete": "name",
-    "model-versions/set-tag": "name",
-    "model-versions/delete-tag": "name",
-    "model-versions/transition-stage": "name",
-}
-#: Registry calls that read one model.
-READS = {
-    "registered-models/get": "name",
-    "registered-models/get-latest-versions": "name",
-    "model-versions/get": "name",
-    "model-versions/get-download-uri": "name",
-    "model-versions/get-artifact": "name",
-}
 #: Searches whose results leave out private models of others.
 SEARCHES = {"registered-models/search": "registered_models",
             "model-versions/search": "model_versions"}
-#: Every call the guard reads before MLflow answers it.
 
 
 class Refused(Exception):
@@ -228,7 +204,7 @@ class HubGuard:
             if kind.startswith("model:"):
                 match = _API.match(routes.normalize(inner))
                 call = match["call"] if match else "model-versions/get-artifact"
-                return await self._checked(call, requester, scope, receive, send)
+                return await self._checked(call, kind, requester, scope, receive, send)
             if kind.split(":")[0] in ("experiment", "run", "logged", "artifact"):
                 return await self._object(kind, params, requester, scope, receive, send,
                                           headers)
@@ -243,7 +219,6 @@ class HubGuard:
     async def _object(self, kind, params, requester, scope, receive, send, headers):
         """The checks of an ``experiment:``, ``run:``, ``logged:`` or ``artifact:`` route
         (see ``routes.py``), then MLflow; owners recorded for what was made."""
-        method = scope["method"]
         if kind.startswith("artifact:"):
             return await self._artifact(kind, params, requester, scope, receive, send,
                                         headers)
@@ -289,7 +264,7 @@ class HubGuard:
                 raise Refused(400, "INVALID_PARAMETER_VALUE",
                               "mlflow.user is set by the registry (the hub user who made "
                               "the run) and cannot be changed")
-        status, out_headers, raw = await self._forward({**scope, "method": method}, body)
+        status, out_headers, raw = await self._forward(scope, body)
         if status == 200:
             raw = self._after(kind, requester, raw)
         await _respond(send, status, raw, out_headers)
@@ -473,23 +448,23 @@ class HubGuard:
                 raw = json.dumps(payload).encode()
         await _respond(send, status, raw, headers)
 
-    async def _checked(self, call, requester, scope, receive, send):
+    async def _checked(self, call, kind, requester, scope, receive, send):
+        """A registered model's route: ``kind`` (the route table's ``model:create``,
+        ``model:read``, ``model:change`` or ``model:search``) says which check."""
         method = scope["method"]
         body = await _read_body(receive)
         data = _request_data(scope, body)
         name = data.get("name") if isinstance(data.get("name"), str) else None
         acl = self.store.get(name) if name else None
-        if call == "registered-models/alias" and method == "GET":
-            call = "registered-models/get-by-alias"  # a read: the alias's version
 
-        if call == "registered-models/create":
+        if kind == "model:create":
             problem = name_problem(name if name is not None else data.get("name"))
             if problem:
                 raise Refused(400, "INVALID_PARAMETER_VALUE", problem)
             if acl is not None and not may_change(requester, acl):
                 raise Refused(403, "PERMISSION_DENIED",
                               f"the model {name!r} belongs to {acl.owner}")
-        elif call in CHANGES:
+        elif kind == "model:change":
             if not name:
                 raise Refused(400, "INVALID_PARAMETER_VALUE", "the request names no model")
             if not may_read(requester, acl):
@@ -502,14 +477,14 @@ class HubGuard:
                 if problem:
                     raise Refused(400, "INVALID_PARAMETER_VALUE", f"new_name: {problem}")
             if call == "model-versions/create":
-                for kind, object_id in _sources(data):
+                for object_kind, object_id in _sources(data):
                     # a version may not publish what its maker may not read
-                    self._check(requester, kind, object_id, change=False)
+                    self._check(requester, object_kind, object_id, change=False)
                 if self.unfinished_upload is not None:
                     reason = await asyncio.to_thread(self.unfinished_upload, data)
                     if reason:
                         raise Refused(400, "INVALID_PARAMETER_VALUE", reason)
-        elif call in READS or call == "registered-models/get-by-alias":
+        elif kind == "model:read":
             if name and not may_read(requester, acl):
                 raise Refused(404, "RESOURCE_DOES_NOT_EXIST",
                               f"Registered Model with name={name} not found")
@@ -518,7 +493,7 @@ class HubGuard:
         # version of the model it just made) must find its owner
         status, headers, raw = await self._forward(scope, body)
         if status == 200:
-            if call == "registered-models/create" and name:
+            if kind == "model:create" and name:
                 self.store.claim(name, requester.name)
                 log.info("%s registered the model %r (its owner)", requester.name, name)
             elif call == "registered-models/rename" and isinstance(data.get("new_name"), str):
@@ -526,9 +501,9 @@ class HubGuard:
             elif call == "registered-models/delete" and method in ("DELETE", "POST"):
                 self.store.forget(name)
             elif call == "model-versions/create":
-                for kind, object_id in _sources(data):
-                    self.store.link(kind, object_id, name)
-            elif call in SEARCHES:
+                for object_kind, object_id in _sources(data):
+                    self.store.link(object_kind, object_id, name)
+            elif kind == "model:search":
                 raw = self._filtered(raw, SEARCHES[call], requester)
         await _respond(send, status, raw, headers)
 

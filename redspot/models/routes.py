@@ -37,15 +37,12 @@ class Route:
     methods: frozenset[str]
     pattern: re.Pattern
     kind: str
-    #: the MLflow handler's request class (``mlflow.protos``), for reading the request as
-    #: MLflow will: "service_pb2.GetRun"
-    message: str | None = None
 
 
-def _r(methods: str, path: str, kind: str, message: str | None = None) -> Route:
+def _r(methods: str, path: str, kind: str) -> Route:
     regex = re.escape(path).replace(r"<path>", "(?P<path>.+)").replace(
         r"<id>", "(?P<id>[^/]+)")
-    return Route(frozenset(methods.split(",")), re.compile(f"^{regex}$"), kind, message)
+    return Route(frozenset(methods.split(",")), re.compile(f"^{regex}$"), kind)
 
 
 API = "/api/2.0/mlflow"
@@ -68,41 +65,37 @@ ROUTES: tuple[Route, ...] = (
     _r("GET", "/api/3.0/mlflow/assistant/providers", "absent"),
     _r("GET,POST", "/graphql", "graphql"),
     # experiments
-    _r("POST", f"{API}/experiments/create", "experiment:create", "service_pb2.CreateExperiment"),
+    _r("POST", f"{API}/experiments/create", "experiment:create"),
     _r("GET", f"{API}/experiments/get", "open"),
     _r("GET", f"{API}/experiments/get-by-name", "open"),
     _r("GET,POST", f"{API}/experiments/search", "open"),
-    _r("POST", f"{API}/experiments/delete", "experiment:change", "service_pb2.DeleteExperiment"),
-    _r("POST", f"{API}/experiments/restore", "experiment:change",
-       "service_pb2.RestoreExperiment"),
-    _r("POST", f"{API}/experiments/update", "experiment:change", "service_pb2.UpdateExperiment"),
-    _r("POST", f"{API}/experiments/set-experiment-tag", "experiment:change",
-       "service_pb2.SetExperimentTag"),
-    _r("POST", f"{API}/experiments/delete-experiment-tag", "experiment:change",
-       "service_pb2.DeleteExperimentTag"),
+    _r("POST", f"{API}/experiments/delete", "experiment:change"),
+    _r("POST", f"{API}/experiments/restore", "experiment:change"),
+    _r("POST", f"{API}/experiments/update", "experiment:change"),
+    _r("POST", f"{API}/experiments/set-experiment-tag", "experiment:change"),
+    _r("POST", f"{API}/experiments/delete-experiment-tag", "experiment:change"),
     # runs
-    _r("POST", f"{API}/runs/create", "run:create", "service_pb2.CreateRun"),
-    _r("GET", f"{API}/runs/get", "run:read", "service_pb2.GetRun"),
-    _r("POST", f"{API}/runs/search", "run:search", "service_pb2.SearchRuns"),
-    _r("POST", f"{API}/runs/update", "run:change", "service_pb2.UpdateRun"),
-    _r("POST", f"{API}/runs/delete", "run:change", "service_pb2.DeleteRun"),
-    _r("POST", f"{API}/runs/restore", "run:change", "service_pb2.RestoreRun"),
-    _r("POST", f"{API}/runs/log-metric", "run:change", "service_pb2.LogMetric"),
-    _r("POST", f"{API}/runs/log-parameter", "run:change", "service_pb2.LogParam"),
-    _r("POST", f"{API}/runs/log-batch", "run:change", "service_pb2.LogBatch"),
-    _r("POST", f"{API}/runs/log-model", "run:change", "service_pb2.LogModel"),
-    _r("POST", f"{API}/runs/log-inputs", "run:change", "service_pb2.LogInputs"),
-    _r("POST", f"{API}/runs/outputs", "run:change", "service_pb2.LogOutputs"),
-    _r("POST", f"{API}/runs/set-tag", "run:change", "service_pb2.SetTag"),
-    _r("POST", f"{API}/runs/delete-tag", "run:change", "service_pb2.DeleteTag"),
-    _r("GET", f"{API}/metrics/get-history", "run:read", "service_pb2.GetMetricHistory"),
-    _r("GET", f"{API}/metrics/get-history-bulk-interval", "run:read",
-       "service_pb2.GetMetricHistoryBulkInterval"),
-    _r("GET", f"{API}/artifacts/list", "run:read", "service_pb2.ListArtifacts"),
-    _r("GET", "/get-artifact", "run:read", "service_pb2.GetRun"),
+    _r("POST", f"{API}/runs/create", "run:create"),
+    _r("GET", f"{API}/runs/get", "run:read"),
+    _r("POST", f"{API}/runs/search", "run:search"),
+    _r("POST", f"{API}/runs/update", "run:change"),
+    _r("POST", f"{API}/runs/delete", "run:change"),
+    _r("POST", f"{API}/runs/restore", "run:change"),
+    _r("POST", f"{API}/runs/log-metric", "run:change"),
+    _r("POST", f"{API}/runs/log-parameter", "run:change"),
+    _r("POST", f"{API}/runs/log-batch", "run:change"),
+    _r("POST", f"{API}/runs/log-model", "run:change"),
+    _r("POST", f"{API}/runs/log-inputs", "run:change"),
+    _r("POST", f"{API}/runs/outputs", "run:change"),
+    _r("POST", f"{API}/runs/set-tag", "run:change"),
+    _r("POST", f"{API}/runs/delete-tag", "run:change"),
+    _r("GET", f"{API}/metrics/get-history", "run:read"),
+    _r("GET", f"{API}/metrics/get-history-bulk-interval", "run:read"),
+    _r("GET", f"{API}/artifacts/list", "run:read"),
+    _r("GET", "/get-artifact", "run:read"),
     _r("GET", "/model-versions/get-artifact", "model:read"),
     # logged models (MLflow 3)
-    _r("POST", f"{API}/logged-models", "logged:create", "service_pb2.CreateLoggedModel"),
+    _r("POST", f"{API}/logged-models", "logged:create"),
     _r("POST", f"{API}/logged-models/search", "logged:search"),
     _r("GET", f"{API}/logged-models/<id>", "logged:read"),
     _r("PATCH", f"{API}/logged-models/<id>", "logged:change"),
