@@ -145,18 +145,18 @@ def _cmd_users(args) -> None:
 def _helper(paths, settings):
     """The running hub's privileged helper, else the same operations in this process."""
     from .hub.app import account_prefix, isolates_users
-    from .privileged.client import InProcessHelper, SocketHelper
-    from .privileged.ops import Helper, HelperError
+    from .privileged.client import helper_for
+    from .privileged.ops import HelperError
 
     if paths.helper_socket.exists():
-        helper = SocketHelper(str(paths.helper_socket))
+        helper = helper_for(str(paths.helper_socket), paths.root)
         try:
             helper.call("ping")
             return helper
         except HelperError:
-            pass
-    return InProcessHelper(Helper(paths.root, prefix=account_prefix(settings),
-                                  isolated=isolates_users(settings)))
+            pass  # a socket left by a hub that is gone
+    return helper_for("", paths.root, prefix=account_prefix(settings),
+                      isolated=isolates_users(settings))
 
 
 def _remove_user(paths, settings, store, name: str) -> str:

@@ -20,7 +20,7 @@ from traitlets.config import Config
 
 from ..hub import scopes
 from ..spawner.profiles import build_catalog
-from .loader import profile_rules
+from .loader import enabled_services, profile_rules
 from .paths import DataPaths
 
 #: ``auth.oauth.provider`` -> the OAuthenticator class.
@@ -140,8 +140,7 @@ def service_python(ctx: Context) -> str:
 
 def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     """The Redspot services that ``services.<name>.enabled`` turns on, with their scopes."""
-    enabled = [name for name, service in settings.get("services", {}).items()
-               if service.get("enabled")]
+    enabled = enabled_services(settings)
     services = []
     roles = []
     if ctx.cli_token:

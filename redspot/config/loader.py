@@ -98,6 +98,12 @@ def validate_settings(settings: object, source: str = "redspot.yaml") -> dict:
     return settings
 
 
+def enabled_services(settings: dict) -> list[str]:
+    """The services ``services.<name>.enabled`` turns on, in the file's order."""
+    return [name for name, service in settings.get("services", {}).items()
+            if service.get("enabled")]
+
+
 def profile_rules(settings: dict, catalog: dict) -> ProfileRules:
     """The profile rules the settings describe, with the built-in defaults filled in.
 

@@ -207,13 +207,11 @@ class EnvironmentsService(Application):
     def helper(self):
         """The privileged helper that builds environments: its socket when the hub runs
         one (tenants isolated), else the same build in this process and account."""
-        from ..privileged.client import InProcessHelper, SocketHelper
-        from ..privileged.ops import Helper
+        from ..privileged.client import helper_for
 
-        if self.helper_socket:
-            return SocketHelper(self.helper_socket)
-        return InProcessHelper(Helper(Path(self.data_dir).parent, isolated=False,
-                                      server_python=sys.executable), caller="environments")
+        return helper_for(self.helper_socket, Path(self.data_dir).parent,
+                          caller="environments", isolated=False,
+                          server_python=sys.executable)
 
     def make_app(self) -> web.Application:
         if not self.data_dir:

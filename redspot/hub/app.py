@@ -24,7 +24,7 @@ from pathlib import Path
 from jupyterhub.utils import random_port
 
 from ..config.layers import CommandLine, Context, assemble
-from ..config.loader import ConfigError, load_settings
+from ..config.loader import ConfigError, enabled_services, load_settings
 from ..config.paths import DataPaths, default_data_dir
 from ..hub.userstore import UserStore, generate_password
 from ..spawner.profiles import parse_size
@@ -166,11 +166,6 @@ def prepare_data_dir(paths: DataPaths, isolated: bool, write_starter: bool) -> N
 
 def account_prefix(settings: dict) -> str:
     return settings.get("spawner", {}).get("account_prefix", "redspot-")
-
-
-def enabled_services(settings: dict) -> list[str]:
-    return [name for name, service in settings.get("services", {}).items()
-            if service.get("enabled")]
 
 
 def start_helper(paths: DataPaths, settings: dict, isolated: bool, server_python: str | None,

@@ -68,15 +68,10 @@ class RedspotLifecycle(LoggingConfigurable):
         return True
 
     def helper(self):
-        from ..privileged.client import InProcessHelper, SocketHelper
-        from ..privileged.ops import Helper
+        from ..privileged.client import helper_for
 
-        if self.helper_socket:
-            return SocketHelper(self.helper_socket)
-        from pathlib import Path
-
-        return InProcessHelper(Helper(Path(self.data_dir), prefix=self.account_prefix,
-                                      isolated=self.isolated))
+        return helper_for(self.helper_socket, self.data_dir, prefix=self.account_prefix,
+                          isolated=self.isolated)
 
     async def delete_user(self, user):
         super().delete_user(user)

@@ -35,7 +35,8 @@ RESERVED_NAMES = frozenset({"team", "root"})
 #: one of Redspot's: it holds the proxy's token and nothing else).
 SERVICES = ("environments", "models", "proxy")
 DEFAULT_PREFIX = "redspot-"
-_ACCOUNT = re.compile(r"^[a-z][-a-z0-9_]{0,31}$")
+#: What Debian's useradd takes as an account name (at most 32 characters).
+ACCOUNT_NAME = re.compile(r"^[a-z][-a-z0-9_]{0,31}$")
 
 
 @cache
@@ -90,7 +91,7 @@ def build_account_name(owner: str, prefix: str = DEFAULT_PREFIX) -> str:
 
 
 def _checked(account: str) -> str:
-    if not _ACCOUNT.match(account):
+    if not ACCOUNT_NAME.match(account):
         raise ValueError(f"{account!r} is not a valid account name: [a-z][-a-z0-9_]*, "
                          "at most 32 characters")
     return account

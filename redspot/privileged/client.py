@@ -6,6 +6,8 @@ spawner, ``redspot up``, the environments service) do not care which they have:
 - ``SocketHelper(path)``: the helper process that ``redspot up`` starts as root;
 - ``InProcessHelper(helper)``: the same operations run here (no isolation: the hub and
   its services share one account, and nothing needs root).
+
+``helper_for`` picks one: the socket when there is one, else the operations in process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from .ops import Helper, HelperError
 from .server import dispatch
@@ -54,3 +57,12 @@ class InProcessHelper:
 
     def call(self, op: str, output: Output | None = None, **args) -> object:
         return dispatch(self.helper, self.caller, op, args, output or (lambda line: None))
+
+
+def helper_for(socket: str, data_dir, caller: str = "hub", **options):
+    """The helper process at ``socket``, or (no socket: ``redspot up`` runs none, as
+    without isolation) ``Helper(data_dir, **options)``'s operations in this process, asked
+    as ``caller``."""
+    if socket:
+        return SocketHelper(socket)
+    return InProcessHelper(Helper(Path(data_dir), **options), caller=caller)

@@ -49,9 +49,11 @@ from pathlib import Path
 from ..spawner.storage import Layout, system_account_name, system_group_name
 from . import safefs
 from .accounts import (
+    ACCOUNT_NAME,
     build_account_name,
     name_problem,
     service_account_name,
+    system_account,
     uid_min,
 )
 
@@ -115,7 +117,7 @@ class Helper:
 
     # --- users ------------------------------------------------------------------------
 
-    def user_account(self, user: str, create: bool = True) -> pwd.struct_passwd:
+    def user_account(self, user: str) -> pwd.struct_passwd:
         """The account a hub user's processes run as (made on first use)."""
         user = self._checked_user(user)
         if not self.isolated:
@@ -135,8 +137,6 @@ class Helper:
             try:
                 account = pwd.getpwnam(name)
             except KeyError:
-                if not create:
-                    raise HelperError(f"{user!r} has no account yet") from None
                 home = self.data_dir / Layout(user).home
                 _run("useradd", "--home-dir", str(home), "--no-create-home",
                      "--shell", "/bin/bash", "--user-group",
@@ -246,7 +246,7 @@ class Helper:
         safe = Layout(user).home.name
         if self.isolated and self.prefix:
             name = system_account_name(user, self.prefix)
-            account = _account(name)
+            account = system_account(name)
             if account is not None and account.pw_gecos == _USER_COMMENT.format(user):
                 self._check_uid(account)
                 stopped = kill_account_processes(account.pw_uid)
@@ -284,10 +284,10 @@ class Helper:
         if record.get("retired_account") and self.isolated and self.prefix:
             name = system_account_name(user, self.prefix)
             old = _checked_account(str(record["retired_account"]))
-            account = _account(old)
+            account = system_account(old)
             if account is None or account.pw_uid != record.get("uid"):
                 raise HelperError(f"the retired account {old!r} of {user!r} is gone")
-            if _account(name) is not None:
+            if system_account(name) is not None:
                 raise HelperError(f"an account {name!r} exists already")
             with self._lock:
                 _run("usermod", "--unlock", "--expiredate", "", "--shell", "/bin/bash",
@@ -319,7 +319,7 @@ class Helper:
         else:
             name = service_account_name(service, self.prefix)
             with self._lock:
-                if _account(name) is None:
+                if system_account(name) is None:
                     _run("useradd", "--system", "--no-create-home", "--shell", NOLOGIN,
                          "--home-dir", str(self.data_dir / service), "--user-group",
                          "--comment", f"Redspot {service} service", name)
@@ -348,23 +348,27 @@ class Helper:
         """``environments/``: the service's files, and the helper's folders for builds:
         ``venvs/`` (0711: servers reach their own environment, nobody lists them),
         ``cache/`` and ``work/`` (0711; each build account's own inside, 0700)."""
-        owner = self._owner() if not self.isolated else (0, 0)
         for name in ("venvs", "cache", "work"):
             with safefs.opened(folder, name, create=0o711) as sub:
-                if self.isolated and name == "venvs":
-                    # builds of earlier versions were root's, 0755: still readable by
-                    # everyone until rebuilt
-                    os.fchown(sub, *owner)
-                safefs.set_owner_mode(sub, *owner, 0o711)
+                safefs.set_owner_mode(sub, *self._owner(), 0o711)
 
     # --- builds -----------------------------------------------------------------------
+
+    def _checked_build(self, owner, tag) -> bool:
+        """Check a build's owner (a hub user, or ``team``) and tag; True for the team."""
+        team = owner == "team"
+        if not team:
+            self._checked_user(owner)
+        if not isinstance(tag, str) or not _TAG.match(tag):
+            raise HelperError(f"not an environment tag: {tag!r}")
+        return team
 
     def build_account(self, owner: str) -> pwd.struct_passwd:
         if not self.isolated:
             return pwd.getpwuid(os.geteuid())
         name = build_account_name(owner, self.prefix)
         with self._lock:
-            if _account(name) is None:
+            if system_account(name) is None:
                 _run("useradd", "--no-create-home", "--home-dir", "/nonexistent",
                      "--shell", NOLOGIN, "--user-group",
                      "--comment", f"Redspot builds of {owner}", name)
@@ -383,11 +387,7 @@ class Helper:
         """
         from ..environments import runtime
 
-        team = owner == "team"
-        if not team:
-            self._checked_user(owner)
-        if not isinstance(tag, str) or not _TAG.match(tag):
-            raise HelperError(f"not an environment tag: {tag!r}")
+        team = self._checked_build(owner, tag)
         requirements = _checked_requirements(requirements)
         builder = self.build_account(owner)
         reader_gid = None
@@ -414,11 +414,7 @@ class Helper:
             reqs.write_text("".join(f"{r}\n" for r in requirements))
             commands = runtime.server_venv_commands(dest, reqs, uv=uv,
                                                     redspot_from=redspot_from)
-            ids = (builder.pw_uid, builder.pw_gid)
-            for name, parent in ((tag, venvs), (tag, works), (cache_name, caches)):
-                with safefs.opened(parent, name) as fd:
-                    safefs.chown_tree(fd, *ids, only_from={0, os.geteuid()})
-                    safefs.set_owner_mode(fd, *ids, 0o700)
+            _hand_over(builder, (venvs, tag), (works, tag), (caches, cache_name))
             env = build_env(work, cache)
             ok = False
             try:
@@ -448,11 +444,7 @@ class Helper:
         ``owner``'s build account, rootless (its ``RUN`` steps are root in a user
         namespace of that account, never on the machine), push it as ``image`` (which
         ends in ``:<tag>``); return the pushed digest."""
-        team = owner == "team"
-        if not team:
-            self._checked_user(owner)
-        if not isinstance(tag, str) or not _TAG.match(tag):
-            raise HelperError(f"not an environment tag: {tag!r}")
+        self._checked_build(owner, tag)
         if not isinstance(image, str) or not _IMAGE.match(image) or \
                 not image.endswith(f":{tag}"):
             raise HelperError(f"not an image reference for {tag}: {image!r}")
@@ -484,11 +476,7 @@ class Helper:
                 with safefs.opened(fd, "context") as ctx:
                     for name, text in files.items():
                         safefs.write_private(ctx, name, text.encode(), mode=0o644)
-            ids = (builder.pw_uid, builder.pw_gid)
-            for name, parent in ((tag, works), (store, stores)):
-                with safefs.opened(parent, name) as fd:
-                    safefs.chown_tree(fd, *ids, only_from={0, os.geteuid()})
-                    safefs.set_owner_mode(fd, *ids, 0o700)
+            _hand_over(builder, (works, tag), (stores, store))
             env = {**build_env(work, work / "cache"), "XDG_RUNTIME_DIR": str(work),
                    "BUILDAH_ISOLATION": "chroot"}
             base = [buildah, "--storage-driver", "vfs", "--root", str(storage / "storage"),
@@ -700,6 +688,15 @@ def _checked_requirements(requirements) -> list[str]:
     return checked
 
 
+def _hand_over(builder: pwd.struct_passwd, *entries: tuple[int, str]) -> None:
+    """Give each (folder, name) the helper made for a build to the build account, 0700
+    (only what the helper made there: root's, or the helper's own account's)."""
+    for parent, name in entries:
+        with safefs.opened(parent, name) as fd:
+            safefs.chown_tree(fd, builder.pw_uid, builder.pw_gid, only_from={0, os.geteuid()})
+            safefs.set_owner_mode(fd, builder.pw_uid, builder.pw_gid, 0o700)
+
+
 def _read_small(folder: int, name: str, limit: int = 4096) -> str:
     """A short file in ``folder``, opened without following a link."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
@@ -722,16 +719,9 @@ def _has_subordinate_ids(account: str) -> bool:
 
 
 def _checked_account(name: str) -> str:
-    if not re.match(r"^[a-z][-a-z0-9_]{0,31}$", name):
+    if not ACCOUNT_NAME.match(name):
         raise HelperError(f"not an account name: {name!r}")
     return name
-
-
-def _account(name: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        return None
 
 
 def _run(*cmd: str) -> None:

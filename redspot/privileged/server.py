@@ -78,29 +78,21 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def __init__(self, path: str, helper: Helper):
         self.helper = helper
-        self.callers: dict[int, str] = {0: "hub"}
-        if helper.isolated:
-            for service in SERVICES:
-                try:
-                    uid = pwd.getpwnam(service_account_name(service, helper.prefix)).pw_uid
-                except KeyError:
-                    continue
-                self.callers[uid] = service
-        else:
-            self.callers[os.geteuid()] = "hub"
         super().__init__(path, _Handler)
 
     def caller(self, uid: int) -> str | None:
-        if uid not in self.callers and self.helper.isolated:
-            # a service made after the helper started
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                return None
-            for service in SERVICES:
-                if name == service_account_name(service, self.helper.prefix):
-                    self.callers[uid] = service
-        return self.callers.get(uid)
+        """Who a peer is, by the uid the kernel says it runs as: root (or, without
+        isolation, this account) is the hub; a service's own account is that service."""
+        if uid == 0 or (not self.helper.isolated and uid == os.geteuid()):
+            return "hub"
+        if not self.helper.isolated:
+            return None
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+        return next((service for service in SERVICES
+                     if name == service_account_name(service, self.helper.prefix)), None)
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -120,11 +120,10 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
     @property
     def helper(self):
         """The privileged helper (``redspot up`` runs it; in this process without one)."""
-        from ..privileged.client import InProcessHelper, SocketHelper
-        from ..privileged.ops import Helper
+        from ..privileged.client import helper_for
 
         if self.helper_socket:
-            return SocketHelper(self.helper_socket)
+            return helper_for(self.helper_socket, self.data_dir)
         if self.uses_accounts and os.geteuid() != 0:
             raise SpawnError(
                 "isolation is 'accounts' but the hub does not run as root, so it cannot "
@@ -132,8 +131,8 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
             )
         if not self.data_dir:
             raise SpawnError("RedspotLocalSpawner.data_dir is not set")
-        return InProcessHelper(Helper(Path(self.data_dir), prefix=self.account_prefix,
-                                      isolated=self.uses_accounts))
+        return helper_for("", self.data_dir, prefix=self.account_prefix,
+                          isolated=self.uses_accounts)
 
     async def prepare_user(self) -> dict:
         """The user's account, its groups, home and ``~/shared`` links (the helper's)."""
