@@ -86,6 +86,16 @@ def stop_pids(processes: list[tuple[int, str]], grace: float = 10) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def run_as(account: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run ``argv`` as a system ``account`` (its groups too), as its processes would."""
+    import pwd
+
+    user = pwd.getpwnam(account)
+    return subprocess.run(list(argv), user=user.pw_uid, group=user.pw_gid,
+                          extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
+                          capture_output=True, text=True, timeout=60, cwd="/")
+
+
 def wait_for(predicate, timeout: float, message: str, interval: float = 0.2):
     deadline = time.monotonic() + timeout
     while True:

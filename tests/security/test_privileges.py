@@ -13,24 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import descendants, run_as
+
 pytestmark = pytest.mark.integration
-
-
-def _children(pid: int) -> list[int]:
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == parent:
-                found.append(int(entry.name))
-                frontier.append(int(entry.name))
-    return found
 
 
 def _process(pid: int) -> tuple[str, str] | None:
@@ -67,7 +52,7 @@ def alice_running(realm):
 
 def test_each_process_runs_as_its_own_account_and_only_hub_and_helper_as_root(alice_running):
     hub = alice_running
-    table = {pid: _process(pid) for pid in _children(hub.proc.pid)}
+    table = {pid: _process(pid) for pid, _ in descendants(hub.proc.pid)}
     table = {pid: row for pid, row in table.items() if row}
     seen = set()
     rows = []
@@ -89,7 +74,7 @@ def test_each_process_runs_as_its_own_account_and_only_hub_and_helper_as_root(al
 
 def test_no_secret_is_on_a_command_line(alice_running):
     hub = alice_running
-    pids = [hub.proc.pid, *_children(hub.proc.pid)]
+    pids = [hub.proc.pid, *(pid for pid, _ in descendants(hub.proc.pid))]
     secrets = set(hub.tokens.values()) | {hub.service_token}
     for pid in pids:
         try:
@@ -202,17 +187,9 @@ def test_a_personal_environment_is_readable_by_its_owner_only(alice_env, realm):
     python = Path(alice_env["location"])
     venv = python.parent.parent
     alice = pwd.getpwnam(f"{realm.prefix}alice")
-    assert _can_read(alice, venv / "pyvenv.cfg")
+    assert run_as(alice.pw_name, "cat", str(venv / "pyvenv.cfg")).returncode == 0
     # any other account: another tenant's, a service's, another owner's builds
     others = [pwd.getpwnam("nobody"), pwd.getpwnam(f"{realm.prefix}svc_environments")]
     for other in others:
-        assert not _can_read(other, venv / "pyvenv.cfg"), other.pw_name
-
-
-def _can_read(account, path: Path) -> bool:
-    import subprocess
-
-    return subprocess.run(["cat", str(path)], user=account.pw_uid, group=account.pw_gid,
-                          extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
-                          capture_output=True).returncode == 0
-
+        assert run_as(other.pw_name, "cat", str(venv / "pyvenv.cfg")).returncode != 0, \
+            other.pw_name

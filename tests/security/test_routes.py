@@ -21,6 +21,7 @@ import textwrap
 import pytest
 import requests
 
+from tests.helpers import run_as
 from tests.kernels import run_cell, start_kernel
 
 pytestmark = pytest.mark.integration
@@ -218,30 +219,23 @@ def test_what_the_owner_and_her_group_may_do_still_works(realm, targets):
     assert ask(realm, "alice", "GET", "/user/alice/redspot/api/info").status_code == 200
 
 
-def _as(account: str, *argv: str) -> subprocess.CompletedProcess:
-    user = pwd.getpwnam(account)
-    return subprocess.run(list(argv), user=user.pw_uid, group=user.pw_gid,
-                          extra_groups=os.getgrouplist(user.pw_name, user.pw_gid),
-                          capture_output=True, text=True, timeout=60, cwd="/")
-
-
 def test_files_are_reached_by_their_owner_and_group_only(realm, targets):
     p = realm.prefix
-    assert _as(f"{p}alice", "cat", str(targets["diary"])).returncode == 0
+    assert run_as(f"{p}alice", "cat", str(targets["diary"])).returncode == 0
     for other in ("bob", "carol"):
-        assert _as(f"{p}{other}", "cat", str(targets["diary"])).returncode != 0
-        assert _as(f"{p}{other}", "ls", str(realm.data_dir / "home")).returncode != 0
+        assert run_as(f"{p}{other}", "cat", str(targets["diary"])).returncode != 0
+        assert run_as(f"{p}{other}", "ls", str(realm.data_dir / "home")).returncode != 0
     # the vision group's folder: bob (vision) reads it, carol (nlp) does not
-    assert _as(f"{p}bob", "cat", str(targets["plan"])).stdout == "vision's plan"
-    assert _as(f"{p}carol", "cat", str(targets["plan"])).returncode != 0
+    assert run_as(f"{p}bob", "cat", str(targets["plan"])).stdout == "vision's plan"
+    assert run_as(f"{p}carol", "cat", str(targets["plan"])).returncode != 0
     # nor the hub's state, the services' stores, other builds, or the retired homes
     for path in ("hub/jupyterhub.sqlite", "hub/users.sqlite", "hub/cli-access.json",
                  "redspot.yaml", "models/mlflow.sqlite", "environments/catalog.sqlite",
                  "models/permissions.sqlite"):
-        assert _as(f"{p}bob", "cat", str(realm.data_dir / path)).returncode != 0, path
+        assert run_as(f"{p}bob", "cat", str(realm.data_dir / path)).returncode != 0, path
     # nor does alice's own build account reach her home (a build's code runs as it)
-    assert _as(f"{p}bld_alice", "cat", str(targets["diary"])).returncode != 0
-    assert _as(f"{p}bld_alice", "cat", str(targets["plan"])).returncode != 0
+    assert run_as(f"{p}bld_alice", "cat", str(targets["diary"])).returncode != 0
+    assert run_as(f"{p}bld_alice", "cat", str(targets["plan"])).returncode != 0
 
 
 RAY_DRIVER = textwrap.dedent("""
