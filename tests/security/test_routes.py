@@ -143,6 +143,9 @@ TABLE = [
     ("bob", "POST", f"{E}/environments", {"json": {"name": "t", "team": True}}, (403,)),
     ("outsider", "GET", f"{E}/environments", {}, (403,)),
     ("outsider", "GET", f"{E}/environments/{{env}}", {}, (403,)),
+    ("outsider", "GET", f"{E}/openapi.json", {}, (403,)),
+    ("bob", "GET", f"{E}/environments/{{env}}/secrets", {}, (403,)),  # no such route
+    ("outsider", "POST", "/services/environments/", {"json": {}}, (403,)),
     # her private model, its versions, runs and files
     ("bob", "GET", f"{M}/registered-models/get?name=alice-private", {}, (404,)),
     ("bob", "GET", f"{M}/registered-models/get?name=alice-private", {"json": {}}, (404,)),

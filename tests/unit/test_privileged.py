@@ -123,13 +123,15 @@ def test_a_builds_environment_holds_no_token(tmp_path, monkeypatch):
 def test_who_may_ask_for_what():
     # deny by default: every operation names its callers; services build, the hub does
     # the rest
-    assert OPERATIONS["build_venv"] == {"environments"}
+    assert OPERATIONS["build_venv"] == OPERATIONS["build_image"] == {"environments"}
     assert "environments" not in OPERATIONS["ensure_user"]
     assert "models" not in OPERATIONS["build_venv"]
     with pytest.raises(Refused, match="may not ask for ensure_user"):
         dispatch(None, "environments", "ensure_user", {"user": "alice"}, print)
     with pytest.raises(Refused, match="may not ask for build_venv"):
         dispatch(None, None, "build_venv", {}, print)
+    with pytest.raises(Refused, match="may not ask for build_image"):
+        dispatch(None, "models", "build_image", {}, print)
     with pytest.raises(Refused, match="unknown operation 'rm'"):
         dispatch(None, "hub", "rm", {}, print)
 
