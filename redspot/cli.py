@@ -13,6 +13,17 @@ import sys
 
 from . import __version__
 
+#: ``redspot users`` actions and what each does.
+USER_ACTIONS = {
+    "list": "list the accounts, those awaiting approval or a password, and removed users",
+    "add": "add an account; prints its generated password and where to sign in",
+    "approve": "let an account that signed up (auth.signup: approval) sign in",
+    "passwd": "set a new password (generated and printed, or --password-stdin)",
+    "remove": "stop the user's server, revoke their tokens and sessions, and retire the "
+              "name (nobody else may take it)",
+    "restore": "bring a removed user back, with their home, models and environments",
+}
+
 
 def _add_location(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="data folder (default /var/lib/redspot as root, "
@@ -44,16 +55,20 @@ def _parser() -> argparse.ArgumentParser:
                         "schema: print the documented schema as Markdown")
     _add_location(config)
 
-    users = sub.add_parser("users", help="manage Redspot's own accounts (password login)")
-    users.add_argument("action",
-                       choices=["list", "add", "approve", "passwd", "remove", "restore"],
-                       help="remove: stop the user's server, revoke their tokens and "
-                       "sessions, and retire the name (nobody else may take it); restore: "
-                       "bring a removed user back, with their home, models and environments")
-    users.add_argument("name", nargs="?")
-    users.add_argument("--password-stdin", action="store_true",
-                       help="read the password from standard input instead of generating one")
-    _add_location(users)
+    users = sub.add_parser(
+        "users", help="manage Redspot's own accounts (password sign-in)",
+        description="Manage the accounts of Redspot's password sign-in. Use the same data "
+        "folder (--data-dir, or the config's hub.data_dir) as `redspot up`.")
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, help_text in USER_ACTIONS.items():
+        one = actions.add_parser(action, help=help_text, description=help_text)
+        if action != "list":
+            one.add_argument("name", metavar="NAME", help="the user's name")
+        if action in ("add", "passwd"):
+            one.add_argument("--password-stdin", action="store_true",
+                             help="read the password from standard input instead of "
+                             "generating one (printed once)")
+        _add_location(one)
     return parser
 
 
@@ -108,12 +123,14 @@ def _cmd_users(args) -> None:
     store = UserStore(paths.users_db)
     if args.action == "list":
         for account in store.list():
-            print(f"{account.name}\t{'approved' if account.approved else 'awaiting approval'}")
+            if not account.has_password:
+                state = f"no password yet (`redspot users passwd {account.name}`)"
+            else:
+                state = "approved" if account.approved else "awaiting approval"
+            print(f"{account.name}\t{state}")
         for name, _ in store.retired():
             print(f"{name}\tremoved (`redspot users restore {name}` brings them back)")
         return
-    if not args.name:
-        _fail(f"`redspot users {args.action}` needs a user name")
     try:
         if args.action in ("add", "passwd"):
             if args.password_stdin:
@@ -122,10 +139,15 @@ def _cmd_users(args) -> None:
                 password = generate_password()
             if args.action == "add":
                 store.add(args.name, password)
+                listed = _list_on_hub(paths, args.name)
             else:
                 store.set_password(args.name, password)
-            if not args.password_stdin:
-                print(f"{args.name} {password}")
+            if args.password_stdin:
+                print(f"{args.name}: password set")
+            else:
+                print(f"{args.name}: password {password}   (shown once)")
+            if args.action == "add":
+                print(_next_step(paths, settings, args.name, listed))
         elif args.action == "approve":
             store.approve(args.name)
         elif args.action == "remove":
@@ -140,6 +162,41 @@ def _cmd_users(args) -> None:
             print(f"{args.name} is back, with their home; they sign in as before")
     except (UserStoreError, HelperError) as e:
         _fail(str(e))
+
+
+def _list_on_hub(paths, name: str) -> bool:
+    """The running hub lists the new user at once (admin page, REST API); a hub that
+    is not running lists them when it starts. Returns whether a hub was reached."""
+    import requests
+
+    from .hub.app import cli_access
+
+    access = cli_access(paths)
+    if not access:
+        return False
+    try:
+        r = requests.post(f"{access['url']}/users/{name}", timeout=30,
+                          headers={"Authorization": f"token {access['token']}"})
+    except requests.ConnectionError:
+        return False
+    return r.status_code in (201, 409)
+
+
+def _next_step(paths, settings, name: str, listed: bool) -> str:
+    from .hub.app import cli_access
+
+    url = (cli_access(paths) or {}).get("public_url") or _configured_url(settings)
+    where = ("the running hub lists them now" if listed else
+             "the hub lists them from its next start")
+    return (f"Next: {name} signs in at {url} ({where}).\n"
+            f"This account is in the data folder {paths.root}: `redspot up` must use the "
+            "same one (--data-dir, or hub.data_dir in the config).")
+
+
+def _configured_url(settings) -> str:
+    hub = settings.get("hub", {})
+    return (f"http://{hub.get('ip', '127.0.0.1')}:{hub.get('port', 8000)}"
+            f"{hub.get('base_url', '/')}")
 
 
 def _helper(paths, settings):

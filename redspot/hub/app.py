@@ -238,31 +238,57 @@ def prepare_services(helper, settings: dict, log=print) -> dict[str, str]:
 
 
 def ensure_admins(paths: DataPaths, settings: dict) -> dict[str, str]:
-    """Create the admin accounts on first start; return {name: generated password}."""
+    """Create the admin accounts on first start; return {name: generated password}.
+
+    Each generated password is kept, alone on its line, in a file of the operator's
+    (0600): ``hub/admin-password`` for the first admin (``admin`` unless
+    ``auth.admin_users`` names others), ``hub/admin-password.<name>`` for the others.
+    """
     auth = settings.get("auth", {})
     if auth.get("type", "password") != "password":
         return {}
     store = UserStore(paths.users_db)
+    admins = list(auth.get("admin_users", ["admin"]))
     created = {}
-    for name in auth.get("admin_users", ["admin"]):
+    for name in admins:
         if store.get(name) is None:
             password = generate_password()
             store.add(name, password)
             created[name] = password
-    if created:
-        lines = "".join(f"{name} {pw}\n" for name, pw in created.items())
-        fd = os.open(paths.admin_password, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a") as f:
-            f.write(lines)
-        os.chmod(paths.admin_password, 0o600)
+            path = admin_password_file(paths, name, first=name == admins[0])
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+            os.chmod(path, 0o600)
     return created
 
 
-def admin_passwords(paths: DataPaths) -> dict[str, str]:
-    if not paths.admin_password.exists():
-        return {}
-    pairs = (line.split(" ", 1) for line in paths.admin_password.read_text().splitlines())
-    return {name: pw for name, pw in pairs}
+def admin_password_file(paths: DataPaths, name: str, first: bool) -> Path:
+    return paths.admin_password if first else paths.admin_password.with_name(
+        f"{paths.admin_password.name}.{name}")
+
+
+def admin_passwords(paths: DataPaths, settings: dict) -> dict[str, str]:
+    """The generated admin passwords still on file, by admin name.
+
+    Data folders of earlier versions hold ``<name> <password>`` lines in
+    ``hub/admin-password``; those are read too.
+    """
+    admins = list(settings.get("auth", {}).get("admin_users", ["admin"]))
+    found = {}
+    for i, name in enumerate(admins):
+        path = admin_password_file(paths, name, first=i == 0)
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if " " in line:  # the old format: every admin's, one per line
+                old_name, _, password = line.partition(" ")
+                found.setdefault(old_name, password)
+            elif line:
+                found[name] = line
+    return {name: found[name] for name in admins if name in found}
 
 
 def server_python(paths: DataPaths, settings: dict, isolated: bool, log=print) -> str | None:
@@ -295,7 +321,9 @@ def banner(url: str, paths: DataPaths, config: Path | None, settings: dict, isol
         f"  config file:  {config or '(none: built-in defaults)'}",
     ]
     for name, password in passwords.items():
-        lines.append(f"  admin login:  {name} / {password}   (kept in {paths.admin_password})")
+        first = name == settings.get("auth", {}).get("admin_users", ["admin"])[0]
+        lines.append(f"  admin login:  {name} / {password}   (kept in "
+                     f"{admin_password_file(paths, name, first)})")
     if isolated:
         prefix = settings.get("spawner", {}).get("account_prefix", "redspot-")
         lines.append(f"  isolation:    one system account per user ({prefix}<name>)")
@@ -358,7 +386,8 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
     config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
     c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
-    text = banner(url, paths, config_file, settings, isolated, admin_passwords(paths))
+    text = banner(url, paths, config_file, settings, isolated,
+                  admin_passwords(paths, settings))
     if prepare:
         write_cli_access(paths, c, ctx.cli_token)
     return c, text, paths, helper_proc
@@ -366,16 +395,19 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
 
 def write_cli_access(paths: DataPaths, c, token: str) -> None:
     """How ``redspot users`` reaches this hub's REST API: its address and a token of the
-    ``redspot-cli`` service, new at each start, in ``hub/`` (0700, the operator's)."""
+    ``redspot-cli`` service, new at each start, and the address users sign in at, in
+    ``hub/`` (0700, the operator's)."""
     from ..privileged import safefs
 
     base = c.JupyterHub.get("base_url", "/").rstrip("/")
     url = f"http://{c.JupyterHub.hub_ip}:{c.JupyterHub.hub_port}{base}/hub/api"
+    public = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{base}/"
     fd = safefs.open_root(paths.root)
     try:
         with safefs.opened(fd, "hub", create=0o700) as hub:
             safefs.write_private(hub, "cli-access.json",
-                                 json.dumps({"url": url, "token": token}).encode())
+                                 json.dumps({"url": url, "token": token,
+                                            "public_url": public}).encode())
     finally:
         os.close(fd)
 

@@ -34,8 +34,28 @@ class RedspotPasswordAuthenticator(RedspotLifecycle, Authenticator):
 
     @default("allow_all")
     def _allow_all_default(self):
-        # everyone who has an account in the store may sign in
-        return not self.allowed_users
+        # everyone who has an account in the store may sign in, unless the operator
+        # narrowed it with auth.allowed_users
+        return not any("allowed_users" in self.config.get(cls.__name__, {})
+                       for cls in type(self).mro())
+
+    @default("allowed_users")
+    def _store_accounts(self):
+        # the store's accounts, so that the hub lists them (admin page, REST API) from
+        # its start, not only after their first sign-in; who may sign in is still the
+        # store's (allow_all), with their password
+        return {account.name for account in self.store.list()} if self.users_db else set()
+
+    def add_user(self, user):
+        """A user the hub added (admin page, REST API) gets an account without a
+        password: they sign in once an admin sets one."""
+        super().add_user(user)
+        if self.users_db and self.store.get(user.name) is None:
+            self.store.add(user.name, None)
+            self.log.warning(
+                "User %s was added on the hub: they can sign in once an admin sets their "
+                "password (`redspot users passwd %s`, or Accounts on the Redspot home page)",
+                user.name, user.name)
 
     async def authenticate(self, handler, data):
         name = self.normalize_username(data.get("username", "") or "")

@@ -37,6 +37,9 @@ class Account:
     name: str
     approved: bool
     created: float
+    #: False for a user added on the hub (admin page, REST API) who has no password
+    #: yet: they sign in once an admin sets one (``redspot users passwd NAME``)
+    has_password: bool = True
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -105,18 +108,22 @@ class UserStore:
         )
         return conn
 
-    def add(self, name: str, password: str, approved: bool = True) -> Account:
+    def add(self, name: str, password: str | None, approved: bool = True) -> Account:
+        """Add an account; ``password=None`` adds one that cannot sign in until a
+        password is set (a user the hub's admin page added)."""
         validate_username(name)
-        validate_password(password)
+        if password is not None:
+            validate_password(password)
         problem = name_problem(name, retired=self.is_retired)
         if problem:
             raise UserStoreError(problem)
-        account = Account(name, approved, time.time())
+        account = Account(name, approved, time.time(), has_password=password is not None)
         with closing(self._connect()) as conn, conn:
             try:
                 conn.execute(
                     "INSERT INTO accounts VALUES (?, ?, ?, ?)",
-                    (name, hash_password(password), int(approved), account.created),
+                    (name, hash_password(password) if password is not None else "",
+                     int(approved), account.created),
                 )
             except sqlite3.IntegrityError:
                 raise UserStoreError(f"user {name!r} exists already") from None
@@ -182,14 +189,15 @@ class UserStore:
     def get(self, name: str) -> Account | None:
         with closing(self._connect()) as conn:
             row = conn.execute(
-                "SELECT name, approved, created FROM accounts WHERE name = ?", (name,)
-            ).fetchone()
-        return Account(row[0], bool(row[1]), row[2]) if row else None
+                "SELECT name, approved, created, password != '' FROM accounts WHERE name = ?",
+                (name,)).fetchone()
+        return Account(row[0], bool(row[1]), row[2], bool(row[3])) if row else None
 
     def list(self) -> list[Account]:
         with closing(self._connect()) as conn:
-            rows = conn.execute("SELECT name, approved, created FROM accounts ORDER BY name")
-            return [Account(n, bool(a), c) for n, a, c in rows]
+            rows = conn.execute("SELECT name, approved, created, password != '' FROM accounts "
+                                "ORDER BY name")
+            return [Account(n, bool(a), c, bool(p)) for n, a, c, p in rows]
 
     def verify(self, name: str, password: str) -> Account | None:
         """The account when ``password`` is right (approved or not), else None."""
@@ -197,7 +205,7 @@ class UserStore:
             row = conn.execute(
                 "SELECT password, approved, created FROM accounts WHERE name = ?", (name,)
             ).fetchone()
-        if row is None:
+        if row is None or not row[0]:  # no such account, or no password yet
             check_password(password, _DUMMY_HASH)
             return None
         if not check_password(password, row[0]):

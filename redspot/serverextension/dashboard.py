@@ -99,9 +99,20 @@ class DashboardProxyHandler(JupyterHandler):
         except OSError as e:
             raise web.HTTPError(502, f"Your Ray dashboard cannot be reached: {e}") from None
         self.set_status(response.code, response.reason)
+        seen = set()
         for name, value in response.headers.get_all():
-            if name.lower() not in _DROP_RESPONSE:
-                if name.lower() == "location" and value.startswith("/"):
-                    value = self.request.path[: len(self.request.path) - len(path)] + value
+            key = name.lower()
+            if key in _DROP_RESPONSE:
+                continue
+            if key == "location" and value.startswith("/"):
+                value = self.request.path[: len(self.request.path) - len(path)] + value
+            # the dashboard's header replaces the handler's default (Content-Type is
+            # text/html until set: a second one makes browsers refuse scripts and styles)
+            if key in seen:
                 self.add_header(name, value)
+            else:
+                self.set_header(name, value)
+                seen.add(key)
+        if "content-type" not in seen:
+            self.clear_header("Content-Type")
         self.finish(response.body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import stat
 import subprocess
 
@@ -12,7 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import PASSWORDS, needs_root
-from tests.helpers import Browser, wait_for
+from tests.helpers import Browser, redspot, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -62,11 +63,34 @@ def test_login_as_an_unknown_user_is_refused(team_hub):
 def test_the_admin_password_is_generated_private_and_works(team_hub):
     path = team_hub.data_dir / "hub" / "admin-password"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    name, password = path.read_text().split()
-    assert name == "admin"
-    r = Browser(team_hub).login(name, password)
+    password = path.read_text().strip()  # the password alone, as a script would read it
+    assert " " not in password and len(password) >= 16
+    r = Browser(team_hub).login("admin", password)
     assert r.url.endswith("/hub/spawn")
     assert f"admin / {password}" in team_hub.log(tail=400)
+
+
+def test_accounts_are_on_the_hub_from_its_start_and_from_redspot_users_add(team_hub):
+    # added before the hub started, never signed in: listed (admin page, REST API)
+    assert team_hub.api("GET", "/users/carol").status_code == 200
+    out = redspot("users", "add", "frank", "--data-dir", str(team_hub.data_dir)).stdout
+    password = re.search(r"frank: password (\S+)", out).group(1)
+    assert f"Next: frank signs in at {team_hub.url}/ (the running hub lists them now)" in out
+    assert f"data folder {team_hub.data_dir}" in out
+    assert team_hub.api("GET", "/users/frank").status_code == 200
+    assert Browser(team_hub).login("frank", password).url.endswith("/hub/spawn")
+
+
+def test_a_user_added_on_the_admin_page_is_told_to_need_a_password(team_hub):
+    # what the admin page's "Add users" sends
+    assert team_hub.api("POST", "/users", json={"usernames": ["gina"]}).status_code == 201
+    listing = redspot("users", "list", "--data-dir", str(team_hub.data_dir)).stdout
+    assert "gina\tno password yet (`redspot users passwd gina`)" in listing
+    assert "password" in team_hub.log(tail=50) and "gina" in team_hub.log(tail=50)
+    assert Browser(team_hub).login("gina", "").status_code == 403
+    redspot("users", "passwd", "gina", "--password-stdin", "--data-dir",
+            str(team_hub.data_dir), stdin="gina-password-1\n")
+    assert Browser(team_hub).login("gina", "gina-password-1").url.endswith("/hub/spawn")
 
 
 # --- the spawn page shows what the user's groups allow -----------------------------------
@@ -213,6 +237,17 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
         dashboard = f"{team_hub.url}/user/bob/redspot/ray/dashboard/"
         page = requests.get(dashboard, headers={"Authorization": f"token {token}"}, timeout=30)
         assert page.status_code == 200 and "<html" in page.text.lower(), page.text[:500]
+        # its scripts and styles keep their own type, once: browsers refuse a script
+        # served as text/html
+        assets = re.findall(r'(?:src|href)="\.?/?([^"]+\.(js|css))"', page.text)
+        assert {kind for _, kind in assets} == {"js", "css"}, page.text[:1000]
+        for asset, kind in assets:
+            r = requests.get(dashboard + asset, headers={"Authorization": f"token {token}"},
+                             timeout=30)
+            types = r.raw.headers.getlist("Content-Type")
+            expected = "text/javascript" if kind == "js" else "text/css"
+            assert r.status_code == 200 and len(types) == 1, (asset, r.status_code, types)
+            assert types[0].split(";")[0] in (expected, "application/javascript"), types
         api = requests.get(dashboard + "api/version",
                            headers={"Authorization": f"token {token}"}, timeout=30)
         assert api.status_code == 200 and api.json()["ray_version"] == "2.60.0", api.text
@@ -423,7 +458,6 @@ def test_ctrl_c_stops_the_hub_the_proxy_and_every_server(hub_factory):
 
 
 def test_signup_with_approval(hub_factory):
-    from tests.helpers import redspot
 
     hub = hub_factory({"auth": {"signup": "approval"}})
     browser = Browser(hub)
@@ -483,7 +517,6 @@ def test_signup_is_off_by_default(team_hub):
 
 
 def test_a_bad_redspot_yaml_stops_redspot_up_with_a_clear_error(tmp_path):
-    from tests.helpers import redspot
 
     config = tmp_path / "redspot.yaml"
     config.write_text(json.dumps({

@@ -293,7 +293,6 @@ def test_the_configuration_reference_is_generated_from_the_schema():
 
 def test_layer_services_runs_the_model_registry():
     from redspot.config.layers import Context, layer_services
-    from redspot.config.paths import DataPaths
 
     ctx = Context(paths=DataPaths(Path("/data")), python="/py",
                   service_ports={"models": 9200}, service_env={"HOME": "/root"},
@@ -319,7 +318,6 @@ def test_layer_services_runs_the_model_registry():
 
 def test_with_per_user_subdomains_services_are_reached_on_their_own_origin():
     from redspot.config.layers import Context, layer_services
-    from redspot.config.paths import DataPaths
 
     settings = validate_settings({"hub": {"subdomain_host": "https://hub.example.com"},
                                   "services": {"models": {"enabled": True}}})
@@ -336,3 +334,28 @@ def test_with_per_user_subdomains_services_are_reached_on_their_own_origin():
     assert c.RedspotSpawnerMixin.service_public_urls == {"models": "/services/models/"}
     with pytest.raises(ConfigError, match="subdomain_host"):
         validate_settings({"hub": {"subdomain_host": "hub.example.com/x"}})
+
+
+def test_admin_passwords_are_kept_alone_one_file_per_admin(tmp_path):
+    from redspot.hub.app import admin_passwords, ensure_admins
+
+    paths = DataPaths(tmp_path)
+    paths.state.mkdir(parents=True)
+    settings = {"auth": {"admin_users": ["admin", "ops"]}}
+    created = ensure_admins(paths, settings)
+    assert set(created) == {"admin", "ops"}
+    # the password alone: `$(cat hub/admin-password)` is the password
+    assert (paths.state / "admin-password").read_text() == created["admin"] + "\n"
+    assert (paths.state / "admin-password.ops").read_text() == created["ops"] + "\n"
+    assert admin_passwords(paths, settings) == created
+    assert ensure_admins(paths, settings) == {}  # only on first start
+
+
+def test_admin_passwords_of_earlier_data_folders_are_still_read(tmp_path):
+    from redspot.hub.app import admin_passwords
+
+    paths = DataPaths(tmp_path)
+    paths.state.mkdir(parents=True)
+    (paths.state / "admin-password").write_text("admin s3cret-one\nops s3cret-two\n")
+    settings = {"auth": {"admin_users": ["admin", "ops"]}}
+    assert admin_passwords(paths, settings) == {"admin": "s3cret-one", "ops": "s3cret-two"}

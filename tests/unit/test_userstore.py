@@ -51,3 +51,15 @@ def test_store_refuses_duplicates_and_unknown_users(tmp_path):
     for call in (store.approve, store.remove):
         with pytest.raises(UserStoreError, match="no such user"):
             call("nobody")
+
+
+def test_an_account_without_a_password_signs_in_once_one_is_set(tmp_path):
+    store = UserStore(tmp_path / "users.sqlite")
+    store.add("gina", None)  # added on the hub's admin page
+    assert store.get("gina").has_password is False
+    assert [a.has_password for a in store.list()] == [False]
+    for attempt in ("", "anything-at-all"):
+        assert store.verify("gina", attempt) is None
+    store.set_password("gina", "gina-password-1")
+    assert store.get("gina").has_password is True
+    assert store.verify("gina", "gina-password-1").name == "gina"
