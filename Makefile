@@ -72,6 +72,8 @@ debian:
 	fi
 
 $(STAMP)/venv:
+	@echo "First setup: installing Redspot's Python environment in $(VENV) (about 2.6 GB;"
+	@echo "typically 5-10 minutes on a fresh machine, depending on the network)."
 	$(SYSTEM_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip uv
 	@mkdir -p $(STAMP) && touch $@
@@ -81,7 +83,8 @@ $(STAMP)/venv:
 $(STAMP)/torch: $(STAMP)/venv
 	@$(PY) -c "import importlib.metadata as m, sys; \
 	  sys.exit(0 if m.version('torch').split('+')[0] == '$(TORCH_VERSION)' else 1)" 2>/dev/null \
-	  || $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
+	  || (echo "Installing torch $(TORCH_VERSION), CPU build (the largest download)" \
+	      && $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)")
 	@touch $@
 
 # DeepSpeed is an sdist: built against the installed torch (no build isolation, which
@@ -89,16 +92,19 @@ $(STAMP)/torch: $(STAMP)/venv
 $(STAMP)/deepspeed: $(STAMP)/torch
 	@$(PY) -c "import importlib.metadata as m, sys; \
 	  sys.exit(0 if m.version('deepspeed') == '$(DEEPSPEED_VERSION)' else 1)" 2>/dev/null \
-	  || ($(PY) -m pip install --quiet setuptools wheel \
+	  || (echo "Building DeepSpeed $(DEEPSPEED_VERSION) without its C++ ops (about a minute)..." \
+	      && $(PY) -m pip install --quiet setuptools wheel \
 	      && DS_BUILD_OPS=0 $(PY) -m pip install --quiet --no-build-isolation \
 	         "deepspeed==$(DEEPSPEED_VERSION)")
 	@touch $@
 
 $(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml
+	@echo "Installing Redspot and its dependencies (JupyterHub, JupyterLab, Ray, MLflow...) with uv"
 	$(UV) pip install --python $(PY) --quiet -e ".[dev]"
 	@touch $@
 
 $(CHP):
+	@echo "Installing configurable-http-proxy $(CHP_VERSION) from npm (a few seconds)"
 	npm install --silent --no-audit --no-fund --prefix .local/chp \
 	  configurable-http-proxy@$(CHP_VERSION)
 

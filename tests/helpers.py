@@ -182,10 +182,10 @@ class Hub:
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
             raise AssertionError(f"redspot up exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            return requests.get(f"{self.url}/hub/api", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        # the hub answers before its services are up: ready is when it says so
+        if "Redspot is ready on" not in self.log_path.read_text(errors="replace"):
             return False
+        return requests.get(f"{self.url}/hub/api", timeout=2).status_code == 200
 
     def log(self, tail: int = 60) -> str:
         if not self.log_path or not self.log_path.exists():

@@ -13,6 +13,7 @@ on its first line, or it is dropped. Messages are JSON lines, never pickles::
     {"t": "stream", "name": "stdout", "text": "…"}
     {"t": "display", "data": {…}, "metadata": {…}}
     {"t": "report", "metrics": {…}}               a training run's progress
+    {"t": "status", "text": "…"}                  what a training run is doing now
     {"t": "end"}                                  the run's last message
 
 The kernel delivers a run's events, in order, to the sink the run was opened with.
@@ -221,6 +222,8 @@ class OutputChannel(_Runs):
                         run.sink(("display", message["data"], message.get("metadata", {})))
                     elif kind == "report":
                         run.sink(("report", message["metrics"]))
+                    elif kind == "status":
+                        run.sink(("status", str(message["text"])))
             except (OSError, ValueError, KeyError):
                 log.exception("Output of run %s was cut short", run_id)
             finally:
@@ -315,6 +318,8 @@ class RemoteOutput:
             message = {"t": "stream", "name": event[1], "text": event[2]}
         elif event[0] == "report":
             message = {"t": "report", "metrics": event[1]}
+        elif event[0] == "status":
+            message = {"t": "status", "text": event[1]}
         else:
             message = {"t": "display", "data": event[1], "metadata": event[2]}
         with self._lock:

@@ -148,6 +148,7 @@ class LocalRayHead:
             cmd.append(f"--memory={int(memory)}")
         env = {**os.environ, **auth_env(self.token_path)}
         log = self.state_dir / "head.log"
+        began = time.monotonic()
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -170,7 +171,20 @@ class LocalRayHead:
             temp_dir=str(temp_dir),
         )
         self.info_path.write_text(json.dumps(asdict(info)))
+        with contextlib.suppress(OSError):
+            self.timing_path.write_text(f"{time.monotonic() - began:.1f}")
         return info
+
+    @property
+    def timing_path(self) -> Path:
+        return self.state_dir / "start-seconds"
+
+    def expected_start_seconds(self) -> float:
+        """How long starting the head took last time (a first guess before that)."""
+        try:
+            return float(self.timing_path.read_text())
+        except (OSError, ValueError):
+            return 15.0
 
     def _private_dir(self) -> Path:
         if self.fixed_private_dir is None:

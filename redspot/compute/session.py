@@ -201,13 +201,14 @@ class RaySession:
         return self.target.dashboard if self.target else None
 
     def connect(self, address: str | None = None, local: bool = False,
-                cluster: str | None = None) -> str:
-        """Join a cluster (see ``transport.resolve``); say which."""
+                cluster: str | None = None, progress=None) -> str:
+        """Join a cluster (see ``transport.resolve``); say which. ``progress(text)`` is
+        told what takes time (starting the user's head)."""
         target = transport.resolve(address, local=local, cluster=cluster)
         self.disconnect()
         self.target = transport.connect(
             target, head=self.head, cpus=_env_float("REDSPOT_CPUS"),
-            gpus=_env_int("REDSPOT_GPUS"))
+            gpus=_env_int("REDSPOT_GPUS"), progress=progress)
         if self.target.streams_by_channel:
             self.channel = OutputChannel(transport.channel_host(self.target))
         else:

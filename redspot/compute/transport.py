@@ -135,14 +135,18 @@ def _loopback_only(ray) -> None:
 
 
 def connect(target: Target, head: LocalRayHead | None = None, cpus: float | None = None,
-            gpus: int | None = None) -> Target:
+            gpus: int | None = None, progress=None) -> Target:
     """Connect this process to ``target`` (starting the user's head if it is theirs);
-    return the target with its address and dashboard filled in."""
+    return the target with its address and dashboard filled in. ``progress(text)`` is
+    told what takes time, before it does."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    say = progress or (lambda text: None)
     if target.own_head:
         head = head or LocalRayHead()
         # before Ray reads them: its token and the loopback-only switch
         os.environ.update(auth_env(head.token_path))
+        if head.info() is None:
+            say(f"Starting your Ray cluster (about {head.expected_start_seconds():.0f} s)...")
         info = head.start(cpus=cpus, gpus=gpus)
         target = Target("driver", info.address, f"your Ray cluster at {info.address}",
                         dashboard=info.dashboard, own_head=True, users_own=True)

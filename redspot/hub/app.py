@@ -30,9 +30,20 @@ from ..hub.userstore import UserStore, generate_password
 from ..spawner.profiles import parse_size
 
 STARTER_CONFIG = """\
-# Redspot's configuration. Every key is optional; `redspot config check` validates
-# this file and `redspot config schema` documents every key (docs/configuration.md).
-#
+# Redspot's configuration, written by the first `redspot up`. Every key is optional;
+# `redspot config check` validates this file and `redspot config schema` documents
+# every key (docs/configuration.md). Restart `redspot up` after a change.
+
+# The model registry (MLflow behind the hub's sign-in) and the environment service
+# (users' own Python environments). Set `enabled: false` to run the hub alone.
+services:
+  models:
+    enabled: true
+  environments:
+    enabled: true
+
+# hub:
+#   port: 8000                 # where users sign in
 # profiles:
 #   default: m5.xlarge
 #   everyone: [m5.xlarge, r5.4xlarge]
@@ -41,7 +52,9 @@ STARTER_CONFIG = """\
 #     users: [alice]
 #     profiles: [g5.xlarge, p3.2xlarge]
 # auth:
-#   signup: approval
+#   signup: approval           # people ask for an account at /hub/signup
+# ray:
+#   idle_timeout: 3600         # stop a user's Ray head after an hour unused
 """
 
 
@@ -419,6 +432,11 @@ def cli_access(paths: DataPaths) -> dict | None:
         return None
 
 
+def ready_message(c) -> str:
+    url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
+    return f"\nRedspot is ready on {url}   (Ctrl-C stops it)\n"
+
+
 def up(options: UpOptions) -> None:
     try:
         c, text, paths, helper_proc = build_config(options)
@@ -426,12 +444,13 @@ def up(options: UpOptions) -> None:
         print(f"redspot up: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(text, flush=True)
-    from jupyterhub.app import JupyterHub
+    from .hubapp import RedspotHub
 
+    c.RedspotHub.ready_message = ready_message(c)
     # JupyterHub also reads ./jupyterhub_config.py: run where only Redspot writes
     os.chdir(paths.state)
     try:
-        JupyterHub.instance(config=c)
-        JupyterHub.launch_instance(argv=[])
+        RedspotHub.instance(config=c)
+        RedspotHub.launch_instance(argv=[])
     finally:
         stop_helper(helper_proc)

@@ -55,12 +55,16 @@ class RayMagics(Magics):
             self._session.touch()
 
     def _ensure_connected(self):
-        if not self.session.connected:
-            why = ""
-            if self.session.idle_disconnected:
-                why = " (it had stopped after a time without use)"
-                self.session.idle_disconnected = False
-            print(f"Connecting to {self.session.connect()}{why}...", file=sys.stderr)
+        """Connect first if this kernel is not connected, saying so before the wait."""
+        if self.session.connected:
+            return
+        why = ""
+        if self.session.idle_disconnected:
+            why = " (it had stopped after a time without use)"
+            self.session.idle_disconnected = False
+        print(f"Connecting to your Ray cluster{why}...", file=sys.stderr, flush=True)
+        what = self.session.connect(progress=_say(sys.stderr))
+        print(f"Connected to {what}.", file=sys.stderr, flush=True)
 
     @magic_arguments()
     @argument("address", nargs="?",
@@ -80,25 +84,21 @@ class RayMagics(Magics):
 
         args = parse_argstring(self.ray_connect, line)
         try:
-            what = self.session.connect(args.address, local=args.local, cluster=args.cluster)
+            what = self.session.connect(args.address, local=args.local, cluster=args.cluster,
+                                        progress=_say(sys.stdout))
         except TransportError as e:
             raise UsageError(str(e)) from None
         print(f"Connected to {what}.")
 
     @line_magic
     def ray_status(self, line=""):
-        """Show the nodes and resources of the connected cluster, and its dashboard."""
+        """Show the nodes and resources of the connected cluster, and a link to its
+        dashboard that works from the browser."""
+        from IPython.display import publish_display_data
+
         self._ensure_connected()
         status = self.session.status()
-        resources = status["resources"]
-        print(f"Ray cluster {status['address']}: {status['nodes']} node(s), "
-              f"{resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
-              f"{resources.get('memory', 0) / 1024**3:.1f} GiB")
-        link = dashboard_link(status)
-        if link:
-            status["dashboard_link"] = link
-            print(f"Dashboard: {link}")
-        return status
+        publish_display_data(status_bundle(status, dashboard_link(status)))
 
     @line_magic
     def ray_disconnect(self, line=""):
@@ -304,6 +304,31 @@ def _show(event: tuple) -> None:
         from IPython.display import publish_display_data
 
         publish_display_data(data=event[1], metadata=event[2])
+
+
+def _say(stream):
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    return say
+
+
+def status_bundle(status: dict, link: str | None) -> dict:
+    """``%ray_status``'s output: text, and HTML with the dashboard as a link."""
+    import html
+
+    resources = status["resources"]
+    where = "your Ray cluster" if status.get("own") else f"Ray cluster {status['address']}"
+    summary = (f"{where}: {status['nodes']} node(s), {resources.get('CPU', 0):g} CPU, "
+               f"{resources.get('GPU', 0):g} GPU, "
+               f"{resources.get('memory', 0) / 1024**3:.1f} GiB memory")
+    text = summary + (f"\nDashboard: {link}" if link else "")
+    markup = f"<div>{html.escape(summary[0].upper() + summary[1:])}</div>"
+    if link:
+        href = html.escape(link, quote=True)
+        markup += (f'<div>Dashboard: <a href="{href}" target="_blank" rel="noopener">'
+                   f"{html.escape(link)}</a></div>")
+    return {"text/plain": text[0].upper() + text[1:], "text/html": markup}
 
 
 def dashboard_link(status: dict) -> str | None:

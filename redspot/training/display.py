@@ -20,6 +20,9 @@ class TextDisplay:
         self.run_id, self.steps = run_id, steps
         print(f"Training run {run_id} started", file=sys.stderr)
 
+    def status(self, text: str) -> None:
+        print(f"[{self.run_id}] {text}", file=sys.stderr)
+
     def report(self, metrics: dict) -> None:
         of = f"/{self.steps}" if self.steps else ""
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()
@@ -44,12 +47,30 @@ class WidgetDisplay:
         self.bar = w.IntProgress(value=0, min=0, max=steps or 1,
                                  bar_style="info", description="steps")
         self.label = w.HTML(f"Training run <code>{html.escape(run_id)}</code>: starting…")
-        self.plot = w.Image(format="png", layout=w.Layout(max_width="640px"))
+        # hidden until there is something to plot (an empty Image is a broken icon)
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="640px", display="none"))
         self.box = w.VBox([w.HBox([self.bar, self.label]), self.plot])
         self._drawn = 0.0
+        self._started = time.monotonic()
+        self._state = "starting"
+        self._reported = False
         display(self.box)
 
+    def status(self, text: str) -> None:
+        """What the run does now (until its first report): in the label, with the time
+        since the start (``tick`` keeps that current)."""
+        if not self._reported:
+            self._state = text
+            self.tick()
+
+    def tick(self) -> None:
+        if not self._reported:
+            waited = int(time.monotonic() - self._started)
+            self.label.value = (f"Training run <code>{html.escape(self.run_id)}</code>: "
+                                f"{html.escape(self._state)}… {waited} s")
+
     def report(self, metrics: dict) -> None:
+        self._reported = True
         self.history.append(metrics)
         step = int(metrics.get("step") or len(self.history))
         if not self.steps:
@@ -70,6 +91,7 @@ class WidgetDisplay:
         png = plot_png(self.history, self.run_id)
         if png:
             self.plot.value = png
+            self.plot.layout.display = None
 
     def finish(self, result, error: str | None) -> None:
         self.redraw()

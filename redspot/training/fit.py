@@ -116,16 +116,20 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
             live.report(event[1])
         elif event[0] == "stream":
             live.stream(event[1], event[2])
+        elif event[0] == "status":
+            live.status(event[1])
 
     outlet, own_outlet = (session.outlet, False) if session is not None else (None, True)
     if outlet is None:
         outlet = _outlet()
     channel = outlet.open(sink)
-    pumping = _Pump(outlet)
+    pumping = _Pump(outlet, tick=getattr(live, "tick", None))
     settings = {"run_id": run_id, "deepspeed_config": ds_config, "channel": channel,
                 "checkpoint_url": checkpoint_url, "extensions_dir": extensions_dir(),
                 "learning_rate": learning_rate, "micro_batch_size": micro_batch_size}
     trainer = _trainer(spec, settings, train_loop, environment, run_id)
+    live.status(f"starting {workers} worker{'s' if workers > 1 else ''} on the cluster "
+                "(Ray Train: usually 10-30 s)")
     start = time.perf_counter()
     try:
         result = _run(trainer)
@@ -179,20 +183,29 @@ def _outlet():
 
 
 class _Pump:
-    """Drains a Ray Client relay while the run goes on (the channel needs no help)."""
+    """While the run goes on: drains a Ray Client relay (the channel needs no help), and
+    ticks the display once a second (its clock while the workers start)."""
 
-    def __init__(self, outlet):
+    def __init__(self, outlet, tick=None):
         import threading
 
         self.done = threading.Event()
+        drain = getattr(outlet, "drain", None)
+
+        def pump():
+            last_tick = 0.0
+            while not self.done.wait(0.2):
+                try:
+                    if drain is not None:
+                        drain()
+                    if tick is not None and time.monotonic() - last_tick >= 1:
+                        last_tick = time.monotonic()
+                        tick()
+                except Exception:  # noqa: BLE001 - the run's end reports it
+                    return
+
         self.thread = None
-        if hasattr(outlet, "drain"):
-            def pump():
-                while not self.done.wait(0.2):
-                    try:
-                        outlet.drain()
-                    except Exception:  # noqa: BLE001 - the run's end reports it
-                        return
+        if drain is not None or tick is not None:
             self.thread = threading.Thread(target=pump, name="redspot-train-pump",
                                            daemon=True)
             self.thread.start()
@@ -234,6 +247,9 @@ def _trainer(spec: TrainSpec, settings: dict, train_loop, environment, run_id):
     # their stdout (Ray Train would keep them in a file of its own, away from the
     # notebook and from the log a failure shows)
     env_vars = {**storage_environment(os.environ), "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+    if not spec.gpus_per_worker:
+        # CPU workers: said, not guessed (DeepSpeed warns in every worker when it guesses)
+        env_vars["DS_ACCELERATOR"] = "cpu"
     runtime_env["env_vars"] = {**env_vars, **runtime_env.get("env_vars", {})}
     loop_config = {"loop": cloudpickle.dumps(train_loop), "settings": settings,
                    "user_config": spec.config}

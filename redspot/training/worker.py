@@ -54,20 +54,30 @@ class TrainContext:
     def engine(self, model, optimizer=None, lr_scheduler=None, **kwargs):
         """``deepspeed.initialize`` with the run's config: the engine (call it, then
         ``engine.backward(loss)`` and ``engine.step()``)."""
-        import deepspeed
-
         if self.deepspeed_config is None:  # plain DDP
             import torch
 
             self._engine = _DdpEngine(model, optimizer, self.settings, torch)
+            self.status("training (plain DDP)")
             return self._engine
+        stage = self.deepspeed_config.get("zero_optimization", {}).get("stage", 0)
+        self.status(f"setting up DeepSpeed ZeRO-{stage} (its first use on a cluster "
+                    "compiles an optimizer op: about 90 s, cached afterwards)")
+        import deepspeed
+
         engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
             model_parameters=None if optimizer is not None else
             [p for p in model.parameters() if p.requires_grad],
             config=self.deepspeed_config, **kwargs)
         self._engine = engine
+        self.status(f"training (DeepSpeed ZeRO-{stage})")
         return engine
+
+    def status(self, text: str) -> None:
+        """What the run does now, shown beside its progress bar (rank 0's)."""
+        if self.rank == 0:
+            self._output.emit(("status", text))
 
     def shard(self, data):
         """This rank's part of ``data`` (a sequence, an array or tensor, a Dataset)."""
@@ -243,6 +253,8 @@ def run_worker(config: dict) -> None:
     loop = cloudpickle.loads(config["loop"])
     ctx = TrainContext(config["settings"], config["user_config"])
     _current = ctx
+    ctx.status(f"{ctx.world_size} worker{'s' if ctx.world_size > 1 else ''} running "
+               "your cell")
     saved = sys.stdout, sys.stderr
     sys.stdout = _Tee("stdout", sys.stdout, ctx._output.emit, f"[worker {ctx.rank}] ")
     sys.stderr = _Tee("stderr", sys.stderr, ctx._output.emit, f"[worker {ctx.rank}] ")

@@ -10,6 +10,14 @@ def lines_png(series: dict[str, list[tuple[float, float]]], xlabel: str, title: 
               marker: str | None = None, xticks: list | None = None,
               title_size: str | None = None) -> bytes:
     """One line per name of ``series`` (its ``(x, y)`` points), as a PNG."""
+    figure = lines_figure(series, xlabel, title, marker, xticks, title_size)
+    out = BytesIO()
+    figure.savefig(out, format="png", dpi=96)
+    return out.getvalue()
+
+
+def lines_figure(series, xlabel, title, marker=None, xticks=None, title_size=None):
+    """The ``Figure`` of ``lines_png``."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 2.5))
@@ -19,9 +27,12 @@ def lines_png(series: dict[str, list[tuple[float, float]]], xlabel: str, title: 
     axes.set_xlabel(xlabel)
     if xticks is not None:
         axes.set_xticks(xticks)
+    elif all(float(x).is_integer() for points in series.values() for x, _ in points):
+        # steps, epochs: whole numbers, never 1.5
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.legend(loc="best", fontsize="small")
     axes.set_title(title, fontsize=title_size)
     figure.tight_layout()
-    out = BytesIO()
-    figure.savefig(out, format="png", dpi=96)
-    return out.getvalue()
+    return figure

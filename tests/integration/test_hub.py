@@ -214,6 +214,9 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
         kernel = _start_kernel(team_hub, "bob", token)
         out = run_cell(team_hub.url, "bob", token, "%ray_connect", kernel=kernel, timeout=180)
         assert "Connected to your Ray cluster at 127.0.0.1:" in out, out
+        # the wait was announced, with its length, before it began
+        assert out.index("Starting your Ray cluster (about 15 s)...") < out.index(
+            "Connected to"), out
         if os.geteuid() == 0:
             uid = pwd.getpwnam(f"{account_prefix}bob").pw_uid
             head = json.loads((team_hub.data_dir / "home" / "bob" / ".redspot" / "ray"
@@ -256,6 +259,16 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
         alice = requests.get(dashboard + "api/version", allow_redirects=False, timeout=30,
                              headers={"Authorization": f"token {team_hub.user_token('alice')}"})
         assert alice.status_code in (302, 403, 404)
+
+        # stopped, then used again: says it connects and starts it, then that it is
+        # connected, before the cell's own output
+        run_cell(team_hub.url, "bob", token, "%ray_disconnect --stop", kernel=kernel)
+        out = run_cell(team_hub.url, "bob", token, "%%ray_remote\nprint('again')",
+                       kernel=kernel, timeout=180)
+        said = [out.index(text) for text in (
+            "Connecting to your Ray cluster...", "Starting your Ray cluster (about ",
+            "Connected to your Ray cluster at", "again")]
+        assert said == sorted(said), out
     finally:
         team_hub.stop_server("bob")
     # the server took the user's Ray head with it, and Ray's folder (opened to everyone by

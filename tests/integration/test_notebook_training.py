@@ -117,6 +117,13 @@ def test_a_notebook_trains_with_zero3_and_registers_the_checkpoint(train_hub, ac
         assert [label.split(":")[0] for label in labels[:4]] == [
             "step 1/4", "step 2/4", "step 3/4", "step 4/4"], labels
         assert any(u.get("bar_style") == "success" for u in updates), updates
+        # before the first step, it said what it was doing, and for how long
+        waiting = [u["value"] for u in updates if "…" in str(u.get("value", ""))]
+        assert any("setting up DeepSpeed ZeRO-3" in w for w in waiting), waiting
+        assert any("starting 2 workers" in w or "running your cell" in w
+                   for w in waiting), waiting
+        # CPU workers are told they are: no DeepSpeed guess, no warning per worker
+        assert "Setting accelerator to CPU" not in out, out
 
         out = cell(REGISTER, timeout=300)
         assert "RESULT " in out, out

@@ -1,5 +1,6 @@
 """redspot.yaml: validation messages, and each config layer on a fresh Config."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -359,3 +360,17 @@ def test_admin_passwords_of_earlier_data_folders_are_still_read(tmp_path):
     (paths.state / "admin-password").write_text("admin s3cret-one\nops s3cret-two\n")
     settings = {"auth": {"admin_users": ["admin", "ops"]}}
     assert admin_passwords(paths, settings) == {"admin": "s3cret-one", "ops": "s3cret-two"}
+
+
+def test_the_starter_config_is_valid_and_runs_the_services(tmp_path):
+    from redspot.config.loader import enabled_services
+    from redspot.hub.app import STARTER_CONFIG
+
+    path = tmp_path / "redspot.yaml"
+    path.write_text(STARTER_CONFIG)
+    settings = load_settings(path)
+    assert enabled_services(settings) == ["models", "environments"]
+    # every commented example is valid once uncommented
+    uncommented = re.sub(r"^# (?=( *)[a-z_-]+:)", "", STARTER_CONFIG, flags=re.M)
+    path.write_text(uncommented)
+    assert load_settings(path)["ray"]["idle_timeout"] == 3600

@@ -273,3 +273,22 @@ def test_the_dashboard_link_goes_through_the_server_for_the_users_own_cluster(mo
     assert dashboard_link(own) == "/user/alice/redspot/ray/dashboard/"
     assert dashboard_link({**own, "own": False}) == "http://127.0.0.1:8265"
     assert dashboard_link({"dashboard": None}) is None
+
+
+def test_ray_status_links_the_dashboard_through_the_server_and_hides_the_heads_address():
+    from redspot.magics.ray import status_bundle
+
+    status = {"address": "127.0.0.1:6379", "dashboard": "http://127.0.0.1:8265",
+              "own": True, "nodes": 1, "resources": {"CPU": 2.0, "memory": 4 * 1024**3}}
+    bundle = status_bundle(status, "/user/bob/redspot/ray/dashboard/")
+    assert bundle["text/plain"] == (
+        "Your Ray cluster: 1 node(s), 2 CPU, 0 GPU, 4.0 GiB memory\n"
+        "Dashboard: /user/bob/redspot/ray/dashboard/")
+    assert ('<a href="/user/bob/redspot/ray/dashboard/" target="_blank" rel="noopener">'
+            in bundle["text/html"])
+    for shown in bundle.values():  # the head's own address is unreachable from a browser
+        assert "127.0.0.1" not in shown
+    other = status_bundle({**status, "own": False, "address": "ray.example:6379"},
+                          "http://ray.example:8265")
+    assert other["text/plain"].startswith("Ray cluster ray.example:6379: 1 node(s)")
+    assert status_bundle({**status, "own": False}, None)["text/html"].count("<a ") == 0
