@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -252,7 +253,15 @@ class EnvironmentsService(Application):
         app.listen(url.port, url.hostname)
         self.log.info("Redspot environments service on %s (builder: %s)",
                       self.service_url, self.builder)
-        ioloop.IOLoop.current().start()
+        loop = ioloop.IOLoop.current()
+
+        def stop(signum, frame):
+            # also when started with SIGINT ignored (a `make up &` in a script)
+            loop.add_callback_from_signal(loop.stop)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+        loop.start()
 
 
 main = EnvironmentsService.launch_instance

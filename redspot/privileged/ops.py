@@ -329,6 +329,9 @@ class Helper:
         mode = 0o711 if service == "environments" else 0o700
         with self._root() as root, safefs.opened(root, service, create=0o700) as folder:
             if self.isolated:
+                # the folder itself is root's when it was just made: only what is in it
+                # tells of an earlier version
+                safefs.set_owner_mode(folder, uid, gid, mode)
                 moved = safefs.chown_tree(folder, uid, gid, only_from={0})
                 if moved:
                     log.warning("Handed %d files of %s/ from root to %s (a data folder "
