@@ -29,10 +29,7 @@ class ModelMagics(Magics):
             if name and name not in namespace:
                 raise NameError(f"no variable {name!r} in the notebook")
         widget = register_model(namespace[args.variable], namespace=namespace,
-                                sample_input=namespace[args.sample] if args.sample else None)
-        if args.sample:
-            widget.sample.value = args.sample if args.sample in widget.sample.options \
-                else widget.sample.value
+                                sample_name=args.sample)
         display(widget)
         return None
 

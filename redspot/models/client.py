@@ -399,8 +399,12 @@ def experiment_id(client, user: str | None) -> str:
 def register(model, name: str, *, description: str = "", tags: dict | None = None,
              metrics: dict | None = None, sample_input=None, progress: Progress | None = None,
              lineage: dict[str, str] | None = None, training_run_id: str | None = None,
-             client=None) -> Registered:
+             private: bool | None = None, client=None) -> Registered:
     """Register ``model`` as a new version of ``name`` (see the module's docstring).
+
+    ``private=True`` makes a new model private (only its owner and admins see it) as
+    soon as it exists, before its first version; ``False`` makes it readable by every
+    signed-in user; None leaves an existing model as it is.
 
     ``lineage`` defaults to ``lineage.lineage()`` of this kernel (with the Ray job of a
     connected kernel, and ``training_run_id`` when the model came from a training run);
@@ -465,6 +469,8 @@ def register(model, name: str, *, description: str = "", tags: dict | None = Non
         except MlflowException as e:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        if private is not None:
+            set_access(name, private=private)
         version = client.create_model_version(
             name, f"models:/{logged.model_id}", run_id=run_id, tags=version_tags,
             description=description or None, model_id=logged.model_id)
@@ -550,6 +556,30 @@ def access() -> dict:
         raise RegistrationError(f"the registry refused to list models: HTTP "
                                 f"{response.status_code} {response.text[:300]}")
     return response.json()
+
+
+def set_access(name: str, *, private: bool | None = None,
+               groups: list[str] | None = None) -> dict:
+    """Make a model private (or not) and grant hub groups the right to change it: its
+    owner's or an admin's call. Returns the model's owner, groups and privacy."""
+    import requests
+
+    body = {k: v for k, v in (("private", private), ("groups", groups)) if v is not None}
+    uploader = Transfer(tracking_uri())
+    response = requests.patch(
+        f"{uploader.tracking}/redspot/api/permissions/{quote(name, safe='')}", json=body,
+        headers=uploader.headers, verify=uploader.verify, timeout=60)
+    if response.status_code != 200:
+        raise RegistrationError(_message(response, f"changing who may see {name!r}"))
+    return response.json()
+
+
+def _message(response, what: str) -> str:
+    try:
+        said = response.json().get("message") or response.text
+    except ValueError:
+        said = response.text
+    return f"{what} was refused: {said[:300]}"
 
 
 @dataclass

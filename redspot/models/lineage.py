@@ -57,6 +57,18 @@ def notebook_path(environ: dict, user_ns: dict | None = None) -> str | None:
     return environ.get("JPY_SESSION_NAME") or (user_ns or {}).get("__session__") or None
 
 
+def in_home(path: str, home: str | None) -> str:
+    """A notebook's path as its user knows it: inside their home (the server's root
+    folder) it is relative to it (``project/train.ipynb``), not the server's absolute
+    path."""
+    if home and os.path.isabs(path):
+        try:
+            return str(Path(path).relative_to(home))
+        except ValueError:
+            pass
+    return path
+
+
 def current_ray_job() -> str | None:
     """The Ray job of this kernel's driver, when it is connected (``%ray_connect``)."""
     ray = sys.modules.get("ray")  # never imported here just to ask
@@ -79,7 +91,7 @@ def lineage(environ: dict | None = None, user_ns: dict | None = None,
         tags["user"] = user
     notebook = notebook_path(environ, user_ns)
     if notebook:
-        tags["notebook"] = notebook
+        tags["notebook"] = in_home(notebook, environ.get("HOME"))
     for key, env in (("environment", "REDSPOT_ENVIRONMENT"),
                      ("environment_tag", "REDSPOT_ENVIRONMENT_TAG"),
                      ("image", "REDSPOT_IMAGE"), ("profile", "REDSPOT_PROFILE")):

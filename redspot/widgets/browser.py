@@ -15,11 +15,14 @@ driven without a browser in tests.
 from __future__ import annotations
 
 import html
+import keyword
+import re
 from datetime import datetime
 
 import ipywidgets as w
 
 from ..models import client as registry
+from .register import link
 
 SCOPES = (("Mine", "mine"), ("My team's", "team"), ("All I can read", "all"))
 _LINEAGE_SHOWN = ("redspot.user", "redspot.notebook", "redspot.git_commit",
@@ -68,22 +71,30 @@ class ModelBrowser(w.VBox):
         self.models = w.Select(options=[], rows=8, description="Models")
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
         self.table = w.HTML()
-        self.plot = w.Image(format="png", layout=w.Layout(max_width="640px"))
+        self.open_link = w.HTML()
+        # hidden until there is a plot (an empty Image is a broken icon)
+        self.plot = w.Image(format="png", layout=w.Layout(max_width="640px", display="none"))
+        self.private = w.Checkbox(value=False, indent=False, disabled=True,
+                                  description="Private: only its owner and admins see it")
         self.version = w.Dropdown(options=[], description="Version")
         self.alias = w.Combobox(options=["champion", "challenger"], value="champion",
                                 ensure_option=False, description="Alias")
         self.alias_button = w.Button(description="Set alias")
-        self.variable = w.Text(value="model", description="Load as")
+        self.variable = w.Text(value="", description="Load as",
+                               placeholder="a new notebook variable")
         self.load_button = w.Button(description="Load")
         self.status = w.HTML()
         self.children = [
-            w.HBox([self.scope, self.refresh_button]), self.models, self.table, self.plot,
+            w.HBox([self.scope, self.refresh_button]), self.models,
+            w.HBox([self.open_link, self.private]), self.table, self.plot,
             w.HBox([self.version, self.alias, self.alias_button]),
             w.HBox([self.variable, self.load_button]), self.status,
         ]
         self.scope.observe(lambda _: self._show_models(), "value")
         self.models.observe(lambda change: self.select(change["new"]) if change["new"]
                             else None, "value")
+        self.version.observe(lambda change: self._suggest_variable(), "value")
+        self.private.observe(self._private_changed, "value")
         self.refresh_button.on_click(lambda _: self.refresh())
         self.alias_button.on_click(lambda _: self._guarded(
             lambda: self.set_alias(self.version.value, self.alias.value)))
@@ -111,7 +122,8 @@ class ModelBrowser(w.VBox):
             self.models.value = names[0]
         else:
             self.table.value = "<i>No models here yet.</i>"
-            self.plot.value = b""
+            self.open_link.value = ""
+            self._show_plot(None)
 
     @property
     def selected(self) -> str | None:
@@ -123,21 +135,63 @@ class ModelBrowser(w.VBox):
             return
         self.infos = registry.versions(name, client=self.client)
         self.table.value = versions_table(self.infos)
-        self.version.options = [v.version for v in reversed(self.infos)]
+        self.open_link.value = link(registry.ui_url(name), "open it in the registry")
+        acl = self._acl(name)
+        self._showing_acl = True
+        self.private.value = bool(acl.get("private"))
+        self.private.disabled = not (acl.get("owner") == self.access.get("user")
+                                     or self.access.get("admin"))
+        self._showing_acl = False
+        newest_first = [v.version for v in reversed(self.infos)]
+        self.version.options = newest_first
+        # the newest version is picked, never nothing
+        self.version.value = newest_first[0] if newest_first else None
+        self._suggest_variable()
         self._plot()
+
+    def _acl(self, name: str) -> dict:
+        return next((m for m in self.access.get("models", []) if m["name"] == name), {})
+
+    _showing_acl = False
+
+    def _private_changed(self, change) -> None:
+        if self._showing_acl or not self.selected:
+            return
+        try:
+            described = registry.set_access(self.selected, private=change["new"])
+        except registry.RegistrationError as e:
+            self.status.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"
+            self._showing_acl = True
+            self.private.value = change["old"]
+            self._showing_acl = False
+            return
+        self._acl(self.selected).update(private=described["private"])
+        self.status.value = (f"{html.escape(self.selected)} is now "
+                             f"{'private' if described['private'] else 'visible to everyone'}")
+
+    def _suggest_variable(self) -> None:
+        """A name for the loaded model that no notebook variable has (loading must not
+        replace the notebook's own ``model``)."""
+        if self.selected and self.version.value:
+            self.variable.value = free_variable(self.selected, self.version.value,
+                                                self.namespace)
 
     def _plot(self) -> None:
         """The versions' metrics, one line each, as a PNG (no pyplot state touched)."""
         metric_names = sorted({k for v in self.infos for k in v.metrics})
         if not metric_names or not self.infos:
-            self.plot.value = b""
+            self._show_plot(None)
             return
         from .plots import lines_png
 
         series = {metric: [(int(v.version), v.metrics[metric]) for v in self.infos
                            if metric in v.metrics] for metric in metric_names}
-        self.plot.value = lines_png(series, "version", self.selected, marker="o",
-                                    xticks=[int(v.version) for v in self.infos])
+        self._show_plot(lines_png(series, "version", self.selected, marker="o",
+                                  xticks=[int(v.version) for v in self.infos]))
+
+    def _show_plot(self, png: bytes | None) -> None:
+        self.plot.value = png or b""
+        self.plot.layout.display = None if png else "none"
 
     def set_alias(self, version: str, alias: str) -> None:
         from mlflow import MlflowClient
@@ -153,6 +207,8 @@ class ModelBrowser(w.VBox):
 
     def load(self, version: str, variable: str | None = None):
         """Load a version; with ``variable``, also into the notebook under that name."""
+        if not version:
+            raise ValueError("pick a version to load first")
         info = next((v for v in self.infos if v.version == str(version)), None)
         if info is None:
             raise ValueError(f"{self.selected} has no version {version}")
@@ -165,6 +221,18 @@ class ModelBrowser(w.VBox):
                                  f"{html.escape(info.version)} as <code>"
                                  f"{html.escape(variable)}</code>")
         return model
+
+
+def free_variable(model: str, version: str, namespace: dict) -> str:
+    """``churn-model`` version 3 -> ``churn_model_v3`` (``_2``… when that is taken)."""
+    stem = re.sub(r"\W+", "_", model).strip("_").lower() or "model"
+    if stem[0].isdigit():
+        stem = "model_" + stem
+    name = base = f"{stem}_v{version}"
+    n = 2
+    while name in namespace or keyword.iskeyword(name):
+        name, n = f"{base}_{n}", n + 1
+    return name
 
 
 def browse_models(namespace: dict | None = None) -> ModelBrowser:

@@ -77,7 +77,8 @@ class RegisterModel(w.VBox):
     """The form; ``register()`` (the button) registers and returns the version."""
 
     def __init__(self, model, namespace: dict | None = None, names: list[str] | None = None,
-                 sample_input=None, training_run_id: str | None = None, **kwargs):
+                 sample_input=None, sample_name: str | None = None,
+                 training_run_id: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.model = model
         self.namespace = namespace if namespace is not None else {}
@@ -104,8 +105,13 @@ class RegisterModel(w.VBox):
             description="Metrics", rows=min(6, max(2, len(numeric))))
         self.typed_metrics = w.Text(description="", placeholder="or type: auc=0.93, f1=0.8")
         samples = sample_variables(self.namespace)
+        if sample_name and sample_name not in samples:  # named by the user: any kind
+            samples.append(sample_name)
         self.sample = w.Dropdown(options=[("(none)", "")] + [(s, s) for s in samples],
-                                 description="Sample input")
+                                 value=sample_name or "", description="Sample input")
+        self.private = w.Checkbox(
+            value=False, indent=False,
+            description="Private: only I (and admins) can see this model")
         self.register_button = w.Button(description="Register", button_style="primary",
                                         icon="upload")
         self.progress = w.IntProgress(value=0, min=0, max=100, description="",
@@ -113,14 +119,12 @@ class RegisterModel(w.VBox):
         self.status = w.HTML()
         self.result = w.HTML()
         self._sample_input = sample_input
-        shown_lineage = ", ".join(f"{k.removeprefix('redspot.')}={v[:40]}"
-                                  for k, v in self.lineage.items())
         self.children = [
             w.HTML(f"<b>Register a {html.escape(self.flavor)} model</b> "
                    f"({html.escape(type(model).__name__)})"),
             self.name, self.description, self.tags, self.metric_variables,
-            self.typed_metrics, self.sample,
-            w.HTML(f"<small>Lineage: {html.escape(shown_lineage) or 'none found'}</small>"),
+            self.typed_metrics, self.sample, self.private,
+            w.HTML(lineage_html(self.lineage)),
             w.HBox([self.register_button, self.progress, self.status]), self.result,
         ]
         self.register_button.on_click(lambda _: self._clicked())
@@ -162,7 +166,8 @@ class RegisterModel(w.VBox):
                 self.model, self.name.value.strip(), description=self.description.value,
                 tags=parse_pairs(self.tags.value, "tags"), metrics=self.metrics(),
                 sample_input=self.sample_input(), progress=self._progress,
-                lineage=self._lineage())  # as the notebook is now
+                lineage=self._lineage(),  # as the notebook is now
+                private=True if self.private.value else None)
         except (InvalidInput, registry.RegistrationError) as e:
             self.status.value = ""
             self.result.value = f"<span style='color:#b00020'>{html.escape(str(e))}</span>"
@@ -173,8 +178,9 @@ class RegisterModel(w.VBox):
         self.progress.value = self.progress.max
         self.status.value = "done"
         self.result.value = (
-            f"Registered <b>{html.escape(r.name)}</b> version <b>{r.version}</b>: "
-            f"<a href='{html.escape(r.url)}' target='_blank'>open it in the registry</a>")
+            f"Registered <b>{html.escape(r.name)}</b> version <b>{r.version}</b>"
+            f"{' (private)' if self.private.value else ''}: "
+            f"{link(r.url, 'open it in the registry')}")
         return r
 
     def _clicked(self):
@@ -184,6 +190,26 @@ class RegisterModel(w.VBox):
             pass  # shown in the widget
         except KeyboardInterrupt:
             self.result.value = "Interrupted: nothing was registered."
+
+
+#: Links in widgets' HTML look like links (JupyterLab's output styles reset them).
+LINK_STYLE = "color: var(--jp-content-link-color, #1976d2); text-decoration: underline"
+
+
+def link(url: str, text: str) -> str:
+    return (f"<a href='{html.escape(url, quote=True)}' target='_blank' rel='noopener' "
+            f"style='{LINK_STYLE}'>{html.escape(text)} &#x2197;</a>")
+
+
+def lineage_html(tags: dict[str, str]) -> str:
+    """The lineage the version will carry, one line each, nothing cut."""
+    if not tags:
+        return "<small>Lineage: none found</small>"
+    rows = "".join(
+        f"<tr><td style='padding-right:1em'>{html.escape(k.removeprefix('redspot.'))}</td>"
+        f"<td style='word-break:break-all'><code>{html.escape(v)}</code></td></tr>"
+        for k, v in tags.items())
+    return f"<small>Lineage, recorded with the version:<table>{rows}</table></small>"
 
 
 def _float(text: str):

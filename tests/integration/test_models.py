@@ -182,9 +182,15 @@ WIDGET_CELL = textwrap.dedent("""
     again.name.value = "churn-net"
     again.metric_variables.value = ("val_loss",)
     again.register_button.click()
+    secret = register_model(net)
+    secret.name.value = "secret-net"
+    secret.private.value = True
+    secret.register_button.click()
     browser = browse_models()
     mine = list(browser.models.options)
     browser.select("churn-net")
+    picked = {"version": browser.version.value, "variable": browser.variable.value,
+              "link": browser.open_link.value, "private": browser.private.value}
     browser.set_alias("2", "champion")
     loaded = browser.load("1", "net_back")
     same = bool(torch.allclose(net_back(torch.from_numpy(X_val)), net(torch.from_numpy(X_val))))
@@ -193,7 +199,8 @@ WIDGET_CELL = textwrap.dedent("""
         "result": form.result.value, "progress": [form.progress.value, form.progress.max],
         "second": again.registered.version, "mine": mine, "table": browser.table.value,
         "aliases": [v.aliases for v in browser.infos], "plot": browser.plot.value[:4].hex(),
-        "metrics": [v.metrics for v in browser.infos], "same": same}))
+        "metrics": [v.metrics for v in browser.infos], "same": same, "picked": picked,
+        "secret": secret.result.value}))
 """)
 
 
@@ -224,6 +231,14 @@ def test_the_widget_registers_a_model_with_its_lineage_and_the_browser_shows_it(
     assert got["metrics"] == [{"val_loss": 0.25, "auc": 0.91}, {"val_loss": 0.125}]
     assert "val_loss" in got["table"] and "user=alice" in got["table"]
     assert got["plot"] == "89504e47" and got["same"] is True  # a PNG
+    # the browser picks the newest version, and loads it under a name of its own
+    assert got["picked"]["version"] == "2" and got["picked"]["variable"] == "churn_net_v2"
+    assert "/services/models/#/models/churn-net" in got["picked"]["link"]
+    assert got["picked"]["private"] is False
+    # a model made private in the form: bob does not see it at all
+    assert "(private)" in got["secret"], got["secret"]
+    r = api(models_hub, "bob", "GET", "registered-models/get", params={"name": "secret-net"})
+    assert r.status_code == 404, r.text
 
     # the registry has the version, its signature and its lineage
     version = api(models_hub, "bob", "GET", "model-versions/get",

@@ -43,3 +43,22 @@ def test_outside_a_repository_and_a_hub_only_what_is_known(tmp_path):
     assert lineage({}, cwd=tmp_path) == {}
     assert lineage({}, user_ns={"__session__": "a.ipynb"}, cwd=tmp_path) == {
         "redspot.notebook": "a.ipynb"}
+
+
+def test_the_notebook_is_named_as_its_user_knows_it(tmp_path):
+    # jupyter-server gives kernels the notebook's absolute path on the server
+    home = tmp_path / "home" / "alice"
+    (home / "churn").mkdir(parents=True)
+    env = {"JPY_SESSION_NAME": str(home / "churn" / "train.ipynb"), "HOME": str(home)}
+    assert lineage(env, cwd=home / "churn")["redspot.notebook"] == "churn/train.ipynb"
+    elsewhere = {**env, "JPY_SESSION_NAME": "/srv/shared/x.ipynb"}
+    assert lineage(elsewhere, cwd=home)["redspot.notebook"] == "/srv/shared/x.ipynb"
+
+
+def test_the_form_shows_the_whole_lineage():
+    from redspot.widgets.register import lineage_html
+
+    long = "project/" + "deeply/" * 10 + "Untitled.ipynb"
+    shown = lineage_html({"redspot.notebook": long, "redspot.user": "alice"})
+    assert long in shown and "<td" in shown
+    assert lineage_html({}) == "<small>Lineage: none found</small>"

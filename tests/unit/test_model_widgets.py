@@ -17,6 +17,7 @@ from redspot.models.validation import (
 )
 from redspot.widgets.browser import in_scope, versions_table
 from redspot.widgets.register import (
+    RegisterModel,
     numeric_variables,
     parse_pairs,
     sample_variables,
@@ -134,3 +135,24 @@ def test_the_versions_table_puts_metrics_side_by_side():
     assert table.index("<td>2</td>") < table.index("<td>1</td>")
     assert "<td>champion</td>" in table and "<td>0.5</td>" in table
     assert "git_commit=0123456789ab" in table and "user=alice" in table
+
+
+def test_the_sample_named_on_the_magic_is_the_one_picked():
+    from sklearn.linear_model import LinearRegression
+
+    X = np.arange(10.0).reshape(5, 2)
+    lin = LinearRegression().fit(X, X[:, 0])
+    form = RegisterModel(lin, namespace={"X": X, "rows": [[1.0, 2.0]]}, names=[],
+                         sample_name="rows")
+    # "rows" is a list, which the form would not offer by itself: named, it is picked
+    assert form.sample.value == "rows"
+    assert form.sample_input() == [[1.0, 2.0]]
+    assert RegisterModel(lin, namespace={"X": X}, names=[]).sample.value == ""
+
+
+def test_a_loaded_model_gets_a_name_no_notebook_variable_has():
+    from redspot.widgets.browser import free_variable
+
+    assert free_variable("churn-net", "3", {}) == "churn_net_v3"
+    assert free_variable("churn-net", "3", {"churn_net_v3": 1}) == "churn_net_v3_2"
+    assert free_variable("2024 model", "1", {}) == "model_2024_model_v1"
