@@ -64,6 +64,8 @@ class Context:
     isolated: bool = False
     #: The token ``redspot users`` commands reach the hub's REST API with ("": none).
     cli_token: str = ""
+    #: The hub's home page as browsers reach it (services link back to it).
+    hub_home: str = "/hub/home"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def _managed_service(name: str, command: list[str], ctx: Context, environment=No
     """A Redspot service the hub runs, on its own port of 127.0.0.1, under its own
     account (``ctx.service_accounts``) in its data folder, when tenants are isolated."""
     env = dict(ctx.service_env)
+    env["REDSPOT_HUB_HOME"] = ctx.hub_home
     service = {"name": name, "display": True,
                "url": f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
                "oauth_no_confirm": True}
@@ -207,6 +210,15 @@ def public_service_url(settings: dict, name: str) -> str:
     parsed = urlparse(host)
     domain = subdomain_hook_idna(name, parsed.hostname, "service")
     return f"{parsed.scheme}://{domain}{f':{parsed.port}' if parsed.port else ''}{path}"
+
+
+def public_hub_home(settings: dict) -> str:
+    """The hub's home page as browsers reach it: a path, or with per-user subdomains a
+    URL of the hub's own origin (services link back to it)."""
+    hub = settings.get("hub", {})
+    path = f"{hub.get('base_url', '/').rstrip('/')}/hub/home"
+    host = hub.get("subdomain_host")
+    return f"{host.rstrip('/')}{path}" if host else path
 
 
 def layer_settings(c: Config, settings: dict) -> None:

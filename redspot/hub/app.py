@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jupyterhub.utils import random_port
 
-from ..config.layers import CommandLine, Context, assemble
+from ..config.layers import CommandLine, Context, assemble, public_hub_home
 from ..config.loader import ConfigError, enabled_services, load_settings
 from ..config.paths import DataPaths, default_data_dir
 from ..hub.userstore import UserStore, generate_password
@@ -392,6 +392,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             helper_socket=str(paths.helper_socket) if helper_proc else "",
             isolated=isolated,
             cli_token=secrets.token_hex(32),
+            hub_home=public_hub_home(settings),
         )
     else:
         ctx = Context(paths=paths, python=sys.executable, isolated=isolated,

@@ -38,7 +38,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 from ..origin import SAFE_METHODS, cross_origin_problem
-from . import routes
+from . import routes, ui
 from .permissions import (
     DEFAULT_EXPERIMENT,
     ModelAcl,
@@ -115,8 +115,10 @@ class HubGuard:
     """The ASGI app in front of MLflow's (see the module's docstring)."""
 
     def __init__(self, app, identity: HubIdentity, store: PermissionStore, prefix: str,
-                 login=None, unfinished_upload=None, local_artifact=None):
+                 login=None, unfinished_upload=None, local_artifact=None,
+                 hub_home: str = "/hub/home"):
         self.app = app
+        self.hub_home = hub_home  # the UI's link back to the hub
         self.identity = identity
         self.store = store
         self.prefix = "/" + prefix.strip("/")
@@ -195,6 +197,14 @@ class HubGuard:
             if kind == "absent":
                 return await _reply(send, 404, "ENDPOINT_NOT_FOUND",
                                     f"{inner} is not served by this registry")
+            if kind == "fixed":
+                return await _respond(send, 200, json.dumps(ui.FIXED[
+                    routes.normalize(inner)]).encode(), [(b"content-type", b"application/json")])
+            if kind == "ui":
+                status, headers, raw = await self._forward(scope, b"")
+                if status == 200:
+                    raw = ui.with_additions(raw, self.hub_home)
+                return await _respond(send, status, raw, headers)
             if kind == "admin" and not requester.admin:
                 raise Refused(403, "PERMISSION_DENIED",
                               f"{scope['method']} {inner} is for admins: webhooks see every "
@@ -935,5 +945,8 @@ def create_app():
     identity = HubIdentity()
     secret = Path(os.environ["REDSPOT_MODELS_COOKIE_SECRET_FILE"]).read_bytes()
     login = BrowserLogin(identity.hub_auth, secret, "/" + prefix.strip("/"))
+    hub_home = os.environ.get("REDSPOT_HUB_HOME") or (
+        os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/home")
     return HubGuard(mlflow_app, identity, store, prefix, login=login,
-                    unfinished_upload=unfinished_upload, local_artifact=local_artifact)
+                    unfinished_upload=unfinished_upload, local_artifact=local_artifact,
+                    hub_home=hub_home)

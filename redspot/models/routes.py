@@ -21,6 +21,9 @@ kind                 who may
                      ``permissions.py``); private ones hidden from others
 ``graphql``          MLflow's GraphQL (the UI's reads), filtered
 ``absent``           nobody: answered 404, as MLflow answers what it does not have
+``ui``               MLflow's UI page, with Redspot's additions (``ui.py``)
+``fixed``            any signed-in user: a fixed answer (``ui.FIXED``) for the UI's
+                     questions about features that are not served
 ===================  =====================================================================
 
 Paths are MLflow's own (the ``/ajax-api`` twin of every ``/api`` route is the same row).
@@ -50,7 +53,7 @@ ART = "/api/2.0/mlflow-artifacts"
 
 ROUTES: tuple[Route, ...] = (
     # MLflow's UI: its pages and static files, its version and health
-    _r("GET", "/", "open"),
+    _r("GET", "/", "ui"),
     _r("GET", "/static-files/<path>", "open"),
     _r("GET", "/version", "open"),
     _r("GET", "/health", "open"),
@@ -58,11 +61,11 @@ ROUTES: tuple[Route, ...] = (
     # the UI asks whether to report usage: telemetry is off, so MLflow answers "no"
     _r("GET", "/api/3.0/mlflow/ui-telemetry", "open"),
     # the UI asks whether MLflow's own user accounts are on: they are not (the hub is who
-    # says who is asking), and the answer is MLflow's own without them, 404
-    _r("GET", f"{API}/users/current", "absent"),
-    # nor is MLflow's AI assistant (it calls out to model providers with stored keys)
-    _r("GET", "/api/3.0/mlflow/assistant/config", "absent"),
-    _r("GET", "/api/3.0/mlflow/assistant/providers", "absent"),
+    # says who is asking); nor is MLflow's AI assistant (it calls out to model providers
+    # with stored keys): fixed answers that say so (a 404 is an error in the browser)
+    _r("GET", f"{API}/users/current", "fixed"),
+    _r("GET", "/api/3.0/mlflow/assistant/config", "fixed"),
+    _r("GET", "/api/3.0/mlflow/assistant/providers", "fixed"),
     _r("GET,POST", "/graphql", "graphql"),
     # experiments
     _r("POST", f"{API}/experiments/create", "experiment:create"),

@@ -200,6 +200,13 @@ TABLE = [
     ("bob", "POST", "/services/models/api/3.0/mlflow/scorer/invoke", {"json": {}}, (403,)),
     ("outsider", "GET", f"{M}/registered-models/search", {}, (401,)),
     ("outsider", "GET", "/services/models/", {}, (401,)),
+    # the UI's questions about the assistant and accounts: fixed answers, signed-in only;
+    # nobody configures the assistant
+    ("outsider", "GET", "/services/models/ajax-api/3.0/mlflow/assistant/config", {},
+     (401,)),
+    ("outsider", "GET", f"{M}/users/current", {}, (401,)),
+    ("bob", "PUT", "/services/models/ajax-api/3.0/mlflow/assistant/config",
+     {"json": {"providers": {}}}, (403,)),
 ]
 
 

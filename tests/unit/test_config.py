@@ -216,7 +216,7 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
         "--builder=buildah", "--registry=reg:5000",
         "--EnvironmentsService.bases", "singleuser=reg:5000/su@sha256:" + "a" * 64,
         "--no-tls-verify"]
-    assert service["environment"] == {"SSL_CERT_FILE": "/ca"}
+    assert service["environment"] == {"SSL_CERT_FILE": "/ca", "REDSPOT_HUB_HOME": "/hub/home"}
     assert set(c.JupyterHub.custom_scopes) == {
         "custom:redspot:environments:read", "custom:redspot:environments:write",
         "custom:redspot:environments:admin"}
@@ -308,7 +308,8 @@ def test_layer_services_runs_the_model_registry():
     # the store URIs (a password) go through the environment, never the command line
     assert service["command"] == ["/py", "-m", "redspot.models.service", "--data-dir=/data/models"]
     assert service["environment"] == {"MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/models",
-                                      "MLFLOW_BACKEND_STORE_URI": uri}
+                                      "MLFLOW_BACKEND_STORE_URI": uri,
+                                      "REDSPOT_HUB_HOME": "/hub/home"}
     # its own account, in its own folder, with its own HOME (not the hub's)
     assert service["user"] == "redspot-svc_models" and service["cwd"] == "/data/models"
     assert c.RedspotSpawnerMixin.service_urls == {
@@ -335,6 +336,11 @@ def test_with_per_user_subdomains_services_are_reached_on_their_own_origin():
     assert c.RedspotSpawnerMixin.service_public_urls == {"models": "/services/models/"}
     with pytest.raises(ConfigError, match="subdomain_host"):
         validate_settings({"hub": {"subdomain_host": "hub.example.com/x"}})
+    # services link back to the hub's home page, on the hub's own origin
+    from redspot.config.layers import public_hub_home
+
+    assert public_hub_home(settings) == "https://hub.example.com/hub/home"
+    assert public_hub_home({"hub": {"base_url": "/team/"}}) == "/team/hub/home"
 
 
 def test_admin_passwords_are_kept_alone_one_file_per_admin(tmp_path):

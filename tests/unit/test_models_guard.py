@@ -499,7 +499,7 @@ def test_every_row_of_the_route_table_is_a_route_mlflow_has():
 
     mlflow_routes = _mlflow_routes()
     for row in routes.ROUTES:
-        if row.kind == "absent":  # answered by the guard, as MLflow answers without it
+        if row.kind in ("absent", "fixed"):  # answered by the guard itself
             continue
         for method in row.methods:
             assert any(m == method and row.pattern.match(routes.normalize(p))
@@ -567,3 +567,18 @@ def test_a_browser_session_changes_no_permissions_from_another_sites_page(tmp_pa
                                    (b"origin", b"http://evil.example")]}, receive, send))
     assert sent[0]["status"] == 403
     assert store.get("m").private is False
+
+
+def test_the_ui_page_gets_first_visit_settings_and_a_way_back_to_the_hub():
+    from redspot.models import ui
+
+    index = (b'<!doctype html><html><head><meta charset="utf-8"/><title>MLflow</title>'
+             b'<script src="static-files/main.js"></script></head><body><div id="root">'
+             b"</div></body></html>")
+    page = ui.with_additions(index, "/hub/home").decode()
+    # before MLflow's own scripts: its preferences are read when they start
+    assert page.index("mlflow.assistant.panelOpen_v1") < page.index("static-files/main.js")
+    assert "localStorage.getItem(k)===null" in page  # a user's own choice is kept
+    assert '<a id="redspot-home" href="/hub/home"' in page
+    assert ui.with_additions(b"<html>other</html>", "/hub/home") == b"<html>other</html>"
+    assert '"><script>' not in ui.with_additions(index, '"><script>').decode()
