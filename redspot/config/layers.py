@@ -90,6 +90,8 @@ def layer_defaults(c: Config, ctx: Context) -> None:
     c.JupyterHub.cookie_secret_file = str(paths.cookie_secret)
     c.JupyterHub.pid_file = str(paths.hub_pid)
     c.JupyterHub.template_paths = [str(TEMPLATES)]
+    # sign-in lands on Redspot's home page (redspot.hub.pages), not the spawn form
+    c.JupyterHub.default_url = "/hub/home"
     c.JupyterHub.spawner_class = "redspot-local"
     c.JupyterHub.authenticator_class = "redspot-password"
     c.JupyterHub.cleanup_servers = True
@@ -228,6 +230,8 @@ def layer_settings(c: Config, settings: dict) -> None:
                        ("subdomain_host", "subdomain_host")):
         if key in hub:
             setattr(c.JupyterHub, trait, hub[key])
+    if "base_url" in hub:
+        c.JupyterHub.default_url = f"{hub['base_url'].rstrip('/')}/hub/home"
     if "proxy_api_port" in hub:
         c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{hub['proxy_api_port']}"
 

@@ -7,6 +7,7 @@ the first users see while it starts and stops:
   route to the proxy only after every service has started (the model registry takes
   several seconds), and until then the address answered a bare "Not Found";
 - once the hub answers, it says so, with the address (``ready_message``);
+- Redspot's pages (``pages.py``): its home page, where sign-in lands, and the docs;
 - on stop, the services and the users' servers stop together instead of one after
   the other (``cleanup``).
 """
@@ -30,6 +31,14 @@ class RedspotHub(JupyterHub):
     ).tag(config=True)
 
     _hub_routed = False
+
+    def init_handlers(self):
+        """Redspot's pages first (``redspot.hub.pages``): its home page replaces the
+        hub's, and its own routes are under ``/hub/redspot/``."""
+        super().init_handlers()
+        from .pages import ROUTES
+
+        self.handlers[:0] = self.add_url_prefix(self.hub_prefix, ROUTES)
 
     async def start_service(self, service_name, service, ssl_context=None):
         if not self._hub_routed:

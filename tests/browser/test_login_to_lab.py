@@ -16,7 +16,12 @@ def test_sign_in_pick_a_gpu_profile_and_land_in_jupyterlab(team_hub, page, tmp_p
     page.fill("#username_input", "alice")
     page.fill("#password_input", PASSWORDS["alice"])
     page.click("#login_submit")
-    page.wait_for_url(re.compile(r".*/hub/spawn$"))
+    # sign-in lands on Redspot's home page, which starts the server from its form
+    page.wait_for_url(re.compile(r".*/hub/home$"))
+    assert "Not running" in page.locator("#redspot-server").inner_text()
+    page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
+    page.click("#start")
+    page.wait_for_url(re.compile(r".*/hub/spawn/alice$"))
 
     cards = page.locator(".redspot-profile")
     assert cards.count() == 3  # m5.xlarge for everyone, two GPU profiles for gpu-team

@@ -66,7 +66,9 @@ def test_a_page_of_alices_server_cannot_act_with_her_registry_session(subdomain_
         page.fill("#username_input", "alice")
         page.fill("#password_input", PASSWORD)
         page.click("#login_submit")
-        page.wait_for_url(re.compile(r".*/hub/spawn$"))
+        page.wait_for_url(re.compile(r".*/hub/home$"))
+        page.click("#start")
+        page.wait_for_url(re.compile(r".*/hub/spawn/alice$"))
         page.click("form button[type=submit]")
         page.wait_for_url(re.compile(rf"http://alice\.hub\.localhost:{port}/user/alice/lab.*"),
                           timeout=120_000)

@@ -43,7 +43,7 @@ def test_login_with_the_right_password_lands_on_the_spawn_page(team_hub):
     browser = Browser(team_hub)
     r = browser.login("alice", PASSWORDS["alice"])
     assert r.status_code == 200
-    assert r.url.endswith("/hub/spawn")
+    assert r.url.endswith("/hub/home")
     assert 'name="profile"' in r.text
 
 
@@ -66,7 +66,7 @@ def test_the_admin_password_is_generated_private_and_works(team_hub):
     password = path.read_text().strip()  # the password alone, as a script would read it
     assert " " not in password and len(password) >= 16
     r = Browser(team_hub).login("admin", password)
-    assert r.url.endswith("/hub/spawn")
+    assert r.url.endswith("/hub/home")
     assert f"admin / {password}" in team_hub.log(tail=400)
 
 
@@ -78,7 +78,7 @@ def test_accounts_are_on_the_hub_from_its_start_and_from_redspot_users_add(team_
     assert f"Next: frank signs in at {team_hub.url}/ (the running hub lists them now)" in out
     assert f"data folder {team_hub.data_dir}" in out
     assert team_hub.api("GET", "/users/frank").status_code == 200
-    assert Browser(team_hub).login("frank", password).url.endswith("/hub/spawn")
+    assert Browser(team_hub).login("frank", password).url.endswith("/hub/home")
 
 
 def test_a_user_added_on_the_admin_page_is_told_to_need_a_password(team_hub):
@@ -90,7 +90,64 @@ def test_a_user_added_on_the_admin_page_is_told_to_need_a_password(team_hub):
     assert Browser(team_hub).login("gina", "").status_code == 403
     redspot("users", "passwd", "gina", "--password-stdin", "--data-dir",
             str(team_hub.data_dir), stdin="gina-password-1\n")
-    assert Browser(team_hub).login("gina", "gina-password-1").url.endswith("/hub/spawn")
+    assert Browser(team_hub).login("gina", "gina-password-1").url.endswith("/hub/home")
+
+
+def test_the_home_page_shows_my_server_and_links_to_everything(team_hub):
+    alice = Browser(team_hub)
+    alice.login("alice", PASSWORDS["alice"])
+    page = alice.get("/hub/home").text
+    assert "Welcome, alice" in page and "Not running" in page
+    assert 'href="/hub/spawn/alice"' in page
+    assert "JupyterLab</span>" in page and "(start your server first)" in page
+    assert 'href="/hub/redspot/docs/"' in page
+    assert "Accounts that cannot sign in yet" not in page  # not an admin
+    assert alice.submit_spawn("m5.xlarge").status_code == 200
+    try:
+        team_hub.wait_ready("alice")
+        page = alice.get("/hub/home").text
+        assert "Running on <b>m5.xlarge</b>" in page and "4 vCPU · 16 GiB" in page
+        assert 'id="open-lab" class="btn btn-primary" href="/user/alice/lab"' in page
+        assert 'href="/user/alice/redspot/ray/dashboard/"' in page
+    finally:
+        team_hub.stop_server("alice")
+
+
+def test_an_admin_sets_a_password_for_an_account_added_on_the_admin_page(team_hub):
+    assert team_hub.api("POST", "/users", json={"usernames": ["hank"]}).status_code == 201
+    admin = Browser(team_hub)
+    admin.login("admin", (team_hub.data_dir / "hub" / "admin-password").read_text().strip())
+    page = admin.get("/hub/home").text
+    assert "Accounts that cannot sign in yet" in page and 'id="set-password-hank"' in page
+    r = admin.session.post(f"{team_hub.url}/hub/redspot/accounts/hank/password",
+                           data={"_xsrf": admin._xsrf(page)}, timeout=30)
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    password = re.search(r'id="new-password"[^>]*>([^<]+)<', r.text).group(1)
+    assert Browser(team_hub).login("hank", password).url.endswith("/hub/home")
+    assert 'id="set-password-hank"' not in admin.get("/hub/home").text
+    # without the page's XSRF token (a cross-site form), or by a user: refused
+    r = admin.session.post(f"{team_hub.url}/hub/redspot/accounts/hank/password", timeout=30)
+    assert r.status_code == 403
+    bob = Browser(team_hub)
+    bob.login("bob", PASSWORDS["bob"])
+    r = bob.session.post(f"{team_hub.url}/hub/redspot/accounts/hank/password",
+                         data={"_xsrf": next(c.value for c in bob.session.cookies
+                                             if c.name == "_xsrf")}, timeout=30)
+    assert r.status_code == 403
+    assert Browser(team_hub).login("hank", password).url.endswith("/hub/home")
+
+
+def test_the_docs_are_served_to_signed_in_users(team_hub):
+    alice = Browser(team_hub)
+    alice.login("alice", PASSWORDS["alice"])
+    index = alice.get("/hub/redspot/docs/")
+    assert index.status_code == 200 and 'href="ray"' in index.text
+    ray = alice.get("/hub/redspot/docs/ray")
+    assert ray.status_code == 200 and "<h1" in ray.text and "%%ray_remote" in ray.text
+    assert alice.get("/hub/redspot/docs/nothing").status_code == 404
+    anonymous = requests.get(f"{team_hub.url}/hub/redspot/docs/ray", allow_redirects=False,
+                             timeout=30)
+    assert anonymous.status_code == 302 and "/hub/login" in anonymous.headers["Location"]
 
 
 # --- the spawn page shows what the user's groups allow -----------------------------------
@@ -493,7 +550,7 @@ def test_signup_with_approval(hub_factory):
     assert r.status_code == 403 and "waiting for an administrator" in r.text
     redspot("users", "approve", "erin", "--data-dir", str(hub.data_dir))
     r = Browser(hub).login("erin", "erin-password")
-    assert r.url.endswith("/hub/spawn")
+    assert r.url.endswith("/hub/home")
 
 
 @needs_root
@@ -505,7 +562,7 @@ def test_pam_signs_in_machine_accounts_and_runs_their_servers_as_them(hub_factor
     hub = hub_factory({"auth": {"type": "pam"}, "spawner": {"account_prefix": ""}})
     assert Browser(hub).login(account, "wrong-password").status_code == 403
     browser = Browser(hub)
-    assert browser.login(account, "pam-password-1").url.endswith("/hub/spawn")
+    assert browser.login(account, "pam-password-1").url.endswith("/hub/home")
     assert browser.submit_spawn("m5.xlarge").status_code == 200
     try:
         pid = hub.wait_ready(account)["state"]["pid"]

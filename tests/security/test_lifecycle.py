@@ -102,7 +102,7 @@ def test_a_removed_user_is_gone_and_their_name_retired(realm):
     assert "dave is back" in out.stdout
     assert pwd.getpwnam(f"{hub.prefix}dave").pw_uid == account.pw_uid
     assert (home / "notes.txt").read_text() == "dave's notes" and not kept.exists()
-    assert Browser(hub).login("dave", hub.passwords["dave"]).url.endswith("/hub/spawn")
+    assert Browser(hub).login("dave", hub.passwords["dave"]).url.endswith("/hub/home")
 
 
 def test_redspot_users_remove_goes_through_the_running_hub(realm):

@@ -135,6 +135,12 @@ TABLE = [
     ("bob", "POST", "/hub/api/users/alice/server", {"json": {}}, (403, 404)),
     ("bob", "PATCH", "/hub/api/users/bob", {"json": {"admin": True}}, (403, 404)),
     ("outsider", "GET", "/hub/api/users", {}, (401, 403)),
+    # Redspot's hub pages: an account's new password is an admin's to set; the home page
+    # and the docs are for signed-in users
+    ("bob", "POST", "/hub/redspot/accounts/alice/password", {}, (403,)),
+    ("outsider", "POST", "/hub/redspot/accounts/alice/password", {}, (302, 401, 403)),
+    ("outsider", "GET", "/hub/home", {}, (302,)),
+    ("outsider", "GET", "/hub/redspot/docs/security", {}, (302,)),
     # her environment
     ("bob", "GET", f"{E}/environments/{{env}}", {}, (404,)),
     ("bob", "GET", f"{E}/environments/{{env}}/log", {}, (404,)),

@@ -1,0 +1,174 @@
+"""Redspot's pages in the hub: the home page after sign-in, the docs, and the admin's
+"set a password" action for accounts added on the admin page.
+
+=================================================  ==========  ===========================
+route (under ``/hub/``)                            method      who may
+=================================================  ==========  ===========================
+``home``                                           GET         any signed-in user (their
+                                                               own server and links)
+``redspot/docs/``, ``redspot/docs/<page>``         GET         any signed-in user
+``redspot/accounts/<name>/password``               POST        admins (``admin:users``),
+                                                               with the page's XSRF token
+=================================================  ==========  ===========================
+
+Every other ``/hub/redspot/…`` path is 404 (``ROUTES`` is the whole table).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from jupyterhub.handlers.base import BaseHandler
+from jupyterhub.handlers.pages import HomeHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from ..resources import docs_dir
+
+#: The docs shown at ``/hub/redspot/docs/<page>``, in the index's order, with titles.
+DOC_PAGES = {
+    "local": "Running Redspot on one machine",
+    "ray": "Ray: %%ray_remote and your cluster",
+    "training": "Training with %%ray_train (DeepSpeed ZeRO)",
+    "models": "The model registry",
+    "environments": "Environments",
+    "configuration": "Configuration reference (redspot.yaml)",
+    "security": "Security and isolation",
+    "kubernetes": "Redspot on Kubernetes",
+}
+
+
+def home_links(user_name: str, server_url: str, running: bool, services: dict[str, str],
+               base_url: str) -> list[dict]:
+    """The links of a user's home page (pure): what each is, where, and whether it can
+    be used now (``note`` says why not, or what to do first)."""
+    links = [{
+        "id": "lab", "title": "JupyterLab", "href": f"{server_url}lab",
+        "text": "your notebooks, terminals and files",
+        "note": "" if running else "start your server first",
+    }]
+    if "models" in services:
+        links.append({"id": "models", "title": "Model registry", "href": services["models"],
+                      "text": "registered models, their versions and lineage", "note": ""})
+    links.append({
+        "id": "ray", "title": "Ray dashboard", "href": f"{server_url}redspot/ray/dashboard/",
+        "text": "your Ray cluster: nodes, tasks, jobs, logs",
+        "note": "" if running else "start your server first",
+        "after": "your cluster starts with %ray_connect (or the first %%ray_remote cell)",
+    })
+    if "environments" in services:
+        links.append({"id": "environments", "title": "Environments",
+                      "href": services["environments"],
+                      "text": "Python environments for your server and your Ray cells",
+                      "note": ""})
+    links.append({"id": "docs", "title": "Documentation", "href": f"{base_url}redspot/docs/",
+                  "text": "how to use Redspot, and the examples to start from", "note": ""})
+    return links
+
+
+class RedspotHomeHandler(HomeHandler):
+    """``/hub/home``: the user's server and its profile, links to everything they use,
+    and for admins the accounts that cannot sign in yet."""
+
+    @web.authenticated
+    async def get(self):
+        user = self.current_user
+        spawner = user.spawner
+        running = bool(spawner.ready)
+        pending = spawner.pending
+        profile = _profile_of(spawner)
+        services = dict(getattr(spawner, "service_public_urls", {}) or {})
+        server_url = user.server_url("")
+        accounts = []
+        if user.admin and hasattr(self.authenticator, "store") and \
+                getattr(self.authenticator, "users_db", ""):
+            accounts = [a.name for a in self.authenticator.store.list()
+                        if not a.has_password]
+        html_page = await self.render_template(
+            "redspot-home.html",
+            user=user,
+            running=running,
+            pending=pending,
+            profile=profile,
+            server_url=server_url,
+            spawn_url=f"{self.hub.base_url}spawn/{user.escaped_name}",
+            links=home_links(user.name, server_url, running, services, self.hub.base_url),
+            accounts_without_password=accounts,
+            new_password=None,
+        )
+        self.finish(html_page)
+
+
+def _profile_of(spawner) -> dict | None:
+    """The profile the server was started with (or will start with): name and summary."""
+    name = (spawner.user_options or {}).get("profile") if spawner.active else None
+    catalog = getattr(spawner, "catalog", None)
+    if not name or catalog is None:
+        return None
+    profile = catalog.get(name)
+    if profile is None:
+        return {"name": name, "summary": ""}
+    return {"name": profile.title, "summary": profile.summary,
+            "description": profile.description}
+
+
+class AccountPasswordHandler(BaseHandler):
+    """``POST /hub/redspot/accounts/<name>/password``: a new password for an account,
+    shown once to the admin who asked (users added on the admin page have none)."""
+
+    @needs_scope("admin:users")
+    async def post(self, name):
+        store = getattr(self.authenticator, "store", None)
+        if store is None or not getattr(self.authenticator, "users_db", ""):
+            raise web.HTTPError(404, "this hub's sign-in has no Redspot accounts")
+        from .userstore import UserStoreError, generate_password
+
+        password = generate_password()
+        try:
+            store.set_password(name, password)
+        except UserStoreError as e:
+            raise web.HTTPError(404, str(e)) from None
+        self.log.info("%s set a new password for %s", self.current_user.name, name)
+        self.set_header("Cache-Control", "no-store")
+        page = await self.render_template(
+            "redspot-password.html", account=name, new_password=password)
+        self.finish(page)
+
+
+class DocsHandler(BaseHandler):
+    """``/hub/redspot/docs/`` and ``/hub/redspot/docs/<page>``: Redspot's docs."""
+
+    @web.authenticated
+    async def get(self, page=None):
+        folder = docs_dir()
+        if not page:
+            body = "<ul>" + "".join(
+                f'<li><a href="{name}">{html.escape(title)}</a></li>'
+                for name, title in DOC_PAGES.items()) + "</ul>"
+            title = "Redspot documentation"
+        else:
+            if page not in DOC_PAGES or folder is None or not (folder / f"{page}.md").exists():
+                raise web.HTTPError(404, f"no Redspot doc page {page!r}; the pages are: "
+                                         + ", ".join(DOC_PAGES))
+            body = render_markdown((folder / f"{page}.md").read_text())
+            title = DOC_PAGES[page]
+        self.finish(await self.render_template("redspot-docs.html", title=title, body=body))
+
+
+def render_markdown(text: str) -> str:
+    """A doc page as HTML (raw HTML in it escaped), its links to sibling pages kept
+    inside the docs (``ray.md`` -> ``ray``)."""
+    import mistune
+
+    markdown = mistune.create_markdown(escape=True, plugins=["table"])
+    rendered = markdown(text)
+    return re.sub(r'href="([a-z]+)\.md(#[^"]*)?"', r'href="\1\2"', rendered)
+
+
+ROUTES = [
+    (r"/home", RedspotHomeHandler),
+    (r"/redspot/docs/?", DocsHandler),
+    (r"/redspot/docs/([a-z]+)", DocsHandler),
+    (r"/redspot/accounts/([^/]+)/password", AccountPasswordHandler),
+]
