@@ -21,9 +21,11 @@ from .spec import EnvironmentSpec, SpecError, parse_spec
 class Refused(Exception):
     """The request cannot be done: ``status`` is the HTTP status, the message says why."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, field: str | None = None):
         super().__init__(message)
         self.status = status
+        #: the spec's field that is wrong (``python[2]``, ``env.HOME``), when one is
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,7 @@ class EnvironmentManager:
             spec = parse_spec(data, self.builder.bases())
             self.builder.check(spec)
         except (SpecError, ValueError) as e:
-            raise Refused(400, str(e)) from None
+            raise Refused(400, str(e), field=getattr(e, "field", None)) from None
         owner = TEAM if team else who.name
         # a personal environment's build is its owner's alone (its files are readable by
         # the owner's account only); the team's are shared by everyone

@@ -12,6 +12,10 @@ cookie) and checked against ``custom:redspot:environments:*`` scopes:
     DELETE api/environments/<owner>/<name>       delete it (yours, or any as an admin)
     GET    api/openapi.json                      this API, described (OpenAPI 3)
 
+and its page, ``GET /services/environments/``: the environments the signed-in user may
+use, their build state and log, and a form to make one (validation errors shown by
+their field).
+
 Any other path under the service's prefix is refused with 403, naming it. A user may
 have ``max_builds_per_owner`` builds running at once (a next one is 429).
 
@@ -25,6 +29,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -35,9 +40,11 @@ from traitlets import Bool, Dict, Enum, Integer, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
+from ..hub import scopes
 from .builders import BuildahBuilder, VenvBuilder
 from .catalog import Catalog
-from .manager import EnvironmentManager, Refused, Requester
+from .manager import TEAM, EnvironmentManager, Refused, Requester
+from .spec import FIELDS
 
 MAX_BODY = 64 * 1024
 #: How long the hub's answer about a token is trusted.
@@ -76,12 +83,17 @@ class ApiHandler(HubOAuthenticated, web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
         message = getattr(exc, "log_message", None) or self._reason
+        body = {"status": status_code, "message": message}
+        if getattr(exc, "field", None):
+            body["field"] = exc.field  # the environments page shows it by that field
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        self.finish(json.dumps(body))
 
     def _handle_request_exception(self, e):
         if isinstance(e, Refused):
-            self.send_error(e.status, exc_info=(type(e), web.HTTPError(e.status, str(e)), None))
+            error = web.HTTPError(e.status, str(e))
+            error.field = e.field
+            self.send_error(e.status, exc_info=(type(e), error, None))
         else:
             super()._handle_request_exception(e)
 
@@ -144,6 +156,28 @@ class OpenApiHandler(ApiHandler):
     def get(self):
         self.requester  # noqa: B018 (authenticated, whoever asks)
         self.write_json(openapi())
+
+
+class PageHandler(ApiHandler):
+    """``GET /services/environments/``: the environments page (a browser signed in to
+    the hub; one without a session goes through the hub's sign-in first). The page's
+    form and buttons call the REST API with the page's XSRF token."""
+
+    def get_login_url(self):
+        return self.hub_auth.login_url  # a page: a browser signs in, then comes back
+
+    @web.authenticated
+    def get(self):
+        who = self.requester
+        environments = self.manager.list(who)
+        self.set_header("Cache-Control", "no-store")
+        self.render(
+            "page.html", user=who.name, admin=who.may(scopes.ENVIRONMENTS_ADMIN),
+            environments=environments, team=TEAM, bases=self.manager.builder.bases(),
+            builder=self.manager.builder.kind, fields=FIELDS,
+            api=url_path_join(self.settings["service_prefix"], "api"),
+            hub_home=self.settings["hub_home"], xsrf=self.xsrf_token.decode("ascii"),
+            created=lambda t: time.strftime("%Y-%m-%d %H:%M", time.localtime(t)))
 
 
 class UnlistedHandler(ApiHandler):
@@ -240,10 +274,15 @@ class EnvironmentsService(Application):
                 (url_path_join(api, "environments", r"([^/]+)", r"([^/]+)", "log"),
                  LogHandler),
                 (url_path_join(api, "openapi.json"), OpenApiHandler),
+                (self.prefix.rstrip("/") + "/?", PageHandler),
                 (url_path_join(self.prefix, ".*"), UnlistedHandler),
             ],
             manager=manager,
             cookie_secret=os.urandom(32),
+            template_path=str(Path(__file__).parent / "templates"),
+            service_prefix=self.prefix,
+            hub_home=os.environ.get("REDSPOT_HUB_HOME") or url_path_join(
+                os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/home"),
         )
 
     def start(self):

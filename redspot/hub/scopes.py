@@ -35,10 +35,11 @@ def service_roles(services: list[str], admin_users: list[str]) -> list[dict]:
     if "environments" in services:
         user_scopes.append(ENVIRONMENTS_WRITE)
         admin_scopes.append(ENVIRONMENTS_ADMIN)
-    # a server's own token ($JUPYTERHUB_API_TOKEN: kernels use it) reaches the services
+    # a server's own token ($JUPYTERHUB_API_TOKEN: kernels use it) reaches the services,
+    # as its user: code in the server runs as the user anyway
     server_scopes = ["users:activity!user", "access:servers!server", *access]
     if "environments" in services:
-        server_scopes.append(ENVIRONMENTS_READ)
+        server_scopes.append(ENVIRONMENTS_WRITE)
     return [
         {"name": "user", "scopes": user_scopes},
         {"name": "server", "scopes": server_scopes},

@@ -155,7 +155,15 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             images=self.render_image_choices(), selected_image=previous.get("image"),
             environments=[(e["id"], e["description"]) for e in self.ready_environments()],
             selected_environment=previous.get("environment"),
+            environments_page=self.service_public_urls.get("environments")
+            if self.environments_catalog else None,
+            machine=self.shared_machine(),
         )
+
+    def shared_machine(self):
+        """The machine servers share, when they do (local servers): the form says what
+        it has. None where each server gets what its profile says (Kubernetes)."""
+        return None
 
     def ready_environments(self) -> list[dict]:
         """The built environments this user may start a server in (none without a catalog)."""

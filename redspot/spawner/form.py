@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from .profiles import Profile
+from .profiles import Machine, Profile
 
 _STYLE = """
 <style>
@@ -17,6 +17,7 @@ _STYLE = """
   .redspot-profile .summary { font-family: monospace; font-size: .9em; }
   .redspot-profile .gpu { color: #2a7a2a; font-weight: bold; }
   .redspot-profile .description { color: #555; font-size: .9em; margin: .25rem 0 0 0; }
+  .redspot-profile .here { color: #8a6d00; font-size: .85em; margin: .25rem 0 0 0; }
 </style>
 """
 
@@ -24,11 +25,16 @@ _STYLE = """
 def render_profiles_form(profiles: list[Profile], selected: str | None,
                          images: list[str] = (), selected_image: str | None = None,
                          environments: list[tuple[str, str]] = (),
-                         selected_environment: str | None = None) -> str:
+                         selected_environment: str | None = None,
+                         environments_page: str | None = None,
+                         machine: Machine | None = None) -> str:
     """Radio cards named ``profile``; ``selected`` is preselected (else the first one).
 
     With ``images``, a select named ``image`` offers them too; with ``environments``
-    (id, description), a select named ``environment``, whose first choice is none.
+    (id, description), a select named ``environment``, whose first choice is none;
+    ``environments_page`` (the environments service's page) is where to make one.
+    With ``machine`` (local servers: what they really share), the form says what this
+    machine has, and each profile larger than it says so.
     """
     if not profiles:
         return (
@@ -48,7 +54,9 @@ def render_profiles_form(profiles: list[Profile], selected: str | None,
             f"<strong>{escape(profile.title)}</strong>"
             f'<div class="summary{gpu}">{escape(profile.summary)}</div>'
             f'<p class="description">{escape(profile.description)}</p>'
-            "</label>"
+            + (f'<p class="here">Here: shares this machine\'s {escape(machine.summary)}</p>'
+               if machine and machine.falls_short_of(profile) else "")
+            + "</label>"
         )
     image_select = ""
     if images:
@@ -63,6 +71,12 @@ def render_profiles_form(profiles: list[Profile], selected: str | None,
             f'<select class="form-control" id="redspot-image" name="image">{options}</select>'
         )
     environment_select = ""
+    make_one = (f' <a href="{escape(environments_page)}" target="_blank" rel="noopener">'
+                "Make one on the environments page</a>." if environments_page else "")
+    if environments_page and not environments:
+        environment_select = (
+            '<h3>Environment</h3><p id="redspot-no-environments">Redspot\'s default. None '
+            f"of yours or your team's is ready yet.{make_one}</p>")
     if environments:
         options = '<option value="">Redspot default</option>' + "".join(
             f'<option value="{escape(env_id)}"'
@@ -73,11 +87,19 @@ def render_profiles_form(profiles: list[Profile], selected: str | None,
         environment_select = (
             '<h3><label for="redspot-environment">Environment</label></h3>'
             '<select class="form-control" id="redspot-environment" name="environment">'
-            f"{options}</select>"
+            f"{options}</select>" + (f"<p>{make_one}</p>" if make_one else "")
         )
+    machine_note = ""
+    if machine is not None:
+        machine_note = (
+            '<p class="alert alert-info" id="redspot-machine">Servers here run on one '
+            f"machine and share what it has: {escape(machine.summary)}. A profile's size "
+            "is what it gets on Kubernetes; here it is what your server and Ray are told, "
+            "and nothing larger is enforced.</p>")
     return (
         _STYLE
-        + '<h3>Instance profile</h3><div class="redspot-profiles" id="redspot-profiles">'
+        + '<h3>Instance profile</h3>' + machine_note
+        + '<div class="redspot-profiles" id="redspot-profiles">'
         + "".join(cards)
         + "</div>"
         + environment_select

@@ -75,6 +75,11 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         """,
     )
 
+    def shared_machine(self):
+        from .profiles import this_machine
+
+        return this_machine()
+
     @default("python")
     def _python_default(self):
         return sys.executable

@@ -470,3 +470,31 @@ def kubespawner_profile(
         "default": default,
         "kubespawner_override": kubespawner_override(profile, overhead, node_selector),
     }
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What one machine really has (local servers share it; nothing is enforced)."""
+
+    cpus: int
+    memory: int  # bytes
+    gpus: int = 0
+
+    @property
+    def summary(self) -> str:
+        gpus = f"{self.gpus} GPU" if self.gpus else "no GPU"
+        return f"{self.cpus} CPU · {format_bytes(self.memory)} · {gpus}"
+
+    def falls_short_of(self, profile: Profile) -> bool:
+        return (profile.vcpus > self.cpus or profile.memory > self.memory
+                or profile.gpus > self.gpus)
+
+
+def this_machine() -> Machine:
+    """The CPUs, memory and NVIDIA GPUs of the machine this runs on."""
+    import glob
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    gpus = len([d for d in glob.glob("/dev/nvidia[0-9]*") if d[len("/dev/nvidia"):].isdigit()])
+    return Machine(cpus=os.cpu_count() or 1, memory=memory, gpus=gpus)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +131,7 @@ def test_injection_attempts_and_bad_specs_are_refused(env_hub, spec, field, mess
     r = envs_api(env_hub, "alice", "POST", "environments", json=spec)
     assert r.status_code == 400, r.text
     assert r.json()["message"].startswith(f"{field}: ")
+    assert r.json()["field"] == field  # the page shows the message by this field
     assert message in r.json()["message"]
     after = envs_api(env_hub, "alice", "GET", "environments").json()["environments"]
     assert after == before  # nothing listed, nothing built
@@ -212,7 +214,8 @@ def test_the_spawn_page_lists_ready_environments_and_a_server_starts_in_one(env_
         "name": "sixer", "python": ["six==1.16.0"], "env": {"SIXER": "on"},
         "description": "six pinned"})
     assert r.status_code in (200, 202), r.text
-    assert wait_built(env_hub, "alice", "alice/sixer")["status"] == "ready"
+    assert wait_built(env_hub, "alice", "alice/sixer")["status"] == "ready", envs_api(
+        env_hub, "alice", "GET", "environments/alice/sixer/log").text
 
     alice = Browser(env_hub)
     alice.login("alice", USERS["alice"])
@@ -250,3 +253,36 @@ def test_the_spawn_page_lists_ready_environments_and_a_server_starts_in_one(env_
         assert "alice/sixer" in out
     finally:
         env_hub.stop_server("alice")
+
+
+def test_the_environments_page_lists_mine_and_its_form_calls_the_api(env_hub):
+    """The page (a browser signed in to the hub, through the service's OAuth), and what
+    its form sends: the API with the page's XSRF token; without it, refused."""
+    from tests.helpers import Browser
+
+    anonymous = requests.get(f"{env_hub.url}/services/environments/", timeout=30,
+                             allow_redirects=False)
+    assert anonymous.status_code == 302  # to the hub's sign-in, then back
+    alice = Browser(env_hub)
+    alice.login("alice", USERS["alice"])
+    page = alice.get("/services/environments/")
+    assert page.status_code == 200 and "Make an environment" in page.text
+    assert 'href="/hub/home"' in page.text
+    xsrf = re.search(r'var xsrf = "([^"]+)"', page.text).group(1)
+    api = f"{env_hub.url}/services/environments/api/environments"
+    r = alice.session.post(api, json={"name": "x", "python": ["`id`"]}, timeout=30,
+                           headers={"X-XSRFToken": xsrf})
+    assert r.status_code == 400 and r.json()["field"] == "python[0]", r.text
+    # the same request from another site's page, with alice's cookie but no token
+    r = alice.session.post(api, json={"name": "page-made", "python": SMALL}, timeout=30)
+    assert r.status_code == 403, r.text
+    r = alice.session.post(api, json={"name": "page-made", "python": SMALL}, timeout=30,
+                           headers={"X-XSRFToken": xsrf})
+    assert r.status_code in (200, 202), r.text
+    page = alice.get("/services/environments/").text
+    assert 'data-id="alice/page-made"' in page
+    # bob's page does not list alice's environments
+    bob = Browser(env_hub)
+    bob.login("bob", USERS["bob"])
+    assert "alice/page-made" not in bob.get("/services/environments/").text
+    wait_built(env_hub, "alice", "alice/page-made")

@@ -224,11 +224,12 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
     assert user_role["name"] == "user"
     assert "access:services!service=environments" in user_role["scopes"]
     assert "custom:redspot:environments:write" in user_role["scopes"]
-    # a server's own token (its kernels' %%ray_remote --env) reads environments
+    # a server's own token (its kernels: %%ray_remote --env, making one in a notebook)
+    # acts as its user, who makes and deletes their own environments (not the team's)
     assert server_role["name"] == "server"
     assert {"access:servers!server", "users:activity!user",
             "access:services!service=environments",
-            "custom:redspot:environments:read"} == set(server_role["scopes"])
+            "custom:redspot:environments:write"} == set(server_role["scopes"])
     assert admin_role["users"] == ["admin"]
     assert c.RedspotSpawnerMixin.environments_catalog == "/data/environments/catalog.sqlite"
     assert c.RedspotSpawnerMixin.service_urls == {

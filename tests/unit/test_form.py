@@ -25,3 +25,30 @@ def test_form_escapes_operator_text():
 
 def test_form_without_profiles_says_what_to_do():
     assert "Ask an administrator" in render_profiles_form([], None)
+
+
+def test_locally_the_form_says_what_the_machine_has_and_which_profiles_exceed_it():
+    from redspot.spawner.profiles import Machine
+
+    profiles = list(BUILTIN_CATALOG.values())
+    machine = Machine(cpus=2, memory=24 * 1024**3, gpus=0)
+    html = render_profiles_form(profiles, "m5.xlarge", machine=machine)
+    assert "share what it has: 2 CPU · 24 GiB · no GPU" in html
+    big = Machine(cpus=1024, memory=100 * 1024**4, gpus=64)
+    assert "Here: shares" not in render_profiles_form(profiles, None, machine=big)
+    # every profile larger than the machine says so, on its own card
+    for card in html.split('<label class="redspot-profile"')[1:]:
+        profile = next(p for p in profiles if f'data-profile="{p.name}"' in card)
+        assert ("Here: shares this machine" in card) == machine.falls_short_of(profile)
+    assert "redspot-machine" not in render_profiles_form(profiles, None)  # Kubernetes
+
+
+def test_the_form_says_where_to_make_an_environment():
+    profiles = list(BUILTIN_CATALOG.values())
+    html = render_profiles_form(profiles, None, environments_page="/services/environments/")
+    assert 'id="redspot-no-environments"' in html
+    assert 'href="/services/environments/"' in html
+    html = render_profiles_form(profiles, None, environments=[("alice/nlp", "")],
+                                environments_page="/services/environments/")
+    assert "redspot-no-environments" not in html and "Make one on the environments page" in html
+    assert "environments page" not in render_profiles_form(profiles, None)
