@@ -7,7 +7,8 @@
     the user's Ray dashboard, proxied: the browser reaches it behind the hub's login, and
     the server adds the cluster's token, which the browser never sees.
 
-It also stops the user's local Ray head when it has not been used for
+Its contents manager shows Redspot's example notebooks as a read-only ``examples``
+folder (``contents.py``). It also stops the user's local Ray head when it has not been used for
 ``$REDSPOT_RAY_IDLE_TIMEOUT`` seconds, and when the server stops.
 """
 
@@ -35,6 +36,17 @@ class InfoHandler(APIHandler):
 
 def _jupyter_server_extension_points():
     return [{"module": "redspot.serverextension"}]
+
+
+def _link_jupyter_server_extension(serverapp):
+    """Before the server makes its contents manager: Redspot's, which adds the
+    read-only ``examples`` folder (``contents.py``), unless another was configured."""
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+
+    from .contents import RedspotContentsManager
+
+    if serverapp.contents_manager_class is AsyncLargeFileManager:
+        serverapp.contents_manager_class = RedspotContentsManager
 
 
 def _load_jupyter_server_extension(serverapp):
