@@ -164,7 +164,8 @@ class PageHandler(ApiHandler):
     form and buttons call the REST API with the page's XSRF token."""
 
     def get_login_url(self):
-        return self.hub_auth.login_url  # a page: a browser signs in, then comes back
+        # a page: the hub's OAuth (with its state cookie), then back here
+        return HubOAuthenticated.get_login_url(self)
 
     @web.authenticated
     def get(self):
