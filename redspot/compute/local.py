@@ -147,6 +147,10 @@ class LocalRayHead:
         if memory is not None:
             cmd.append(f"--memory={int(memory)}")
         env = {**os.environ, **auth_env(self.token_path)}
+        # no Grafana runs beside a user's head: the dashboard hides its metrics tab rather
+        # than probe (and link) whatever listens on localhost:3000 (an operator's
+        # RAY_GRAFANA_HOST is kept)
+        env.setdefault("RAY_GRAFANA_HOST", "DISABLED")
         log = self.state_dir / "head.log"
         began = time.monotonic()
         with open(log, "wb") as out:

@@ -89,7 +89,10 @@ class RedspotContentsManager(AsyncLargeFileManager):
             raise web.HTTPError(404, f"no such file in the examples: {path.strip('/')}")
         if type == "directory" and not target.is_dir():
             raise web.HTTPError(400, f"{path} is not a directory")
-        return self._model(path.strip("/"), target, content, format)
+        model = self._model(path.strip("/"), target, content, format)
+        if kwargs.get("require_hash") and model["type"] != "directory":
+            model.update(self._get_hash(target.read_bytes()))
+        return model
 
     def should_hide(self, name: str) -> bool:
         return name.startswith(".") or name == "__pycache__"

@@ -8,6 +8,7 @@ credentials for the hub are not passed on, and the token never reaches the brows
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,6 +24,19 @@ _DROP_REQUEST = {"host", "cookie", "authorization", "x-ray-authorization", "x-xs
 #: Response headers not passed back to the browser.
 _DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length",
                   "content-encoding", "set-cookie", "server", "date"}
+
+
+#: The dashboard's probes for what a Redspot cluster does not run: Prometheus (unless the
+#: operator set one up) and Ray Serve (its extras are not installed). Ray answers them
+#: with an error status, which the dashboard expects but the browser reports as an error;
+#: the proxy answers what they mean, as Ray itself does where the feature is off:
+#: ``path -> (Ray's status, the answer)``.
+NOT_RUNNING = {
+    "/api/prometheus_health": (500, {"result": False, "data": {},
+                                     "msg": "Prometheus is not set up for this cluster"}),
+    "/api/serve/applications/": (501, {"controller_info": {}, "proxies": {},
+                                       "applications": {}, "target_capacity": None}),
+}
 
 
 def user_dashboard() -> tuple[str, str] | None:
@@ -72,7 +86,7 @@ class DashboardProxyHandler(JupyterHandler):
     async def get(self, path):
         await self._forward(path)
 
-    post = put = delete = patch = get
+    post = put = delete = patch = head = get
 
     async def _forward(self, path):
         dashboard = user_dashboard()
@@ -98,6 +112,11 @@ class DashboardProxyHandler(JupyterHandler):
             response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
         except OSError as e:
             raise web.HTTPError(502, f"Your Ray dashboard cannot be reached: {e}") from None
+        absent = NOT_RUNNING.get(path)
+        if absent and self.request.method == "GET" and response.code == absent[0]:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(absent[1]))
+            return
         self.set_status(response.code, response.reason)
         seen = set()
         for name, value in response.headers.get_all():
@@ -115,4 +134,4 @@ class DashboardProxyHandler(JupyterHandler):
                 seen.add(key)
         if "content-type" not in seen:
             self.clear_header("Content-Type")
-        self.finish(response.body)
+        self.finish(response.body if self.request.method != "HEAD" else None)

@@ -111,7 +111,8 @@ class RegisterModel(w.VBox):
                                  value=sample_name or "", description="Sample input")
         self.private = w.Checkbox(
             value=False, indent=False,
-            description="Private: only I (and admins) can see this model")
+            description="Private: only I (and admins) can see this model",
+            style={"description_width": "initial"})
         self.register_button = w.Button(description="Register", button_style="primary",
                                         icon="upload")
         self.progress = w.IntProgress(value=0, min=0, max=100, description="",
@@ -127,6 +128,9 @@ class RegisterModel(w.VBox):
             w.HTML(lineage_html(self.lineage)),
             w.HBox([self.register_button, self.progress, self.status]), self.result,
         ]
+        for field in (self.name, self.description, self.tags, self.metric_variables,
+                      self.typed_metrics, self.sample):
+            field.style.description_width = "100px"  # "Sample input" in full
         self.register_button.on_click(lambda _: self._clicked())
 
     def _lineage(self) -> dict[str, str]:

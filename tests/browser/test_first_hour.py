@@ -175,12 +175,31 @@ def test_03_environments(first_hub):
     assert ran_in != re.search(r"this notebook runs in: (\S+)", where).group(1)
 
 
+#: The notebook open (each is opened alone: ``?reset`` closes what the workspace had).
+SHOWN = ".jp-NotebookPanel"
+
 REGISTER_CELL = (
     "from sklearn.linear_model import LinearRegression\n"
     "import numpy as np\n"
     "X = np.arange(20.0).reshape(10, 2)\n"
     "lin = LinearRegression().fit(X, X @ [1.0, 2.0])\n"
     "%register_model lin --sample X")
+
+
+def run_all_cells(page) -> None:
+    """Run → Run All Cells, as a user does; again if no cell started (a click while the
+    kernel's connection was still being set up is lost)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(3):
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+        try:
+            page.wait_for_selector(f"{SHOWN} .jp-InputPrompt:has-text('[1]')", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError("Run All Cells started no cell")
 
 
 def test_the_first_hour_in_a_browser(first_hub, browser, artifacts):
@@ -193,9 +212,12 @@ def test_the_first_hour_in_a_browser(first_hub, browser, artifacts):
         page.on("console", lambda m: errors.append(f"{page.url}: {m.text}")
                 if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
+        page.on("response", lambda r: errors.append(
+            f"{r.status} {r.request.method} {r.url}") if r.status >= 400 else None)
 
     context.on("page", watch)
     page = context.new_page()
+    watch(page)
     shot = lambda p, name: p.screenshot(path=str(artifacts / f"{name}.png"))  # noqa: E731
     try:
         # sign in: the home page, her running server, links to everything
@@ -222,18 +244,20 @@ def test_the_first_hour_in_a_browser(first_hub, browser, artifacts):
         assert "is not a package requirement" in error.inner_text()
         shot(envs, "02-environments-form-error")
         envs.close()
+        # the refused request, as the browser logs it: the only error of this step
+        assert all("400" in e and "/services/environments/" in e for e in errors), errors
+        errors.clear()
 
         # JupyterLab, the examples folder, 01-first-steps run in the browser
         page.click("#open-lab")
         page.wait_for_url(re.compile(r".*/user/alice/lab.*"), timeout=120_000)
         page.wait_for_selector(".jp-Launcher", timeout=120_000)
-        page.goto(f"{hub.url}/user/alice/lab/tree/examples/01-first-steps.ipynb")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
-        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+        page.goto(f"{hub.url}/user/alice/lab/tree/examples/01-first-steps.ipynb?reset")
+        page.wait_for_selector(f"{SHOWN} .jp-Cell", timeout=120_000)
+        page.wait_for_selector(f"{SHOWN} .jp-Notebook-ExecutionIndicator[data-status='idle']",
                                timeout=120_000)
         shot(page, "03-example-opened")
-        page.click("text=Run", timeout=30_000)
-        page.click("text=Run All Cells")
+        run_all_cells(page)
         page.wait_for_selector("text=total: 499999500000.0", timeout=300_000)
         shot(page, "04-example-run")
 
@@ -246,19 +270,30 @@ def test_the_first_hour_in_a_browser(first_hub, browser, artifacts):
         dashboard.wait_for_selector("text=Cluster", timeout=60_000)
         shot(dashboard, "05-ray-dashboard")
         dashboard.close()
+        # one 404 is the dashboard's own design: it asks (HEAD) whether platform events
+        # (Kubernetes events) are collected, and a 404 is the "no" that hides that tab
+        probe = [e for e in errors if "HEAD" in e and e.endswith("api/v0/platform_events")]
+        assert len(probe) <= 1 and probe in ([], [probe[0]]) and probe == [
+            e for e in errors if e.startswith("404 ")], errors
+        for entry in probe:
+            errors.remove(entry)
+            errors.remove(next(e for e in errors if "404 (Not Found)" in e))
 
         # a model registered through the form, then opened in the registry's UI
-        page.goto(f"{hub.url}/user/alice/lab")
-        page.wait_for_selector(".jp-Launcher", timeout=60_000)
-        page.locator(".jp-LauncherCard[title*='Python 3']").first.click()
-        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-        editor.wait_for(timeout=60_000)
-        editor.click()
-        page.keyboard.insert_text(REGISTER_CELL)
-        page.keyboard.press("Shift+Enter")
+        notebook = {"type": "notebook", "content": {
+            "nbformat": 4, "nbformat_minor": 5, "metadata": {"kernelspec": {
+                "name": "python3", "display_name": "Python 3 (ipykernel)",
+                "language": "python"}},
+            "cells": [{"cell_type": "code", "id": "register", "source": REGISTER_CELL,
+                       "metadata": {}, "outputs": [], "execution_count": None}]}}
+        assert contents(hub, "register.ipynb", "PUT", json=notebook).status_code == 201
+        page.goto(f"{hub.url}/user/alice/lab/tree/register.ipynb?reset")
+        page.wait_for_selector(f"{SHOWN} .jp-Notebook-ExecutionIndicator[data-status='idle']",
+                               timeout=120_000)
+        run_all_cells(page)
         form = page.locator(".widget-vbox:has-text('Register a sklearn model')")
         form.wait_for(timeout=120_000)
-        name = form.locator(".widget-combobox input").first
+        name = form.locator("input[type=text]").first  # the name (a combobox)
         name.fill("alice-from-the-form")
         shot(page, "06-register-form")
         form.locator("button:has-text('Register')").click()
@@ -269,7 +304,7 @@ def test_the_first_hour_in_a_browser(first_hub, browser, artifacts):
             registry_link.click()
         registry = opened.value
         registry.wait_for_selector("text=alice-from-the-form", timeout=60_000)
-        registry.wait_for_load_state("networkidle", timeout=60_000)
+        registry.wait_for_timeout(3000)  # its further requests (the UI polls: never idle)
         assert registry.locator("#redspot-home").count() == 1  # the way back to the hub
         shot(registry, "08-registry")
         registry.close()

@@ -39,6 +39,9 @@ def test_the_examples_are_listed_at_the_top_and_read_only(manager):
     assert notebook["type"] == "notebook" and notebook["writable"] is False
     assert notebook["content"].cells[0].source == "1 + 1"
     assert run(manager.get("examples/notes.txt"))["content"] == "read me"
+    # JupyterLab asks for the file's hash (to tell whether it changed on disk)
+    hashed = run(manager.get("examples/01-first.ipynb", require_hash=True))
+    assert hashed["hash_algorithm"] == "sha256" and len(hashed["hash"]) == 64
     assert run(manager.file_exists("examples/notes.txt"))
     assert run(manager.dir_exists("examples"))
 
