@@ -928,6 +928,24 @@ async def _reply(send, status: int, code: str, message: str):
                    [(b"content-type", b"application/json")])
 
 
+def own_host(app):
+    """MLflow's app, told it is reached at its own address: behind the hub's sign-in (the
+    guard), the Host header is whatever name users reach the hub by, which MLflow's
+    DNS-rebinding check would refuse (or accept with ``--allowed-hosts '*'``, warning at
+    every start). A rebinding page has no hub credentials: the guard refused it first."""
+
+    async def call(scope, receive, send):
+        server = scope.get("server") if scope["type"] == "http" else None
+        if server:
+            host = (f"{server[0]}:{server[1]}" if server[1] else server[0]).encode()
+            scope = {**scope, "headers": [
+                *((k, v) for k, v in scope.get("headers", []) if k.lower() != b"host"),
+                (b"host", host)]}
+        return await app(scope, receive, send)
+
+    return call
+
+
 def create_app():
     """The ``mlflow.app`` factory: MLflow's FastAPI app (its Flask app inside), guarded."""
     from mlflow.server.fastapi_app import app as mlflow_app
@@ -947,6 +965,6 @@ def create_app():
     login = BrowserLogin(identity.hub_auth, secret, "/" + prefix.strip("/"))
     hub_home = os.environ.get("REDSPOT_HUB_HOME") or (
         os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/home")
-    return HubGuard(mlflow_app, identity, store, prefix, login=login,
+    return HubGuard(own_host(mlflow_app), identity, store, prefix, login=login,
                     unfinished_upload=unfinished_upload, local_artifact=local_artifact,
                     hub_home=hub_home)

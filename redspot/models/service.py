@@ -74,11 +74,6 @@ def main(argv=None):
         "REDSPOT_MODELS_COOKIE_SECRET_FILE": str(secret),
         "REDSPOT_MODELS_PERMISSIONS_DB": str(args.data_dir / "permissions.sqlite"),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        # every request is authenticated by the hub first (app.py), and the Host header
-        # is the hub's public one, whatever name users reach the hub by. (Given as
-        # --allowed-hosts, MLflow prints a warning about DNS rebinding that does not
-        # apply behind the hub's sign-in: a rebinding page has no hub credentials.)
-        "MLFLOW_SERVER_ALLOWED_HOSTS": "*",
         # MLflow's own use of a deprecated Starlette module: not the operator's to act on
         "PYTHONWARNINGS": ",".join(filter(None, [
             os.environ.get("PYTHONWARNINGS"),

@@ -327,3 +327,26 @@ def test_the_first_hour_in_a_browser(first_hub, browser, artifacts):
     finally:
         bob.close()
     assert not errors, "\n".join(errors)
+
+
+#: Log lines a newcomer used to read at every start, none of which meant anything to do.
+NOISE = {
+    "MLflow's DNS-rebinding warning (the hub authenticates first)": "Accepting ALL hosts",
+    "the proxy's uncaught connection reset": "ECONNRESET",
+    "a fresh data folder reported as an earlier version's": "from an earlier Redspot",
+    "Starlette's deprecation inside MLflow": "StarletteDeprecationWarning",
+    "jupyter-server's websocket ping warning": "websocket_ping_timeout",
+    "DeepSpeed guessing the accelerator in every worker": "Setting accelerator to CPU",
+}
+
+
+def test_the_logs_carry_no_noise(first_hub):
+    """Runs after the others: the hub's log (services, proxy) and alice's server's."""
+    logs = {"hub": first_hub.log(tail=100_000),
+            "alice's server": (first_hub.data_dir / "hub" / "logs" / "alice.log").read_text()}
+    for name, text in logs.items():
+        for what, pattern in NOISE.items():
+            assert pattern not in text, f"{name}'s log has {what}"
+        empty = [line for line in text.splitlines()
+                 if re.fullmatch(r"\[W [\d\-: .]+ServerApp\]\s*", line)]
+        assert not empty, f"{name}'s log has empty warnings: {empty[:3]}"

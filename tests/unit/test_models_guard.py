@@ -582,3 +582,21 @@ def test_the_ui_page_gets_first_visit_settings_and_a_way_back_to_the_hub():
     assert '<a id="redspot-home" href="/hub/home"' in page
     assert ui.with_additions(b"<html>other</html>", "/hub/home") == b"<html>other</html>"
     assert '"><script>' not in ui.with_additions(index, '"><script>').decode()
+
+
+def test_mlflow_is_told_its_own_address_as_host():
+    import asyncio
+
+    from redspot.models.app import own_host
+
+    seen = {}
+
+    async def mlflow(scope, receive, send):
+        seen.update(scope)
+
+    scope = {"type": "http", "server": ("127.0.0.1", 9200), "path": "/",
+             "headers": [(b"host", b"hub.example.com"), (b"accept", b"*/*")]}
+    asyncio.run(own_host(mlflow)(scope, None, None))
+    assert dict(seen["headers"])[b"host"] == b"127.0.0.1:9200"
+    assert (b"accept", b"*/*") in seen["headers"]
+    assert dict(scope["headers"])[b"host"] == b"hub.example.com"  # the guard's own view
