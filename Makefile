@@ -26,6 +26,9 @@ STAMP := $(VENV)/.redspot-stamps
 ARGS ?=
 # Arguments for pytest, e.g. `make test PYTEST_ARGS="-k profiles"`.
 PYTEST_ARGS ?=
+# Test modules run in parallel, a module's tests on one worker (they share its hub);
+# `make test TEST_WORKERS=0` runs them one after the other.
+TEST_WORKERS ?= 2
 
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -35,7 +38,7 @@ up: deps
 	$(VENV)/bin/redspot up $(ARGS)
 
 test: deps test-system
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: deps
 	$(PY) bench/spawn.py

@@ -74,6 +74,15 @@ def account_prefix():
                 subprocess.run(["groupdel", entry.gr_name], check=False, capture_output=True)
 
 
+def runtime_dir(root: Path) -> Path:
+    """The server runtime (when the hub's Python is private): one for every hub of every
+    run and pytest-xdist worker, kept between runs as a cache (``redspot up`` builds it
+    under a lock, in a folder named by what it holds)."""
+    shared = Path(tempfile.gettempdir()) / "redspot-tests-runtime"
+    shared.mkdir(mode=0o755, exist_ok=True)
+    return shared
+
+
 class HubPool:
     """Starts hubs and, at the end, stops them and every server they started."""
 
@@ -91,7 +100,7 @@ class HubPool:
         spawner = settings.setdefault("spawner", {})
         spawner.setdefault("account_prefix", self.prefix)
         # one server runtime for every hub of the run, when the hub's Python is private
-        spawner.setdefault("runtime_dir", str(self.root / "runtime"))
+        spawner.setdefault("runtime_dir", str(runtime_dir(self.root)))
         hub = Hub(data_dir=data_dir, settings=settings, **kwargs)
         for name, password in (users or {}).items():
             redspot("users", "add", name, "--password-stdin", "--data-dir", str(data_dir),

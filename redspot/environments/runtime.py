@@ -10,6 +10,7 @@ the hub's packages or Redspot's source change.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -190,10 +191,25 @@ def prepare_runtime(root: Path, log=print) -> str:
     marker = dest / ".redspot-runtime-ready"
     if marker.exists():
         return str(python)
+    old_umask = os.umask(0o022)  # every account reaches the runtime
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    finally:
+        os.umask(old_umask)
+    # one builder at a time (two hubs starting at once): the second one waits and finds
+    # the runtime ready
+    with open(root / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return str(python)
+        return _build_runtime(root, dest, digest, requirements, python, marker, log)
+
+
+def _build_runtime(root: Path, dest: Path, digest: str, requirements: list[str],
+                   python: Path, marker: Path, log) -> str:
     log(f"Preparing the server runtime in {dest} ({len(requirements)} packages)...")
     old_umask = os.umask(0o022)
     try:
-        root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(dest, ignore_errors=True)
         reqs = root / f"{digest}.requirements.txt"
         reqs.write_text("\n".join(requirements) + "\n")

@@ -103,20 +103,24 @@ def find_proxy() -> str:
     )
 
 
+#: Loaded into the proxy: a browser leaving mid-websocket is not an "uncaught exception".
+CHP_QUIET = Path(__file__).parent / "chp_quiet.js"
+
+
 def proxy_command(paths: DataPaths, isolated: bool, port: int, log=print) -> list[str]:
-    """configurable-http-proxy, run as its own account when tenants are isolated (with
-    ``setpriv``: the same pid, so the hub still stops it), from a copy every account can
-    read when its installation is private (a checkout under /root)."""
+    """configurable-http-proxy (with ``chp_quiet.js``), run as its own account when
+    tenants are isolated (with ``setpriv``: the same pid, so the hub still stops it),
+    from a copy every account can read when its installation is private (a checkout
+    under /root)."""
     from ..environments.runtime import blocking_path
 
-    command = find_proxy()
-    if not isolated:
-        return [command]
-    if port < 1024:
+    real = Path(os.path.realpath(find_proxy()))
+    quiet = CHP_QUIET
+    as_account = isolated and port >= 1024
+    if isolated and port < 1024:
         log(f"WARNING: port {port} needs root: the proxy runs as root")
-        return [command]
-    real = Path(os.path.realpath(command))
-    if blocking_path(real, stat.S_IROTH | stat.S_IXOTH):
+    readable = stat.S_IROTH | stat.S_IXOTH
+    if as_account and blocking_path(real, readable):
         modules = next((p for p in real.parents if p.name == "node_modules"), None)
         if modules is None:
             raise StartupError(f"configurable-http-proxy at {real} cannot be read by the "
@@ -124,13 +128,24 @@ def proxy_command(paths: DataPaths, isolated: bool, port: int, log=print) -> lis
         dest = paths.runtime / "chp" / "node_modules"
         if not dest.exists():
             log(f"Copying configurable-http-proxy to {dest} (its installation is private)")
-            old = os.umask(0o022)
-            try:
-                shutil.copytree(modules, dest, symlinks=True)
-            finally:
-                os.umask(old)
+            _copy_readable(lambda: shutil.copytree(modules, dest, symlinks=True))
         real = dest / real.relative_to(modules)
-    return [_setpriv(), "--clear-groups", "--", str(real)]
+    if as_account and blocking_path(quiet, stat.S_IROTH):
+        copy = paths.runtime / "chp" / quiet.name
+        _copy_readable(lambda: (copy.parent.mkdir(parents=True, exist_ok=True),
+                                shutil.copyfile(quiet, copy)))
+        quiet = copy
+    node = shutil.which("node")
+    run = [node, "--require", str(quiet), str(real)] if node else [str(real)]
+    return [_setpriv(), "--clear-groups", "--", *run] if as_account else run
+
+
+def _copy_readable(copy) -> None:
+    old = os.umask(0o022)
+    try:
+        copy()
+    finally:
+        os.umask(old)
 
 
 def _setpriv() -> str:

@@ -340,11 +340,14 @@ NOISE = {
 }
 
 
-def test_the_logs_carry_no_noise(first_hub):
-    """Runs after the others: the hub's log (services, proxy) and alice's server's."""
+def test_the_logs_carry_no_noise(first_hub, artifacts):
+    """Runs after the others: the hub's log (services, proxy) and alice's server's (both
+    kept with the screenshots)."""
     logs = {"hub": first_hub.log(tail=100_000),
             "alice's server": (first_hub.data_dir / "hub" / "logs" / "alice.log").read_text()}
     for name, text in logs.items():
+        (artifacts / f"{name.split()[0].strip(chr(39)).replace(chr(39) + 's', '')}.log"
+         ).write_text(text)
         for what, pattern in NOISE.items():
             assert pattern not in text, f"{name}'s log has {what}"
         empty = [line for line in text.splitlines()

@@ -266,7 +266,8 @@ def test_the_environments_page_lists_mine_and_its_form_calls_the_api(env_hub):
     alice = Browser(env_hub)
     alice.login("alice", USERS["alice"])
     page = alice.get("/services/environments/")
-    assert page.status_code == 200 and "Make an environment" in page.text, (page.url, page.text[:800])
+    assert page.status_code == 200 and "Make an environment" in page.text, (
+        page.url, page.text[:800])
     assert 'href="/hub/home"' in page.text
     xsrf = re.search(r'var xsrf = "([^"]+)"', page.text).group(1)
     api = f"{env_hub.url}/services/environments/api/environments"
