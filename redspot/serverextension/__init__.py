@@ -47,6 +47,14 @@ def _link_jupyter_server_extension(serverapp):
 
     if serverapp.contents_manager_class is AsyncLargeFileManager:
         serverapp.contents_manager_class = RedspotContentsManager
+    # jupyter-server asks Tornado for a websocket ping timeout of 3 pings, which Tornado
+    # 6.5 cuts to one (the most it allows), warning in every server's log: ask for one
+    settings = dict(serverapp.tornado_settings)
+    if "ws_ping_timeout" not in settings:
+        from jupyter_server.base.websocket import WS_PING_INTERVAL
+
+        settings["ws_ping_timeout"] = settings.get("ws_ping_interval", WS_PING_INTERVAL)
+        serverapp.tornado_settings = settings
 
 
 def _load_jupyter_server_extension(serverapp):
