@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 
 from jupyter_server.base.handlers import APIHandler
@@ -47,14 +48,14 @@ def _link_jupyter_server_extension(serverapp):
 
     if serverapp.contents_manager_class is AsyncLargeFileManager:
         serverapp.contents_manager_class = RedspotContentsManager
-    # jupyter-server asks Tornado for a websocket ping timeout of 3 pings, which Tornado
-    # 6.5 cuts to one (the most it allows), warning in every server's log: ask for one
-    settings = dict(serverapp.tornado_settings)
-    if "ws_ping_timeout" not in settings:
-        from jupyter_server.base.websocket import WS_PING_INTERVAL
+    # jupyter-server keeps websockets alive for 3 pings without an answer (its own check)
+    # and passes that timeout to Tornado too, which allows one ping at most and says so
+    # in every server's log: nothing to act on, so it is not logged
+    logging.getLogger("tornado.general").addFilter(_no_ping_timeout_warning)
 
-        settings["ws_ping_timeout"] = settings.get("ws_ping_interval", WS_PING_INTERVAL)
-        serverapp.tornado_settings = settings
+
+def _no_ping_timeout_warning(record: logging.LogRecord) -> bool:
+    return "websocket_ping_timeout" not in str(record.msg)
 
 
 def _load_jupyter_server_extension(serverapp):
