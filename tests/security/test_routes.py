@@ -152,6 +152,8 @@ TABLE = [
     ("outsider", "GET", f"{E}/openapi.json", {}, (403,)),
     ("bob", "GET", f"{E}/environments/{{env}}/secrets", {}, (403,)),  # no such route
     ("outsider", "POST", "/services/environments/", {"json": {}}, (403,)),
+    ("outsider", "GET", "/services/environments/", {}, (302,)),  # the page: sign in first
+    ("bob", "DELETE", "/services/environments/", {}, (403,)),
     # her private model, its versions, runs and files
     ("bob", "GET", f"{M}/registered-models/get?name=alice-private", {}, (404,)),
     ("bob", "GET", f"{M}/registered-models/get?name=alice-private", {"json": {}}, (404,)),
