@@ -167,6 +167,12 @@ class PageHandler(ApiHandler):
         # a page: the hub's OAuth (with its state cookie), then back here
         return HubOAuthenticated.get_login_url(self)
 
+    def prepare(self):
+        if self.request.method not in ("GET", "HEAD"):
+            raise web.HTTPError(403, f"{self.request.method} {self.request.path} is not a "
+                                     "route of the environments service (the page is GET)")
+        return super().prepare()
+
     @web.authenticated
     def get(self):
         who = self.requester
