@@ -187,15 +187,19 @@ REGISTER_CELL = (
 
 
 def run_all_cells(page) -> None:
-    """Run → Run All Cells, as a user does; again if no cell started (a click while the
-    kernel's connection was still being set up is lost)."""
+    """Run → Run All Cells, as a user does, once the kernel is idle; again only if no
+    cell started at all (a click while the kernel's connection was still being set up
+    is lost)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    page.wait_for_selector(".jp-StatusBar-TextItem:has-text('| Idle')", timeout=120_000)
     for _ in range(3):
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
         page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
         try:
-            page.wait_for_selector(f"{SHOWN} .jp-InputPrompt:has-text('[1]')", timeout=20_000)
+            page.wait_for_selector(
+                f"{SHOWN} .jp-InputPrompt:has-text('[1]'), "
+                f"{SHOWN} .jp-InputPrompt:has-text('[*]')", timeout=120_000)
             return
         except PlaywrightTimeout:
             continue

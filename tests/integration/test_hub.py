@@ -39,12 +39,13 @@ def server_info(hub, name, token):
 # --- signing in -------------------------------------------------------------------------
 
 
-def test_login_with_the_right_password_lands_on_the_spawn_page(team_hub):
+def test_login_with_the_right_password_lands_on_the_home_page(team_hub):
     browser = Browser(team_hub)
     r = browser.login("alice", PASSWORDS["alice"])
     assert r.status_code == 200
-    assert r.url.endswith("/hub/home")
-    assert 'name="profile"' in r.text
+    assert r.url.endswith("/hub/home") and 'id="start"' in r.text
+    # where its Start button leads: the spawn form
+    assert 'name="profile"' in browser.get("/hub/spawn/alice").text
 
 
 def test_login_with_a_wrong_password_is_refused(team_hub):

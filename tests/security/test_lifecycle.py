@@ -61,8 +61,8 @@ def test_a_removed_user_is_gone_and_their_name_retired(realm):
     os.chown(home / "notes.txt", account.pw_uid, account.pw_gid)
     stray = _stray(account.pw_uid)
     browser = Browser(hub)
-    assert browser.login("dave", hub.passwords["dave"]).url.endswith(("/spawn", "/lab",
-                                                                     "/spawn-pending/dave"))
+    assert browser.login("dave", hub.passwords["dave"]).url.endswith(
+        ("/spawn", "/lab", "/spawn-pending/dave", "/hub/home"))
     try:
         r = hub.api("DELETE", "/users/dave", token=hub.tokens["admin"])
         assert r.status_code == 204, r.text
