@@ -1,12 +1,13 @@
 """JupyterHub as ``redspot up`` runs it.
 
-Three differences from JupyterHub's own application, all about what the operator and
-the first users see while it starts and stops:
+Four differences from JupyterHub's own application, about what the operator and the
+first users see:
 
 - the hub's own pages answer as soon as the hub listens: JupyterHub adds the hub's
   route to the proxy only after every service has started (the model registry takes
   several seconds), and until then the address answered a bare "Not Found";
-- once the hub answers, it says so, with the address (``ready_message``);
+- once the hub and its services answer, it says so, with the address
+  (``ready_message``);
 - Redspot's pages (``pages.py``): its home page, where sign-in lands, and the docs;
 - on stop, the services and the users' servers stop together instead of one after
   the other (``cleanup``).
