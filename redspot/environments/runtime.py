@@ -10,6 +10,7 @@ the hub's packages or Redspot's source change.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -191,11 +192,8 @@ def prepare_runtime(root: Path, log=print) -> str:
     marker = dest / ".redspot-runtime-ready"
     if marker.exists():
         return str(python)
-    old_umask = os.umask(0o022)  # every account reaches the runtime
-    try:
+    with readable_by_all():
         root.mkdir(parents=True, exist_ok=True)
-    finally:
-        os.umask(old_umask)
     # one builder at a time (two hubs starting at once): the second one waits and finds
     # the runtime ready
     with open(root / ".lock", "a") as lock:
@@ -205,20 +203,28 @@ def prepare_runtime(root: Path, log=print) -> str:
         return _build_runtime(root, dest, digest, requirements, python, marker, log)
 
 
+@contextlib.contextmanager
+def readable_by_all():
+    """What is made meanwhile is readable by every account (umask 022)."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def _build_runtime(root: Path, dest: Path, digest: str, requirements: list[str],
                    python: Path, marker: Path, log) -> str:
     log(f"Preparing the server runtime in {dest} ({len(requirements)} packages)...")
-    old_umask = os.umask(0o022)
     try:
-        shutil.rmtree(dest, ignore_errors=True)
-        reqs = root / f"{digest}.requirements.txt"
-        reqs.write_text("\n".join(requirements) + "\n")
-        for cmd in server_venv_commands(dest, reqs):
-            subprocess.run(cmd, check=True, env=uv_env())
+        with readable_by_all():
+            shutil.rmtree(dest, ignore_errors=True)
+            reqs = root / f"{digest}.requirements.txt"
+            reqs.write_text("\n".join(requirements) + "\n")
+            for cmd in server_venv_commands(dest, reqs):
+                subprocess.run(cmd, check=True, env=uv_env())
     except subprocess.CalledProcessError as e:
         raise RuntimePreparationError(f"preparing the server runtime failed: {e}") from None
-    finally:
-        os.umask(old_umask)
     blocker = environment_blocker_for(python)
     if blocker:
         raise RuntimePreparationError(

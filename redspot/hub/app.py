@@ -112,7 +112,7 @@ def proxy_command(paths: DataPaths, isolated: bool, port: int, log=print) -> lis
     tenants are isolated (with ``setpriv``: the same pid, so the hub still stops it),
     from a copy every account can read when its installation is private (a checkout
     under /root)."""
-    from ..environments.runtime import blocking_path
+    from ..environments.runtime import blocking_path, readable_by_all
 
     real = Path(os.path.realpath(find_proxy()))
     quiet = CHP_QUIET
@@ -128,24 +128,18 @@ def proxy_command(paths: DataPaths, isolated: bool, port: int, log=print) -> lis
         dest = paths.runtime / "chp" / "node_modules"
         if not dest.exists():
             log(f"Copying configurable-http-proxy to {dest} (its installation is private)")
-            _copy_readable(lambda: shutil.copytree(modules, dest, symlinks=True))
+            with readable_by_all():
+                shutil.copytree(modules, dest, symlinks=True)
         real = dest / real.relative_to(modules)
     if as_account and blocking_path(quiet, stat.S_IROTH):
         copy = paths.runtime / "chp" / quiet.name
-        _copy_readable(lambda: (copy.parent.mkdir(parents=True, exist_ok=True),
-                                shutil.copyfile(quiet, copy)))
+        with readable_by_all():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(quiet, copy)
         quiet = copy
     node = shutil.which("node")
     run = [node, "--require", str(quiet), str(real)] if node else [str(real)]
     return [_setpriv(), "--clear-groups", "--", *run] if as_account else run
-
-
-def _copy_readable(copy) -> None:
-    old = os.umask(0o022)
-    try:
-        copy()
-    finally:
-        os.umask(old)
 
 
 def _setpriv() -> str:

@@ -39,7 +39,7 @@ DOC_PAGES = {
 }
 
 
-def home_links(user_name: str, server_url: str, running: bool, services: dict[str, str],
+def home_links(server_url: str, running: bool, services: dict[str, str],
                base_url: str) -> list[dict]:
     """The links of a user's home page (pure): what each is, where, and whether it can
     be used now (``note`` says why not, or what to do first)."""
@@ -93,7 +93,7 @@ class RedspotHomeHandler(HomeHandler):
             profile=profile,
             server_url=server_url,
             spawn_url=f"{self.hub.base_url}spawn/{user.escaped_name}",
-            links=home_links(user.name, server_url, running, services, self.hub.base_url),
+            links=home_links(server_url, running, services, self.hub.base_url),
             accounts_without_password=accounts,
             new_password=None,
         )

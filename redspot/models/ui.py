@@ -41,8 +41,9 @@ _LINK_STYLE = (
     "font:13px/1.4 system-ui,sans-serif;text-decoration:none")
 
 
-def page_additions(hub_home: str) -> str:
-    """The ``<script>`` and link put at the start of MLflow's ``<head>``/``<body>``."""
+def page_additions(hub_home: str) -> tuple[str, str]:
+    """The ``<script>`` and the link put at the start of MLflow's ``<head>`` and
+    ``<body>``."""
     script = (
         "<script>(function(){try{var d=" + json.dumps(FIRST_VISIT) + ";"
         "for(var k in d){if(localStorage.getItem(k)===null){localStorage.setItem(k,d[k]);}}"
