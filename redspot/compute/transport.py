@@ -207,10 +207,35 @@ class Jobs:
         self.client = JobSubmissionClient(
             dashboard, headers={"X-Ray-Authorization": f"Bearer {token}"})
 
+    #: how long a submission is retried while the head's dashboard has no job agent to
+    #: give it to (a head just started, or one under load): Ray answers "try again later"
+    SUBMIT_PATIENCE = 60.0
+
     def submit(self, entrypoint: str, *, runtime_env: dict | None = None,
                metadata: dict | None = None, submission_id: str | None = None) -> str:
-        return self.client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                      metadata=metadata, submission_id=submission_id)
+        deadline = time.monotonic() + self.SUBMIT_PATIENCE
+        delay = 0.5
+        while True:
+            try:
+                return self.client.submit_job(
+                    entrypoint=entrypoint, runtime_env=runtime_env, metadata=metadata,
+                    submission_id=submission_id)
+            except RuntimeError as e:
+                retry = "please try again later" in str(e)
+                if retry and submission_id and self._exists(submission_id):
+                    # the agent took it, only its answer was late
+                    return submission_id
+                if not retry or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _exists(self, job_id: str) -> bool:
+        try:
+            self.client.get_job_info(job_id)
+        except RuntimeError:
+            return False
+        return True
 
     def status(self, job_id: str) -> str:
         return str(self.client.get_job_status(job_id).value)

@@ -14,6 +14,7 @@ that handler.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import time
@@ -109,6 +110,7 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
 
     live = display if display is not None else live_display(run_id, steps)
     history: list[dict] = []
+    printed: dict[int, collections.deque] = {}
 
     def sink(event):
         if event[0] == "report":
@@ -116,6 +118,7 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
             live.report(event[1])
         elif event[0] == "stream":
             live.stream(event[1], event[2])
+            _keep_lines(printed, event[2])
         elif event[0] == "status":
             live.status(event[1])
 
@@ -131,20 +134,25 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
     live.status(f"starting {workers} worker{'s' if workers > 1 else ''} on the cluster "
                 "(Ray Train: usually 10-30 s)")
     start = time.perf_counter()
-    try:
-        result = _run(trainer)
-    except KeyboardInterrupt:
-        live.finish(None, "interrupted: the workers were stopped")
-        raise
-    except Exception as e:
-        failure = _failure(e)
-        live.finish(None, str(failure))
-        raise failure from e
-    finally:
+
+    def drain():
         pumping.stop()
         outlet.finish(channel, streamed=True, timeout=5)
         if own_outlet:
             outlet.close()
+
+    try:
+        result = _run(trainer)
+    except KeyboardInterrupt:
+        drain()
+        live.finish(None, "interrupted: the workers were stopped")
+        raise
+    except Exception as e:
+        drain()  # the workers' last prints first: they tell what happened
+        failure = _failure(e, printed)
+        live.finish(None, str(failure))
+        raise failure from e
+    drain()
     final = history[-1] if history else dict(result.metrics or {})
     checkpoints = [h["checkpoint"] for h in history if h.get("checkpoint")]
     outcome = TrainResult(run_id=run_id, metrics=final, history=history,
@@ -302,8 +310,19 @@ def _abort(trainer) -> None:
         ray.kill(controller)
 
 
-def _failure(error: BaseException) -> BaseException:
-    """A worker's failure as an error naming the worker, with its log's tail."""
+def _keep_lines(printed: dict[int, collections.deque], text: str) -> None:
+    """The last lines each worker printed, by rank (its lines are ``[worker N] ...``)."""
+    for line in text.splitlines():
+        match = re.match(r"\[worker (\d+)\] (.*)", line)
+        if match:
+            printed.setdefault(int(match[1]), collections.deque(maxlen=LOG_TAIL)).append(
+                match[2])
+
+
+def _failure(error: BaseException,
+             printed: dict[int, collections.deque] | None = None) -> BaseException:
+    """A worker's failure as an error naming the worker, with its log's tail: from Ray's
+    log of its process, or else what it printed to the notebook."""
     failures = getattr(error, "worker_failures", None)
     if not failures:
         return error
@@ -314,7 +333,8 @@ def _failure(error: BaseException) -> BaseException:
         if not cause.startswith(type(failure).__name__):
             cause = f"{type(failure).__name__}: {cause}"
         lines.append(f"worker {rank} failed: {cause}")
-        tail = _log_tail(text) or text.splitlines()[-LOG_TAIL:]
+        tail = (_log_tail(text) or list((printed or {}).get(rank, ()))
+                or text.splitlines()[-LOG_TAIL:])
         lines.append(f"--- the last lines of worker {rank}'s log ---")
         lines.extend(tail)
     return TrainingFailed("\n".join(lines))

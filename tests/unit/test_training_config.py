@@ -138,6 +138,61 @@ def test_a_failed_worker_is_named_with_what_happened():
     assert _failure(plain) is plain
 
 
+def test_a_dead_workers_tail_is_what_it_printed_when_rays_log_cannot_be_read():
+    import collections
+
+    from redspot.training.fit import _failure, _keep_lines
+
+    class WorkerGroupError(Exception):
+        # a pid, but no Ray here to read its log from
+        worker_failures = {1: RuntimeError(
+            "The actor is dead because its worker process has died. pid=999999")}
+
+    printed: dict[int, collections.deque] = {}
+    _keep_lines(printed, "[worker 0] step 1\n[worker 1] step 1\n")
+    _keep_lines(printed, "[worker 1] about to stop\nnot a worker's line\n")
+    failure = str(_failure(WorkerGroupError("training failed"), printed)).splitlines()
+    assert failure[0].startswith("worker 1 failed: RuntimeError: The actor is dead")
+    assert failure[1:] == ["--- the last lines of worker 1's log ---", "step 1",
+                           "about to stop"]
+
+
+def test_a_job_submission_is_retried_while_the_head_has_no_agent(monkeypatch):
+    from redspot.compute.transport import Jobs
+
+    class Client:
+        calls, known = 0, set()
+
+        def submit_job(self, submission_id, **_):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("Request failed with status code 500: No available "
+                                   "agent to submit job, please try again later..")
+            if self.calls == 2:  # the agent took it but answered late
+                self.known.add(submission_id)
+                raise RuntimeError("Request failed with status code 500: No available "
+                                   "agent to submit job, please try again later..")
+            raise AssertionError("submitted twice")
+
+        def get_job_info(self, job_id):
+            if job_id not in self.known:
+                raise RuntimeError("Request failed with status code 404: not found")
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    jobs = Jobs.__new__(Jobs)
+    jobs.client = Client()
+    assert jobs.submit("python x.py", submission_id="train-1") == "train-1"
+    assert jobs.client.calls == 2
+
+    class Refusing(Client):
+        def submit_job(self, submission_id, **_):
+            raise RuntimeError("Request failed with status code 400: bad runtime_env")
+
+    jobs.client = Refusing()
+    with pytest.raises(RuntimeError, match="bad runtime_env"):
+        jobs.submit("python x.py", submission_id="train-2")
+
+
 @pytest.mark.parametrize("given, expected", [
     ("9.0a", "9.0"),
     ("8.0;8.6;9.0a;10.0f+PTX", "8.0;8.6;9.0;10.0+PTX"),
