@@ -4,7 +4,8 @@
 ``%ray_status``, ``%ray_disconnect`` and ``%%ray_remote`` (``redspot.magics.ray``) send
 cells to the user's Ray cluster; ``%register_model`` and ``%browse_models``
 (``redspot.magics.models``) show the model registry's widgets; ``%%ray_train``
-(``redspot.magics.train``) trains with the cell as every worker's loop.
+(``redspot.magics.train``) trains with the cell as every worker's loop; ``%%sql``
+(``redspot.magics.sql``) queries the team's warehouse connections.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ class RedspotMagics(Magics):
 def load_ipython_extension(ipython):
     from .models import ModelMagics
     from .ray import RayMagics
+    from .sql import SQLMagics
     from .train import TrainMagics
 
     ipython.register_magics(RedspotMagics)
     ipython.register_magics(RayMagics)
     ipython.register_magics(ModelMagics)
     ipython.register_magics(TrainMagics)
+    ipython.register_magics(SQLMagics)
 
 
 def unload_ipython_extension(ipython):
