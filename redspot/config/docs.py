@@ -28,6 +28,8 @@ def _rows(node: dict, prefix: str, definitions: dict):
         yield path, _type(child, definitions), description
         yield from _rows(resolved, path, definitions)
     extra = node.get("additionalProperties")
+    if isinstance(extra, dict) and "$ref" in extra:
+        extra = definitions[extra["$ref"].rsplit("/", 1)[1]]
     if isinstance(extra, dict) and extra.get("properties"):
         yield from _rows(extra, f"{prefix}.<name>", definitions)
 

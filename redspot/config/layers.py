@@ -13,6 +13,7 @@ wins and every layer can be tested on a fresh ``Config()``:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,9 @@ class Context:
     cli_token: str = ""
     #: The hub's home page as browsers reach it (services link back to it).
     hub_home: str = "/hub/home"
+    #: The operator's secrets for warehouse connections, read from their files
+    #: (``redspot.warehouse.secrets``): for the warehouse service's environment alone.
+    warehouse_secrets: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,21 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         secrets = {f"MLFLOW_{key.upper()}": models[key]
                    for key in ("backend_store_uri", "artifacts_destination") if models.get(key)}
         services.append(_managed_service("models", command, ctx, environment=secrets))
+    if "warehouse" in enabled:
+        connections = warehouse_connections(settings, ctx.paths)
+        command = [service_python(ctx), "-m", "redspot.warehouse.service",
+                   f"--data-dir={ctx.paths.root / 'warehouse'}"]
+        services.append(_managed_service("warehouse", command, ctx, environment={
+            "REDSPOT_WAREHOUSE_CONNECTIONS": json.dumps(connections),
+            "REDSPOT_WAREHOUSE_SECRETS": json.dumps(ctx.warehouse_secrets)}))
+        # who a user is (groups, admin) from the hub; their sign-in token for `oauth`
+        service_scopes = ["read:users"]
+        if any((c.get("credentials") or {}).get("kind") == "oauth"
+               for c in connections.values()):
+            service_scopes.append("admin:auth_state")
+        roles.append({"name": "redspot-warehouse-service", "services": ["warehouse"],
+                      "description": "The warehouse service asks who users are",
+                      "scopes": service_scopes})
     c.RedspotSpawnerMixin.service_urls = {
         s["name"]: f"{s['url']}/services/{s['name']}/" for s in services if "url" in s}
     c.RedspotSpawnerMixin.service_public_urls = {
@@ -195,6 +214,20 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])
     c.JupyterHub.load_roles = [*roles, *scopes.service_roles(enabled, admins)]
+
+
+def warehouse_connections(settings: dict, paths: DataPaths) -> dict:
+    """The connections the warehouse service serves, without the paths of secret files
+    (the demo first, unless ``warehouse.demo`` is false)."""
+    from ..warehouse import demo
+
+    section = settings.get("warehouse", {})
+    found = {"demo": demo.connection_spec(paths.demo_db)} if section.get("demo", True) else {}
+    for name, spec in section.get("connections", {}).items():
+        creds = {k: v for k, v in (spec.get("credentials") or {"kind": "none"}).items()
+                 if k not in ("admin_dsn_file", "secret_file")}
+        found[name] = {**spec, "credentials": creds}
+    return found
 
 
 def public_service_url(settings: dict, name: str) -> str:

@@ -22,7 +22,7 @@ import yaml
 from ..spawner.profiles import ProfileError, ProfileRules, build_catalog, parse_size
 
 #: Services this release can run. Others in the schema are reserved for later releases.
-AVAILABLE_SERVICES: frozenset[str] = frozenset({"environments", "models"})
+AVAILABLE_SERVICES: frozenset[str] = frozenset({"environments", "models", "warehouse"})
 
 
 class ConfigError(Exception):
@@ -75,6 +75,9 @@ def _format_error(error: jsonschema.ValidationError) -> str:
         expected = [expected] if isinstance(expected, str) else expected
         names = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
         return f"{where}: expected {names}, got {error.instance!r}"
+    if kind == "not" and where.endswith("warehouse.connections"):
+        return (f"{where}: {error.instance!r} is a reserved name (local: the notebook's own "
+                "data frames; demo: the demo connection, see warehouse.demo)")
     if kind == "propertyNames":
         return f"{where}: name {error.instance!r} is not allowed ({error.message})"
     if kind == "oneOf" and where.endswith(("memory", "build_max_size")):
@@ -153,6 +156,9 @@ def _check_consistency(settings: dict) -> list[str]:
             "spawner.account_prefix: an empty prefix runs servers as the machine's own "
             "accounts of the same names, which only PAM vouches for; set auth.type: pam, or "
             "keep a prefix (default 'redspot-')")
+    from ..warehouse.connections import check_settings
+
+    problems.extend(check_settings(settings.get("warehouse", {}).get("connections", {})))
     environments = settings.get("services", {}).get("environments", {})
     if environments.get("builder") == "buildah" and not (
         environments.get("registry") and environments.get("bases")

@@ -89,3 +89,8 @@ class DataPaths:
     @property
     def shared(self) -> Path:
         return self.root / "shared"
+
+    @property
+    def demo_db(self) -> Path:
+        """The demo connection's database (every user reads it)."""
+        return self.root / "demo" / "listings.duckdb"

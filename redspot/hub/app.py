@@ -34,13 +34,27 @@ STARTER_CONFIG = """\
 # `redspot config check` validates this file and `redspot config schema` documents
 # every key (docs/configuration.md). Restart `redspot up` after a change.
 
-# The model registry (MLflow behind the hub's sign-in) and the environment service
-# (users' own Python environments). Set `enabled: false` to run the hub alone.
+# The model registry (MLflow behind the hub's sign-in), the environment service
+# (users' own Python environments) and the warehouse service (connections and
+# credentials for %%sql). Set `enabled: false` to run the hub alone.
 services:
   models:
     enabled: true
   environments:
     enabled: true
+  warehouse:
+    enabled: true
+
+# %%sql connections (docs/warehouse.md); `demo` (DuckDB, demo data) is there by default.
+# warehouse:
+#   connections:
+#     warehouse:
+#       engine: postgresql
+#       address: db.example.com:5432
+#       database: analytics
+#       groups: ["*"]
+#       credentials: {kind: postgres-role, admin_dsn_file: /etc/redspot/pg-admin,
+#                     grants: {"*": [analyst]}}
 
 # hub:
 #   port: 8000                 # where users sign in
@@ -259,6 +273,24 @@ def prepare_services(helper, settings: dict, log=print) -> dict[str, str]:
     return accounts
 
 
+def prepare_warehouse(paths: DataPaths, settings: dict) -> dict:
+    """With the warehouse service on: the demo data set (unless ``warehouse.demo`` is
+    false), and the operator's secrets for its connections, read here (they go to the
+    service alone)."""
+    if "warehouse" not in enabled_services(settings):
+        return {}
+    from ..warehouse import demo
+    from ..warehouse.secrets import SecretsError, read_secrets
+
+    section = settings.get("warehouse", {})
+    if section.get("demo", True):
+        demo.ensure(paths.demo_db)  # 0644 in a 0755 folder: every user reads it
+    try:
+        return read_secrets(section.get("connections", {}))
+    except SecretsError as e:
+        raise StartupError(str(e)) from None
+
+
 def ensure_admins(paths: DataPaths, settings: dict) -> dict[str, str]:
     """Create the admin accounts on first start; return {name: generated password}.
 
@@ -387,6 +419,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
                 info = helper.call("ensure_service", service="proxy")
                 proxy[1:1] = [f"--reuid={info['uid']}", f"--regid={info['gid']}"]
             ensure_admins(paths, settings)
+            warehouse_secrets = prepare_warehouse(paths, settings)
         except BaseException:
             stop_helper(helper_proc)
             raise
@@ -402,6 +435,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             isolated=isolated,
             cli_token=secrets.token_hex(32),
             hub_home=public_hub_home(settings),
+            warehouse_secrets=warehouse_secrets,
         )
     else:
         ctx = Context(paths=paths, python=sys.executable, isolated=isolated,

@@ -9,6 +9,8 @@ from __future__ import annotations
 ENVIRONMENTS_READ = "custom:redspot:environments:read"
 ENVIRONMENTS_WRITE = "custom:redspot:environments:write"
 ENVIRONMENTS_ADMIN = "custom:redspot:environments:admin"
+WAREHOUSE_USE = "custom:redspot:warehouse:use"
+WAREHOUSE_ADMIN = "custom:redspot:warehouse:admin"
 
 CUSTOM_SCOPES = {
     ENVIRONMENTS_READ: {
@@ -21,6 +23,14 @@ CUSTOM_SCOPES = {
     ENVIRONMENTS_ADMIN: {
         "description": "Publish team environments and delete anyone's.",
         "subscopes": [ENVIRONMENTS_WRITE],
+    },
+    WAREHOUSE_USE: {
+        "description": "List the warehouse connections one's groups may use, and get "
+                       "short-lived credentials for them.",
+    },
+    WAREHOUSE_ADMIN: {
+        "description": "Use every warehouse connection, and read the grant log.",
+        "subscopes": [WAREHOUSE_USE],
     },
 }
 
@@ -35,11 +45,16 @@ def service_roles(services: list[str], admin_users: list[str]) -> list[dict]:
     if "environments" in services:
         user_scopes.append(ENVIRONMENTS_WRITE)
         admin_scopes.append(ENVIRONMENTS_ADMIN)
+    if "warehouse" in services:
+        user_scopes.append(WAREHOUSE_USE)
+        admin_scopes.append(WAREHOUSE_ADMIN)
     # a server's own token ($JUPYTERHUB_API_TOKEN: kernels use it) reaches the services,
     # as its user: code in the server runs as the user anyway
     server_scopes = ["users:activity!user", "access:servers!server", *access]
     if "environments" in services:
         server_scopes.append(ENVIRONMENTS_WRITE)
+    if "warehouse" in services:
+        server_scopes.append(WAREHOUSE_USE)
     return [
         {"name": "user", "scopes": user_scopes},
         {"name": "server", "scopes": server_scopes},

@@ -199,6 +199,43 @@ def test_layer_settings_kubernetes():
     assert k.datasets == [{"name": "d", "claim": "data", "mount_path": "/data"}]
 
 
+def test_layer_services_runs_the_warehouse_service_with_connections_but_no_secret_paths():
+    import json
+
+    from redspot.config.layers import layer_services
+
+    ctx = Context(paths=DataPaths(Path("/data")), python="/py",
+                  service_ports={"warehouse": 9200},
+                  warehouse_secrets={"wh": {"admin_dsn": "postgresql://a:pw@db/x"}})
+    c = Config()
+    layer_services(c, validate_settings({
+        "services": {"warehouse": {"enabled": True}},
+        "warehouse": {"connections": {
+            "wh": {"engine": "postgresql", "address": "db:5432", "groups": ["vision"],
+                   "credentials": {"kind": "postgres-role", "admin_dsn_file": "/etc/dsn",
+                                   "grants": {"vision": ["vision_reader"]}}},
+            "sso": {"engine": "trino", "address": "trino:8443", "groups": ["*"],
+                    "credentials": {"kind": "oauth"}}}}}), ctx)
+    (service,) = c.JupyterHub.services
+    assert service["command"] == ["/py", "-m", "redspot.warehouse.service",
+                                  "--data-dir=/data/warehouse"]
+    connections = json.loads(service["environment"]["REDSPOT_WAREHOUSE_CONNECTIONS"])
+    assert list(connections) == ["demo", "wh", "sso"]
+    assert connections["demo"]["database"] == "/data/demo/listings.duckdb"
+    assert connections["wh"]["credentials"] == {"kind": "postgres-role",
+                                                "grants": {"vision": ["vision_reader"]}}
+    # the secret itself goes to the service's environment, never its file's path
+    assert json.loads(service["environment"]["REDSPOT_WAREHOUSE_SECRETS"]) == {
+        "wh": {"admin_dsn": "postgresql://a:pw@db/x"}}
+    assert "/etc/dsn" not in json.dumps(service)
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["redspot-warehouse-service"]["scopes"] == ["read:users", "admin:auth_state"]
+    assert "custom:redspot:warehouse:use" in roles["server"]["scopes"]
+    assert "custom:redspot:warehouse:use" in roles["user"]["scopes"]
+    assert "custom:redspot:warehouse:admin" in roles["redspot-admin"]["scopes"]
+    assert "custom:redspot:warehouse:admin" not in roles["user"]["scopes"]
+
+
 def test_layer_services_runs_the_environments_service_with_its_scopes():
     from redspot.config.layers import layer_services
 
@@ -217,9 +254,8 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
         "--EnvironmentsService.bases", "singleuser=reg:5000/su@sha256:" + "a" * 64,
         "--no-tls-verify"]
     assert service["environment"] == {"SSL_CERT_FILE": "/ca", "REDSPOT_HUB_HOME": "/hub/home"}
-    assert set(c.JupyterHub.custom_scopes) == {
-        "custom:redspot:environments:read", "custom:redspot:environments:write",
-        "custom:redspot:environments:admin"}
+    assert {"custom:redspot:environments:read", "custom:redspot:environments:write",
+            "custom:redspot:environments:admin"} <= set(c.JupyterHub.custom_scopes)
     user_role, server_role, admin_role = c.JupyterHub.load_roles
     assert user_role["name"] == "user"
     assert "access:services!service=environments" in user_role["scopes"]
@@ -376,7 +412,7 @@ def test_the_starter_config_is_valid_and_runs_the_services(tmp_path):
     path = tmp_path / "redspot.yaml"
     path.write_text(STARTER_CONFIG)
     settings = load_settings(path)
-    assert enabled_services(settings) == ["models", "environments"]
+    assert enabled_services(settings) == ["models", "environments", "warehouse"]
     # every commented example is valid once uncommented
     uncommented = re.sub(r"^# (?=( *)[a-z_-]+:)", "", STARTER_CONFIG, flags=re.M)
     path.write_text(uncommented)
