@@ -17,9 +17,10 @@ CHP := .local/chp/node_modules/.bin/configurable-http-proxy
 # builds of nodejs, so commands are checked, not package names).
 DEB_NEEDS := python3:python3 node:nodejs npm:npm useradd:passwd
 # only for `make test`: the browser tests drive Debian's Chromium with Playwright; the
-# image builds use buildah, push to Debian's registry, on a busybox rootfs of their own
+# image builds use buildah, push to Debian's registry, on a busybox rootfs of their own;
+# the warehouse tests start PostgreSQL's server and Spark's (on Java 17)
 DEB_TEST_NEEDS := chromium:chromium buildah:buildah docker-registry:docker-registry \
-	busybox:busybox-static
+	busybox:busybox-static pg_ctlcluster:postgresql java:openjdk-17-jre-headless
 STAMP := $(VENV)/.redspot-stamps
 
 # Arguments for `redspot up`, e.g. `make up ARGS="--port 9000"`.
@@ -46,6 +47,7 @@ bench: deps
 	$(PY) bench/ray_remote.py
 	$(PY) bench/models.py
 	$(PY) bench/training.py
+	$(PY) bench/warehouse.py
 	$(PY) bench/gpu_decoder.py
 
 lint: deps

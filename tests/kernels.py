@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import textwrap
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -74,3 +75,28 @@ async def _execute(request: HTTPRequest, code: str, timeout: float,
                     return "".join(output)
     finally:
         conn.close()
+
+
+#: An IPython shell in a process of its own, connected to the Ray head at ``argv[1]``
+#: with Redspot's magics: it runs the JSON list of cells on its standard input and
+#: prints ``RESULT`` and the JSON of the dict ``out`` the cells filled (``error``: the
+#: first error).
+RAY_KERNEL = textwrap.dedent("""
+    import json, sys
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.extension_manager.load_extension("redspot.magics")
+    shell.run_line_magic("ray_connect", sys.argv[1])
+    out = {}
+    shell.user_ns["out"] = out
+    for cell in json.loads(sys.stdin.read()):
+        result = shell.run_cell(cell)
+        if result.error_in_exec is not None or result.error_before_exec is not None:
+            error = result.error_in_exec or result.error_before_exec
+            out.setdefault("error", f"{type(error).__name__}: {error}")
+            if not isinstance(error, KeyboardInterrupt):  # a kernel goes on after one
+                break
+    shell.run_line_magic("ray_disconnect", "")
+    print("RESULT " + json.dumps(out, default=str))
+""")

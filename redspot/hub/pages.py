@@ -33,6 +33,7 @@ DOC_PAGES = {
     "training": "Training with %%ray_train (DeepSpeed ZeRO)",
     "models": "The model registry",
     "environments": "Environments",
+    "warehouse": "The warehouse: %%sql",
     "configuration": "Configuration reference (redspot.yaml)",
     "security": "Security and isolation",
     "kubernetes": "Redspot on Kubernetes",

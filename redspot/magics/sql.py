@@ -24,7 +24,7 @@ import shlex
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from IPython.display import HTML, display
+from IPython.display import display
 
 from ..warehouse import params as sqlparams
 from ..warehouse.connections import ConnectionError
@@ -104,18 +104,24 @@ class SQLMagics(Magics):
         if args.out:
             self.shell.user_ns[args.out] = value
         if not args.quiet:
-            display(HTML(_summary(result, warehouse.default, args.out)))
+            display(_summary(result, warehouse.default, args.out), raw=True)
         return value
 
     def _list(self, warehouse):
         catalog = warehouse.connections(refresh=True)
-        rows = "".join(
-            f"<tr><td><code>{html.escape(c.name)}</code></td><td>{html.escape(c.engine)}"
-            f"</td><td>{html.escape(c.description)}</td><td>{html.escape(c.source)}</td>"
-            f"<td>{c.max_rows:,}</td></tr>" for c in catalog.values())
-        note = f"<p>{html.escape(warehouse.note)}</p>" if warehouse.note else ""
-        display(HTML("<table><tr><th>connection</th><th>engine</th><th>what it is</th>"
-                     f"<th>from</th><th>max rows</th></tr>{rows}</table>{note}"))
+        header = ("connection", "engine", "what it is", "from", "max rows")
+        rows = [(c.name, c.engine, c.description, c.source, f"{c.max_rows:,}")
+                for c in catalog.values()]
+        cells = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
+                        for row in rows)
+        note = warehouse.note
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        text = "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+                         .rstrip() for row in [header, *rows])
+        display({"text/plain": text + (f"\n({note})" if note else ""),
+                 "text/html": "<table><tr>" + "".join(f"<th>{h}</th>" for h in header)
+                 + f"</tr>{cells}</table>"
+                 + (f"<p>{html.escape(note)}</p>" if note else "")}, raw=True)
         return None
 
     def _tables(self, warehouse, name, pattern):
@@ -188,14 +194,19 @@ def _pair(text: str) -> tuple[str, object]:
         return name, value
 
 
-def _summary(result, connection: str | None, out: str | None) -> str:
+def _summary(result, connection: str | None, out: str | None) -> dict:
+    """The line above a result: rows, time, connection, and whether it was cut."""
     rows = result.table.num_rows
-    parts = [f"{rows:,} row{'s' if rows != 1 else ''}", f"{result.seconds:.2f} s",
-             f"on <code>{html.escape(connection or '')}</code>"]
+    took = (f"{result.seconds * 1000:.0f} ms" if result.seconds < 1
+            else f"{result.seconds:.2f} s")
+    parts = [f"{rows:,} row{'s' if rows != 1 else ''}", took,
+             f"on {connection or ''}"]
     if out:
-        parts.append(f"in <code>{html.escape(out)}</code>")
+        parts.append(f"in {out}")
     text = " · ".join(parts)
     if result.truncated:
-        text += (f" · <b>truncated</b>: the query has more than {result.limit:,} rows; "
-                 "only the first are here (--limit, up to the connection's max_rows)")
-    return f'<div class="redspot-sql-summary">{text}</div>'
+        text += (f" · truncated: the query has more than {result.limit:,} rows; only the "
+                 "first are here (--limit, up to the connection's max_rows)")
+    marked = html.escape(text).replace("truncated:", "<b>truncated</b>:")
+    return {"text/plain": text,
+            "text/html": f'<div class="redspot-sql-summary">{marked}</div>'}

@@ -3,7 +3,8 @@
 ``lineage()`` gathers, in the notebook's kernel, what is known about the model being
 registered: the hub user, the notebook, the Redspot environment and image, the instance
 profile, the git commit of the notebook's folder (and whether it had uncommitted
-changes), and the Ray job or training run that made it. Each becomes an MLflow tag
+changes), the Ray job or training run that made it, and the warehouse queries the
+notebook ran (which data it was trained on). Each becomes an MLflow tag
 ``redspot.<name>`` on the model version. Nothing here talks to the registry.
 """
 
@@ -80,9 +81,40 @@ def current_ray_job() -> str | None:
     return None
 
 
+#: Characters of each query's text kept in the lineage (its hash names the whole text).
+QUERY_TEXT = 300
+
+
+def data_lineage(queries) -> dict[str, str]:
+    """The warehouse queries this kernel ran (``redspot.warehouse``): which connections,
+    and each query's text (cut) with a SHA-256 of the whole, newest kept first when they
+    do not all fit."""
+    import json
+
+    if not queries:
+        return {}
+    seen: dict[str, dict] = {}
+    for q in queries:  # each distinct query once, its last run
+        seen[q.sha256] = {"connection": q.connection, "engine": q.engine,
+                          "sha256": q.sha256, "sql": q.sql[:QUERY_TEXT], "rows": q.rows,
+                          "at": round(q.at)}
+    entries = list(seen.values())
+    while entries and len(json.dumps(entries)) > MAX_VALUE:
+        entries.pop(0)
+    connections = sorted({q.connection for q in queries})
+    return {"data_connections": ",".join(connections), "data_queries": json.dumps(entries)}
+
+
+def warehouse_queries():
+    """The queries of this kernel's warehouse, if it has one (never imported just to ask)."""
+    session = sys.modules.get("redspot.warehouse.session")
+    warehouse = getattr(session, "_default", None) if session else None
+    return list(warehouse.history) if warehouse is not None else []
+
+
 def lineage(environ: dict | None = None, user_ns: dict | None = None,
             cwd: Path | None = None, ray_job_id: str | None = None,
-            training_run_id: str | None = None) -> dict[str, str]:
+            training_run_id: str | None = None, queries=None) -> dict[str, str]:
     """The lineage tags of a model registered from this kernel now."""
     environ = os.environ if environ is None else environ
     tags: dict[str, str] = {}
@@ -106,4 +138,5 @@ def lineage(environ: dict | None = None, user_ns: dict | None = None,
         tags["ray_job_id"] = ray_job_id
     if training_run_id:
         tags["training_run_id"] = training_run_id
+    tags.update(data_lineage(warehouse_queries() if queries is None else queries))
     return {PREFIX + k: str(v)[:MAX_VALUE] for k, v in tags.items()}

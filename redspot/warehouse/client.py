@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
 
@@ -81,8 +80,7 @@ class Credentials:
         if kind == "none":
             return Credential(user=connection.user) if connection.user else None
         held = self._held.get(connection.name)
-        if held and not fresh and (not held.expires
-                                   or held.expires - time.time() > RENEW_BEFORE):
+        if held and not fresh and held.fresh(RENEW_BEFORE):
             return held
         if kind == "env":
             variable = connection.credentials.settings["variable"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
@@ -157,11 +158,11 @@ class WarehouseState:
         self._users: dict[str, tuple[float, dict]] = {}
         self._roles: dict[str, PostgresRoles] = {}
 
-    async def user(self, name: str) -> dict:
+    async def user(self, name: str, fresh: bool = False) -> dict:
         """The hub's model of ``name`` (groups, and auth_state where the service may read
         it), asked with the service's own token; trusted for a few seconds."""
         held = self._users.get(name)
-        if held and time.monotonic() - held[0] < TOKEN_CACHE_SECONDS:
+        if held and not fresh and time.monotonic() - held[0] < TOKEN_CACHE_SECONDS:
             return held[1]
         client = httpclient.AsyncHTTPClient()
         response = await client.fetch(
@@ -187,6 +188,7 @@ class WarehouseState:
                 credential["user"] = name  # the Thrift server believes the name it is told
         elif kind == "oauth":
             key = connection.credentials.settings.get("auth_state_key", "access_token")
+            user = await self.user(name, fresh=True)  # a new sign-in brings a new token
             token = (user.get("auth_state") or {}).get(key)
             if not token:
                 raise web.HTTPError(
@@ -253,6 +255,10 @@ class WarehouseService(Application):
     service_url = Unicode(config=True, help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.")
     prefix = Unicode(config=True, help="URL prefix. Default: $JUPYTERHUB_SERVICE_PREFIX.")
     aliases = {"data-dir": "WarehouseService.data_dir", "log-level": "Application.log_level"}
+
+    @default("log_level")
+    def _log_level_default(self):
+        return logging.INFO  # every grant is logged
 
     @default("service_url")
     def _service_url_default(self):

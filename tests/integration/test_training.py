@@ -20,6 +20,7 @@ import pytest
 
 from redspot.compute.local import auth_env
 from tests.helpers import free_port
+from tests.kernels import RAY_KERNEL as KERNEL
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("deepspeed")
@@ -42,26 +43,6 @@ def s3():
     yield env
     server.stop()
 
-
-KERNEL = textwrap.dedent("""
-    import json, sys
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    shell.extension_manager.load_extension("redspot.magics")
-    shell.run_line_magic("ray_connect", sys.argv[1])
-    out = {}
-    shell.user_ns["out"] = out
-    for cell in json.loads(sys.stdin.read()):
-        result = shell.run_cell(cell)
-        if result.error_in_exec is not None or result.error_before_exec is not None:
-            error = result.error_in_exec or result.error_before_exec
-            out.setdefault("error", f"{type(error).__name__}: {error}")
-            if not isinstance(error, KeyboardInterrupt):  # a kernel goes on after one
-                break
-    shell.run_line_magic("ray_disconnect", "")
-    print("RESULT " + json.dumps(out, default=str))
-""")
 
 DATA = textwrap.dedent("""
     import torch

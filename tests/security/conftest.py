@@ -21,7 +21,10 @@ PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22",
 SETTINGS = {
     "auth": {"signup": "open"},
     "groups": {"vision": {"users": ["alice", "bob"]}, "nlp": {"users": ["carol"]}},
-    "services": {"environments": {"enabled": True}, "models": {"enabled": True}},
+    "services": {"environments": {"enabled": True}, "models": {"enabled": True},
+                 "warehouse": {"enabled": True}},
+    # a connection for vision only (alice and bob), besides the demo for everyone
+    "warehouse": {"connections": {"visiondb": {"engine": "duckdb", "groups": ["vision"]}}},
 }
 
 pytestmark = needs_root

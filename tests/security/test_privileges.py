@@ -36,6 +36,7 @@ PROCESSES = [
     ("mlflow", "{p}svc_models"),
     ("uvicorn", "{p}svc_models"),
     ("redspot.models", "{p}svc_models"),
+    ("redspot.warehouse.service", "{p}svc_warehouse"),
     ("jupyterhub.singleuser", "{p}alice"),
     ("ipykernel", "{p}alice"),
 ]
@@ -110,6 +111,9 @@ LAYOUT = [
     ("retired", "root", None, 0o700),
     ("proxy", "{p}svc_proxy", None, 0o700),
     ("models", "{p}svc_models", None, 0o700),
+    ("warehouse", "{p}svc_warehouse", None, 0o700),
+    ("demo", "root", None, 0o755),  # the demo connection's data: every user reads it
+    ("demo/listings.duckdb", "root", None, 0o644),
     ("environments", "{p}svc_environments", None, 0o711),
     ("environments/venvs", "root", None, 0o711),
     ("environments/venvs/env-*", "{p}bld_*", "*", 0o750),  # its owner's group only

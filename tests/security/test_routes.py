@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 M = "/services/models/api/2.0/mlflow"
 ART = "/services/models/api/2.0/mlflow-artifacts/artifacts"
 E = "/services/environments/api"
+W = "/services/warehouse/api"
 
 
 def ask(realm, who, method, path, **kwargs):
@@ -201,6 +202,17 @@ TABLE = [
     ("bob", "POST", f"{M}/experiments/create", {"json": {"name": "alice/squat"}}, (403,)),
     ("bob", "PATCH", f"{M}/logged-models/{{logged}}", {"json": {"status": "READY"}}, (403,)),
     ("bob", "DELETE", f"{M}/logged-models/{{logged}}", {}, (403,)),
+    # the warehouse: connections of groups one is not in, the grant log, other routes
+    ("carol", "POST", f"{W}/connections/visiondb/credentials", {}, (403,)),
+    ("outsider", "POST", f"{W}/connections/demo/credentials", {}, (403,)),
+    ("outsider", "GET", f"{W}/connections", {}, (403,)),
+    ("outsider", "GET", f"{W}/openapi.json", {}, (403,)),
+    ("bob", "GET", f"{W}/grants", {}, (403,)),
+    ("bob", "GET", f"{W}/grants?user=alice", {}, (403,)),
+    ("outsider", "GET", f"{W}/grants", {}, (403,)),
+    ("bob", "PUT", f"{W}/connections/visiondb", {"json": {"groups": ["*"]}}, (403,)),
+    ("bob", "DELETE", f"{W}/connections", {}, (403, 405)),
+    ("bob", "GET", "/services/warehouse/", {}, (403,)),
     # what no user reaches
     ("bob", "GET", "/services/models/api/3.0/mlflow/gateway/secrets/list", {}, (403,)),
     ("bob", "GET", f"{M}/webhooks", {}, (403,)),
@@ -235,6 +247,11 @@ def test_what_the_owner_and_her_group_may_do_still_works(realm, targets):
                f"{E}/environments/{targets['env']}").status_code == 200
     assert ask(realm, "admin", "GET", f"{E}/environments/{targets['env']}").status_code == 200
     assert ask(realm, "alice", "GET", "/user/alice/redspot/api/info").status_code == 200
+    # bob shares alice's group: the vision connection is his too; the log is an admin's
+    assert ask(realm, "bob", "POST", f"{W}/connections/visiondb/credentials").status_code \
+        == 200
+    assert ask(realm, "outsider", "GET", f"{W}/connections").status_code == 403
+    assert ask(realm, "admin", "GET", f"{W}/grants").status_code == 200
 
 
 def test_files_are_reached_by_their_owner_and_group_only(realm, targets):

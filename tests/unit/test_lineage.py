@@ -62,3 +62,31 @@ def test_the_form_shows_the_whole_lineage():
     shown = lineage_html({"redspot.notebook": long, "redspot.user": "alice"})
     assert long in shown and "<td" in shown
     assert lineage_html({}) == "<small>Lineage: none found</small>"
+
+
+def test_the_warehouse_queries_the_notebook_ran_are_in_the_lineage(tmp_path):
+    import hashlib
+    import json
+
+    from redspot.warehouse.session import Query
+
+    def query(connection, sql, at):
+        return Query(connection=connection, engine="postgresql", sql=sql,
+                     sha256=hashlib.sha256(sql.encode()).hexdigest(), rows=10, seconds=0.1,
+                     truncated=False, at=at)
+
+    long = "select * from trips where " + " and ".join(f"c{i} = :p{i}" for i in range(200))
+    ran = [query("warehouse", "select 1", 1), query("lake", long, 2),
+           query("warehouse", "select 1", 3)]
+    tags = lineage({}, cwd=tmp_path, queries=ran)
+    assert tags["redspot.data_connections"] == "lake,warehouse"
+    entries = json.loads(tags["redspot.data_queries"])
+    # each distinct query once, its text cut, its hash of the whole
+    assert [e["sha256"] for e in entries] == [ran[0].sha256, ran[1].sha256]
+    assert entries[0]["at"] == 3
+    assert len(entries[1]["sql"]) == 300 and entries[1]["sha256"] == hashlib.sha256(
+        long.encode()).hexdigest()
+    # many queries: the newest that fit, still valid JSON
+    many = [query("w", f"select {i} /* {'x' * 200} */", i) for i in range(100)]
+    kept = json.loads(lineage({}, cwd=tmp_path, queries=many)["redspot.data_queries"])
+    assert 0 < len(kept) < 100 and kept[-1]["sql"].startswith("select 99")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -25,6 +26,16 @@ class Credential:
     s3: dict | None = None
     #: seconds since the epoch when it stops working (0: never)
     expires: float = 0.0
+    #: when it was received
+    issued: float = field(default_factory=time.time)
+
+    def fresh(self, margin: float) -> bool:
+        """Whether it has life left: more than ``margin`` seconds, or a quarter of its
+        lifetime when that is shorter."""
+        if not self.expires:
+            return True
+        left = self.expires - time.time()
+        return left > min(margin, (self.expires - self.issued) / 4)
 
     def secrets(self) -> list[str]:
         found = [self.password, self.token, *(self.s3 or {}).values()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+import warnings
 
 from .base import Engine, Result, first_rows
 
@@ -21,7 +22,11 @@ class SparkConnectEngine(Engine):
 
     def __init__(self, connection, credential=None):
         super().__init__(connection, credential)
-        from pyspark.sql.connect.session import SparkSession
+        with warnings.catch_warnings():
+            # results come back through Arrow, not pyspark's pandas conversions
+            warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas",
+                                    FutureWarning)
+            from pyspark.sql.connect.session import SparkSession
 
         # the client logs each failed call as JSON before raising it: the error says it
         logging.getLogger("pyspark").setLevel(logging.CRITICAL)
