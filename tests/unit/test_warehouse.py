@@ -188,3 +188,30 @@ def test_the_line_form_splits_options_and_connection_from_sql(line, head, body):
     from redspot.magics.sql import _split_line
 
     assert _split_line(line.split(), {"demo": object(), "local": object()}) == (head, body)
+
+
+def test_sql_magics_expand_nothing_and_bind_notebook_variables(monkeypatch, tmp_path):
+    """``%%sql local``: DuckDB on the notebook's own frames, no server needed."""
+    import pandas as pd
+    from IPython.testing.globalipapp import start_ipython
+
+    import redspot.warehouse.session as session
+
+    monkeypatch.delenv("REDSPOT_WAREHOUSE_URL", raising=False)
+    monkeypatch.setenv("REDSPOT_CONNECTIONS_FILE", str(tmp_path / "none.yaml"))
+    monkeypatch.setattr(session, "_default", None)
+    ip = start_ipython()
+    ip.run_line_magic("load_ext", "redspot.magics")
+    ip.user_ns.update(x="expanded!", trips=pd.DataFrame({"km": [1.5, 3.0, 7.25]}),
+                      floor=2)
+    ip.run_cell("%%sql local -o got\nselect '{x}' as a, '$x' as b, count(*) as n "
+                "from trips where km > :floor")
+    assert ip.user_ns["got"].to_dict("records") == [{"a": "{x}", "b": "$x", "n": 2}]
+    ip.run_cell("%sql local -o line --limit 1 select * from trips order by km")
+    assert ip.user_ns["line"]["km"].tolist() == [1.5]
+    result = ip.run_cell("%sql local select :missing")
+    assert "no value for the parameter :missing" in str(result.error_in_exec)
+    result = ip.run_cell("%sql local --params 'floor=7' -o p select count(*) as n from trips "
+                         "where km > :floor")
+    assert ip.user_ns["p"]["n"].iloc[0] == 1
+    monkeypatch.setattr(session, "_default", None)

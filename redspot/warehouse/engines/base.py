@@ -1,5 +1,8 @@
 """What every engine adapter does: run a query with bound parameters and a row limit
 and return Arrow, cancel it from another thread, and list schemas, tables and columns.
+
+pyarrow is imported where it is used: the magics load in every kernel, also in servers
+without the warehouse's packages.
 """
 
 from __future__ import annotations
@@ -8,8 +11,6 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-
-import pyarrow as pa
 
 from ..connections import Connection
 from ..params import bind
@@ -47,7 +48,7 @@ class Credential:
 
 @dataclass
 class Result:
-    table: pa.Table
+    table: pa.Table  # noqa: F821 - pyarrow, imported where used
     #: the query had more rows than the limit: ``table`` holds the first ``limit``
     truncated: bool
     limit: int | None
@@ -72,9 +73,11 @@ def mask(text: str, credential: Credential | None) -> str:
     return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", text)
 
 
-def first_rows(batches, limit: int | None, schema: pa.Schema | None = None) -> Result:
+def first_rows(batches, limit: int | None, schema=None) -> Result:
     """At most ``limit`` rows of a stream of record batches, and whether there were more:
     batches are taken whole (no row-by-row copy) and the stream is not read further."""
+    import pyarrow as pa
+
     taken, rows = [], 0
     truncated = False
     for batch in batches:
@@ -156,6 +159,8 @@ class Engine:
 def dbapi_batches(cursor, size: int = 50_000):
     """A DB-API cursor's rows as Arrow record batches, column by column (for drivers that
     only give Python rows: PyHive, Trino)."""
+    import pyarrow as pa
+
     names = [d[0].rsplit(".", 1)[-1] for d in cursor.description or ()]
     while True:
         rows = cursor.fetchmany(size)

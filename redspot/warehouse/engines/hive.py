@@ -9,6 +9,8 @@ arrive as Python tuples and are turned into Arrow a batch at a time.
 
 from __future__ import annotations
 
+import os
+
 from .base import Engine, Result, dbapi_batches, first_rows
 from .spark import _quoted
 
@@ -22,8 +24,9 @@ class HiveEngine(Engine):
         from pyhive import hive
 
         host, port = connection.host_port(self.default_port)
+        # who asks, as the hub knows them, unless the credential or connection says
         user = (credential.user if credential and credential.user else connection.user
-                ) or "redspot"
+                ) or os.environ.get("JUPYTERHUB_USER") or "redspot"
         password = credential.password if credential else ""
         auth = connection.options.get("auth", "CUSTOM" if password else "NONE")
         try:

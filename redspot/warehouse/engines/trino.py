@@ -8,6 +8,8 @@ tests are marked and skipped there (tests/integration/test_warehouse_engines.py)
 
 from __future__ import annotations
 
+import os
+
 from .base import Engine, Result, dbapi_batches, first_rows
 
 
@@ -20,8 +22,9 @@ class TrinoEngine(Engine):
         import trino
 
         host, port = connection.host_port(self.default_port)
+        # who asks, as the hub knows them, unless the credential or connection says
         user = (credential.user if credential and credential.user else connection.user
-                ) or "redspot"
+                ) or os.environ.get("JUPYTERHUB_USER") or "redspot"
         auth = trino.constants.DEFAULT_AUTH
         scheme = connection.options.get("http_scheme", "http")
         if credential and credential.token:
