@@ -3,20 +3,23 @@ machine, same run.
 
     python bench/warehouse.py [--rounds 5] [--rows 10000,2000000] [--no-spark]
 
-For PostgreSQL (psycopg), DuckDB (``.arrow()``) and Spark Connect (``toArrow``), a table
+For PostgreSQL (psycopg), DuckDB (``.to_arrow_table()``) and Spark Connect (``toArrow``), a table
 of ``rows`` rows (an int, a text, a float, a date) is read whole
 
 - through Redspot: ``Warehouse.run`` (what ``%%sql`` calls: parameters, row limit,
   timeout thread) and the DataFrame on Arrow types ``%%sql`` returns;
 - with the engine's own client's fastest path to a DataFrame (psycopg: ``fetchall`` into
-  ``pandas.DataFrame``, binary protocol; DuckDB: ``.arrow()`` then the same ArrowDtype
-  frame, and ``.df()``, the faster of the two; Spark: ``toArrow`` then the same frame).
+  ``pandas.DataFrame``, binary protocol; DuckDB: ``.to_arrow_table()`` (its ``.arrow()``
+  of earlier releases) then the same ArrowDtype frame, and ``.df()``, the faster of the
+  two; Spark: ``toArrow`` then the same frame).
 
 *Cold* opens a new connection for every query (what a kernel's first ``%%sql`` pays),
 *warm* reuses one. Each figure is the median of ``--rounds`` runs. Target: ratio <= 1.10.
 
-Memory: each path runs once more in a process of its own; its peak resident memory
-above what it held before the query, against the result's size in Arrow. Target <= 1.5.
+Memory: a ``%%sql`` query of the most rows runs once more in a process of its own, with
+its number as a ``:n`` parameter and written in the text; its peak resident memory
+(sampled every 2 ms) above what it held before the query, against the result's size in
+Arrow. Target <= 1.5.
 """
 
 from __future__ import annotations
@@ -61,7 +64,10 @@ def redspot_path(conf: dict):
     warehouse.credentials._held["bench"] = Credential(**conf.get("credential", {}))
 
     def run(rows):
-        result = warehouse.run("bench", QUERY, {"n": rows})
+        if conf.get("literal"):  # no parameter: the number in the text
+            result = warehouse.run("bench", QUERY.replace(":n", str(int(rows))), {})
+        else:
+            result = warehouse.run("bench", QUERY, {"n": rows})
         return frame(result.table), result.table.nbytes
 
     return run, warehouse.close
@@ -93,7 +99,7 @@ def native_path(conf: dict):
             relation = con.sql(QUERY.replace(":n", "$n"), params={"n": rows})
             if conf.get("variant") == "df":
                 return relation.df(), 0
-            return frame(relation.arrow()), 0
+            return frame(relation.to_arrow_table()), 0
 
         return run, con.close
     if engine == "spark-connect":
@@ -137,7 +143,7 @@ def timed(make, conf: dict, rounds: int, warm: bool) -> float:
 def memory_child(path: str, conf: dict) -> dict:
     """In a process of its own: peak RSS above the resting one, and the result's size."""
     code = f"""
-import json, resource, sys, psutil
+import json, sys, threading, time, psutil
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
 import warehouse as bench
@@ -145,15 +151,24 @@ conf = json.loads({json.dumps(json.dumps(conf))})
 make = bench.redspot_path if {path!r} == "redspot" else bench.native_path
 run, close = make(conf)
 run(10)  # imports, the connection and its first query: before the baseline
-before = psutil.Process().memory_info().rss
-peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+me = psutil.Process()
+before = me.memory_info().rss
+peak = [before]
+done = threading.Event()
+def sample():  # the resident size every 2 ms while the query runs
+    while not done.is_set():
+        peak[0] = max(peak[0], me.memory_info().rss)
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
 result, nbytes = run(conf["rows"])
+done.set()
+sampler.join()
+peak[0] = max(peak[0], me.memory_info().rss)
 import pyarrow as pa
 if not nbytes:
     nbytes = pa.Table.from_pandas(result).nbytes
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print("MEM", json.dumps({{"grew": max(peak, peak_before) - before, "result": nbytes,
-                          "rows": len(result)}}))
+print("MEM", json.dumps({{"grew": peak[0] - before, "result": nbytes, "rows": len(result)}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=900, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -176,7 +191,8 @@ def engines(max_rows: int, spark: bool):
         pg = stack.enter_context(postgres())
         pg.sql(f"""create table bench_rows as select g as id, 'label-' || (g % 1000) as label,
                    g * 0.5::float8 as score, date '2026-01-01' + (g % 365) as day
-                   from generate_series(0, {max_rows - 1}) g""")
+                   from generate_series(0, {max_rows - 1}) g;
+                   create index on bench_rows (id); analyze bench_rows""")
         found["postgresql"] = {"engine": "postgresql", "address": f"127.0.0.1:{pg.port}",
                                "database": "postgres", "dsn": pg.dsn(),
                                "credential": {"user": "postgres",
@@ -192,7 +208,9 @@ def engines(max_rows: int, spark: bool):
         found["duckdb"] = {"engine": "duckdb", "address": "", "database": str(db)}
         if spark:
             print("Spark Connect: starting...", flush=True)
-            server = stack.enter_context(spark_server("connect", token=SPARK_TOKEN))
+            # millions of rows are collected in the driver: a heap for them
+            server = stack.enter_context(spark_server("connect", token=SPARK_TOKEN,
+                                                      memory="3g"))
             from pyspark.sql.connect.session import SparkSession
 
             session = SparkSession.builder.remote(
@@ -213,18 +231,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rows", default="10000,2000000")
     parser.add_argument("--no-spark", action="store_true")
+    parser.add_argument("--memory-only", action="store_true", help="skip the timings")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     sizes = [int(x) for x in args.rows.split(",")]
     rows_out = []
     with engines(max(sizes), not args.no_spark) as found:
-        for name, conf in found.items():
+        for name, conf in ({} if args.memory_only else found).items():
             for rows in sizes:
                 conf = {**conf, "rows": rows}
+                # the servers warm up (JIT, caches) before either path is timed
+                timed(native_path, conf, 1, False)
+                timed(redspot_path, conf, 1, False)
                 for warm in (False, True):
                     ours = timed(redspot_path, conf, args.rounds, warm)
                     native = timed(native_path, conf, args.rounds, warm)
-                    label = {"postgresql": "psycopg fetchall", "duckdb": ".arrow()",
+                    label = {"postgresql": "psycopg fetchall", "duckdb": ".to_arrow_table()",
                              "spark-connect": "toArrow"}[name]
                     if name == "duckdb":
                         df = timed(native_path, {**conf, "variant": "df"}, args.rounds, warm)
@@ -236,9 +258,10 @@ def main() -> None:
                           f"{ours * 1000:.1f} ms vs {native * 1000:.1f} ms", flush=True)
         memory = []
         for name, conf in found.items():
-            conf = {**conf, "rows": max(sizes)}
-            ours = memory_child("redspot", conf)
-            memory.append((name, ours))
+            for literal in (False, True):
+                conf = {**conf, "rows": max(sizes), "literal": literal}
+                memory.append((name, "literal" if literal else ":n", memory_child(
+                    "redspot", conf)))
     print()
     print(f"Query to DataFrame, median of {args.rounds} (ratio: %%sql / native; target <= 1.10)")
     print(f"{'engine':<14} {'rows':>10} {'':<5} {'%%sql ms':>10} {'native ms':>10} "
@@ -249,9 +272,9 @@ def main() -> None:
     print()
     print(f"Peak memory of a %%sql query of {max(sizes):,} rows above the process's resting "
           "size, against the result's size in Arrow (target <= 1.5)")
-    print(f"{'engine':<14} {'result MB':>10} {'peak MB':>10} {'ratio':>6}")
-    for name, m in memory:
-        print(f"{name:<14} {m['result'] / 2**20:>10.1f} {m['grew'] / 2**20:>10.1f} "
+    print(f"{'engine':<14} {'query':<8} {'result MB':>10} {'peak MB':>10} {'ratio':>6}")
+    for name, kind, m in memory:
+        print(f"{name:<14} {kind:<8} {m['result'] / 2**20:>10.1f} {m['grew'] / 2**20:>10.1f} "
               f"{m['grew'] / m['result']:>6.2f}")
 
 

@@ -131,9 +131,10 @@ class SparkServer:
 
 
 @contextlib.contextmanager
-def spark_server(kind: str, token: str = ""):
+def spark_server(kind: str, token: str = "", memory: str = "512m"):
     """``connect``: Spark Connect (with ``token``); ``thrift``: Spark's Thrift server
-    (HiveServer2). ``local[1]``, bound to 127.0.0.1, its own warehouse folder."""
+    (HiveServer2). ``local[1]``, bound to 127.0.0.1, its own warehouse folder; the
+    driver's heap is ``memory`` (results are collected there)."""
     folder = Path(tempfile.mkdtemp(prefix=f"rs-spark-{kind}-"))
     port, ui_port = free_port(), free_port()
     home = _spark_home()
@@ -145,7 +146,7 @@ def spark_server(kind: str, token: str = ""):
         "spark.ui.port": str(ui_port),
         "spark.sql.warehouse.dir": str(folder / "warehouse"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={folder}",
-        "spark.driver.memory": "512m",
+        "spark.driver.memory": memory,
         "spark.sql.shuffle.partitions": "2",
     }
     if kind == "connect":

@@ -284,7 +284,13 @@ def prepare_warehouse(paths: DataPaths, settings: dict) -> dict:
 
     section = settings.get("warehouse", {})
     if section.get("demo", True):
-        demo.ensure(paths.demo_db)  # 0644 in a 0755 folder: every user reads it
+        try:
+            demo.ensure(paths.demo_db)  # 0644 in a 0755 folder: every user reads it
+        except ImportError:
+            raise StartupError(
+                "warehouse.demo: the demo connection's data is made with DuckDB, which is "
+                "not in the hub's environment; install redspot[warehouse], or set "
+                "warehouse.demo: false") from None
     try:
         return read_secrets(section.get("connections", {}))
     except SecretsError as e:

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import fnmatch
 import html
+import re
 import shlex
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.display import display
 
 from ..warehouse import params as sqlparams
@@ -83,17 +84,26 @@ class SQLMagics(Magics):
 
     def _sql(self, line, cell):
         warehouse = self.warehouse
-        words = shlex.split(line)
-        # `%sql NAME select ...`: the options end where the SQL starts
-        head, body = _split_line(words, warehouse.connections() if cell is None else None)
-        args = parse_argstring(self.sql, " ".join(shlex.quote(w) for w in head))
+        if cell is None:
+            # `%sql NAME select ...`: the options end where the SQL starts; the SQL is the
+            # rest of the line as written (its quotes are SQL's)
+            spans = [(m.group(), m.start()) for m in re.finditer(r"\S+", line)]
+            head, body = _split_line([w for w, _ in spans], warehouse.connections())
+            sql_line = line[spans[len(head)][1]:] if body else ""
+            line = line[:spans[len(head)][1]] if body else line
+        # options as a shell would split them ('sales*', "a b"): quotes are not kept
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise SQLError(f"the magic's options: {e}") from None
+        args = self.sql.parser.parse_args(words)
         if args.connections:
             return self._list(warehouse)
         if args.tables is not None:
             return self._tables(warehouse, args.connection, args.tables)
         if args.describe:
             return self._describe(warehouse, args.connection, args.describe)
-        text = cell if cell is not None else " ".join(body)
+        text = cell if cell is not None else sql_line
         if not text.strip():
             raise SQLError("no SQL: write it after %%sql's line, or after %sql NAME")
         explicit = dict(_pair(p) for p in args.params)

@@ -2,14 +2,15 @@
 engine per connection opened at first use, queries run with the connection's row limit
 and timeout, and an interrupt that cancels the query on the server.
 
-Queries run in a thread of their own while the kernel's thread waits: a driver blocked
-in C does not see ``KeyboardInterrupt``, so the waiting thread catches it, cancels the
-query on the server, and raises it once the query is gone.
+Queries run in a thread of the warehouse's own while the kernel's thread waits: a driver
+blocked in C does not see ``KeyboardInterrupt``, so the waiting thread catches it,
+cancels the query on the server, and raises it once the query is gone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Warehouse:
         self._catalog_note = ""
         self.history: list[Query] = []
         self.default: str | None = None
+        self._runner: _Runner | None = None
 
     @classmethod
     def from_environment(cls, namespace: dict | None = None) -> Warehouse:
@@ -172,34 +174,66 @@ class Warehouse:
 
     def _wait(self, engine, connection: Connection, sql: str, parameters: dict,
               limit: int) -> Result:
-        outcome: dict = {}
-
-        def work():
-            try:
-                outcome["result"] = engine.query(sql, parameters, limit)
-            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
-                outcome["error"] = e
-
-        thread = threading.Thread(target=work, name=f"redspot-sql-{connection.name}",
-                                  daemon=True)
-        thread.start()
+        if self._runner is None or self._runner.stuck:
+            self._runner = _Runner()
+        done = self._runner.submit(engine.query, sql, parameters, limit)
         deadline = time.monotonic() + connection.timeout
         try:
-            while thread.is_alive():
-                thread.join(0.05)
-                if thread.is_alive() and time.monotonic() > deadline:
+            while not done.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+                if time.monotonic() >= deadline:
                     engine.cancel()
-                    thread.join(CANCEL_GRACE)
+                    self._runner.settle(done)
                     raise QueryCancelled(
                         f"the query ran longer than the connection's timeout "
                         f"({connection.timeout:g} s) and was cancelled on the server")
         except KeyboardInterrupt:
             engine.cancel()
-            thread.join(CANCEL_GRACE)
+            self._runner.settle(done)
             raise
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["result"]
+        return done.outcome()
+
+
+class _Done(threading.Event):
+    """A query's end: its result or its error."""
+
+    result = None
+    error: BaseException | None = None
+
+    def outcome(self):
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class _Runner:
+    """The thread a kernel's queries run in (one, kept: starting a thread per query costs
+    more than a small query). A daemon: a query that never ends never holds up the
+    kernel's exit. One whose cancel did not take is left to itself (``stuck``); the next
+    query gets a new runner."""
+
+    def __init__(self):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.stuck = False
+        threading.Thread(target=self._work, name="redspot-sql", daemon=True).start()
+
+    def _work(self):
+        while True:
+            call, args, done = self._jobs.get()
+            try:
+                done.result = call(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                done.error = e
+            done.set()
+
+    def submit(self, call, *args) -> _Done:
+        done = _Done()
+        self._jobs.put((call, args, done))
+        return done
+
+    def settle(self, done: _Done) -> None:
+        """Wait for a cancelled query to go; if it does not, this runner is stuck."""
+        if not done.wait(CANCEL_GRACE):
+            self.stuck = True
 
 
 class WarehouseConnection:

@@ -90,3 +90,16 @@ def test_the_warehouse_queries_the_notebook_ran_are_in_the_lineage(tmp_path):
     many = [query("w", f"select {i} /* {'x' * 200} */", i) for i in range(100)]
     kept = json.loads(lineage({}, cwd=tmp_path, queries=many)["redspot.data_queries"])
     assert 0 < len(kept) < 100 and kept[-1]["sql"].startswith("select 99")
+
+
+def test_lineage_reads_the_kernels_warehouse_history(tmp_path, monkeypatch):
+    import redspot.warehouse.session as session
+    from redspot.warehouse.session import Query, Warehouse
+
+    warehouse = Warehouse(None)
+    warehouse.history.append(Query(connection="demo", engine="duckdb", sql="select 1",
+                                   sha256="ab" * 32, rows=1, seconds=0.01, truncated=False))
+    monkeypatch.setattr(session, "_default", warehouse)
+    assert lineage({}, cwd=tmp_path)["redspot.data_connections"] == "demo"
+    monkeypatch.setattr(session, "_default", None)
+    assert "redspot.data_connections" not in lineage({}, cwd=tmp_path)

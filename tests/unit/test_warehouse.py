@@ -209,6 +209,9 @@ def test_sql_magics_expand_nothing_and_bind_notebook_variables(monkeypatch, tmp_
     assert ip.user_ns["got"].to_dict("records") == [{"a": "{x}", "b": "$x", "n": 2}]
     ip.run_cell("%sql local -o line --limit 1 select * from trips order by km")
     assert ip.user_ns["line"]["km"].tolist() == [1.5]
+    # the line's SQL as written: its quotes and spaces are SQL's
+    ip.run_cell("%sql local -o quoted select 'a  b' as s, \"km\" from trips limit 1")
+    assert ip.user_ns["quoted"].to_dict("records") == [{"s": "a  b", "km": 1.5}]
     result = ip.run_cell("%sql local select :missing")
     assert "no value for the parameter :missing" in str(result.error_in_exec)
     result = ip.run_cell("%sql local --params 'floor=7' -o p select count(*) as n from trips "

@@ -62,6 +62,8 @@ class DuckDBEngine(Engine):
             relation = self.con.sql(text, params=params)
             if relation is None:  # a statement without rows: done
                 return first_rows(iter(()), limit)
+            # streamed: reading stops one row past the limit (a LIMIT in the plan costs
+            # more than it saves on results below it)
             reader = relation.to_arrow_reader(BATCH_ROWS)
             return first_rows(reader, limit, reader.schema)
         except duckdb.InterruptException as e:

@@ -1,5 +1,5 @@
-"""Spark Connect: queries run on the Spark cluster, results come back as Arrow
-(``DataFrame.toArrow``), parameters are bound by Spark (``spark.sql(text, args=...)``),
+"""Spark Connect: queries run on the Spark cluster, results come back as Arrow batches as
+the server streams them, parameters are bound by Spark (``spark.sql(text, args=...)``),
 an interrupt stops the query's Spark jobs (``interruptTag``).
 
 Spark Connect has no per-user identity: the server takes one shared token
@@ -59,17 +59,43 @@ class SparkConnectEngine(Engine):
         with self._lock:
             self.tag = tag
         self.spark.addTag(tag)
+        batches = None
         try:
             frame = self.spark.sql(text, args=params)
-            table = (frame.limit(limit + 1) if limit is not None else frame).toArrow()
-            return first_rows(iter(table.to_batches()), limit, table.schema)
+            batches = self._batches(frame)
+            if batches is None:  # a client without the streaming call: Spark limits
+                table = (frame.limit(limit + 1) if limit is not None else frame).toArrow()
+                return first_rows(iter(table.to_batches()), limit, table.schema)
+            result = first_rows(batches, limit)
+            if result.truncated:
+                self.spark.interruptTag(tag)  # the rows past the limit are not wanted
+            return result
         except Exception as e:  # noqa: BLE001
             cancelled = "interrupt" in str(e).lower() or "cancel" in str(e).lower()
             raise self.error(e, cancelled=cancelled) from None
         finally:
+            if batches is not None:
+                batches.close()
             self.spark.removeTag(tag)
             with self._lock:
                 self.tag = None
+
+    def _batches(self, frame):
+        """The result's Arrow batches as the server streams them (no whole-table copy, no
+        LIMIT in the plan: reading stops one row past the limit), or None when this
+        client lacks the call (pyspark's Spark Connect client, 4.x)."""
+        client = getattr(self.spark, "client", None)
+        plan = getattr(frame, "_plan", None)
+        if plan is None or not hasattr(client, "to_table_as_iterator"):
+            return None
+        import pyarrow as pa
+
+        def stream():
+            for item in client.to_table_as_iterator(plan.to_proto(client), plan.observations):
+                if isinstance(item, pa.Table):
+                    yield from item.to_batches()
+
+        return stream()
 
     def error(self, e, cancelled=False):
         text = str(e).split("\n\nJVM stacktrace:", 1)[0].strip()
