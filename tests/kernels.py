@@ -100,3 +100,12 @@ RAY_KERNEL = textwrap.dedent("""
     shell.run_line_magic("ray_disconnect", "")
     print("RESULT " + json.dumps(out, default=str))
 """)
+
+
+def ipython_shell():
+    """The test process's IPython shell (IPython's testing app starts one per process;
+    a second ``start_ipython()`` returns None, so the first is found again)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython() or InteractiveShell.instance()

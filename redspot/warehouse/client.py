@@ -106,6 +106,3 @@ class Credentials:
             credential = self.service.credential(connection.name)
         self._held[connection.name] = credential
         return credential
-
-    def forget(self, name: str) -> None:
-        self._held.pop(name, None)

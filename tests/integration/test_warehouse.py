@@ -230,9 +230,8 @@ def test_an_unreachable_server_fails_within_the_connect_timeout():
 
 
 def test_a_personal_connection_asks_for_its_password_once(pg, tmp_path, monkeypatch):
-    from IPython.testing.globalipapp import start_ipython
-
     import redspot.warehouse.session as session
+    from tests.kernels import ipython_shell
 
     (tmp_path / "connections.yaml").write_text(f"""
 connections:
@@ -254,7 +253,7 @@ connections:
 
     monkeypatch.setattr("getpass.getpass", ask)
     monkeypatch.setattr(session, "_default", None)
-    ip = start_ipython()
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "redspot.magics")
     ip.user_ns["lo"] = 10
     ip.run_cell("%%sql mine -o first\nselect * from vision.images where id > :lo order by id")

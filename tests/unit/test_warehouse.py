@@ -193,14 +193,14 @@ def test_the_line_form_splits_options_and_connection_from_sql(line, head, body):
 def test_sql_magics_expand_nothing_and_bind_notebook_variables(monkeypatch, tmp_path):
     """``%%sql local``: DuckDB on the notebook's own frames, no server needed."""
     import pandas as pd
-    from IPython.testing.globalipapp import start_ipython
 
     import redspot.warehouse.session as session
+    from tests.kernels import ipython_shell
 
     monkeypatch.delenv("REDSPOT_WAREHOUSE_URL", raising=False)
     monkeypatch.setenv("REDSPOT_CONNECTIONS_FILE", str(tmp_path / "none.yaml"))
     monkeypatch.setattr(session, "_default", None)
-    ip = start_ipython()
+    ip = ipython_shell()
     ip.run_line_magic("load_ext", "redspot.magics")
     ip.user_ns.update(x="expanded!", trips=pd.DataFrame({"km": [1.5, 3.0, 7.25]}),
                       floor=2)
