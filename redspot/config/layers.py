@@ -153,12 +153,16 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     services = []
     roles = []
     if ctx.cli_token:
+        cli_scopes = ["admin:users", "admin:servers", "delete:users"]
+        if "sharing" in enabled:
+            # `redspot shares`: list and revoke anyone's shares
+            cli_scopes += ["access:services!service=sharing", scopes.SHARES_ADMIN]
         # `redspot users remove` on this machine: the hub stops the server, drops the
         # tokens and retires the user, as for a removal from the admin page
         services.append({"name": "redspot-cli", "api_token": ctx.cli_token})
         roles.append({"name": "redspot-cli", "services": ["redspot-cli"],
                       "description": "redspot users commands run by the operator",
-                      "scopes": ["admin:users", "admin:servers", "delete:users"]})
+                      "scopes": cli_scopes})
     if not enabled:
         if services:
             c.JupyterHub.services = services
@@ -206,6 +210,34 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         roles.append({"name": "redspot-warehouse-service", "services": ["warehouse"],
                       "description": "The warehouse service asks who users are",
                       "scopes": service_scopes})
+    invite_groups = []
+    if "sharing" in enabled:
+        sharing = settings["services"]["sharing"]
+        kube = settings.get("spawner", {}).get("kind") == "kubernetes"
+        command = [service_python(ctx), "-m", "redspot.sharing.service",
+                   f"--data-dir={ctx.paths.root / 'sharing'}",
+                   f"--check-interval={sharing.get('check_interval', 60)}"]
+        if kube:
+            command.append("--deployment=kubernetes")
+        else:
+            command.append(f"--storage-root={ctx.paths.root}")
+            if not ctx.isolated:
+                command.append("--no-isolation")
+        services.append(_managed_service(
+            "sharing", command, ctx,
+            environment={"REDSPOT_HELPER_SOCKET": ctx.helper_socket} if ctx.helper_socket
+            else {}))
+        # who users are and which groups they are in; on Kubernetes, stopping the
+        # servers of a revoked share's recipients (their read-only mounts go with them)
+        service_scopes = ["read:users:name", "read:users:groups", "read:groups:name"]
+        if kube:
+            service_scopes += ["read:groups", "servers"]
+        roles.append({"name": "redspot-sharing-service", "services": ["sharing"],
+                      "description": "The sharing service asks who users are",
+                      "scopes": service_scopes})
+        invite_groups = list(sharing.get("invite_groups", []))
+        c.RedspotSpawnerMixin.server_token_cache_seconds = sharing.get(
+            "server_token_cache", 30)
     c.RedspotSpawnerMixin.service_urls = {
         s["name"]: f"{s['url']}/services/{s['name']}/" for s in services if "url" in s}
     c.RedspotSpawnerMixin.service_public_urls = {
@@ -213,7 +245,7 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     c.JupyterHub.services = services
     c.JupyterHub.custom_scopes = dict(scopes.CUSTOM_SCOPES)
     admins = settings.get("auth", {}).get("admin_users", ["admin"])
-    c.JupyterHub.load_roles = [*roles, *scopes.service_roles(enabled, admins)]
+    c.JupyterHub.load_roles = [*roles, *scopes.service_roles(enabled, admins, invite_groups)]
 
 
 def warehouse_connections(settings: dict, paths: DataPaths) -> dict:

@@ -22,7 +22,8 @@ import yaml
 from ..spawner.profiles import ProfileError, ProfileRules, build_catalog, parse_size
 
 #: Services this release can run. Others in the schema are reserved for later releases.
-AVAILABLE_SERVICES: frozenset[str] = frozenset({"environments", "models", "warehouse"})
+AVAILABLE_SERVICES: frozenset[str] = frozenset({"environments", "models", "warehouse",
+                                                "sharing"})
 
 
 class ConfigError(Exception):

@@ -35,8 +35,9 @@ STARTER_CONFIG = """\
 # every key (docs/configuration.md). Restart `redspot up` after a change.
 
 # The model registry (MLflow behind the hub's sign-in), the environment service
-# (users' own Python environments) and the warehouse service (connections and
-# credentials for %%sql). Set `enabled: false` to run the hub alone.
+# (users' own Python environments), the warehouse service (connections and
+# credentials for %%sql) and the sharing service (read-only shares between users,
+# %share). Set `enabled: false` to run the hub alone.
 services:
   models:
     enabled: true
@@ -44,6 +45,10 @@ services:
     enabled: true
   warehouse:
     enabled: true
+  sharing:
+    enabled: true
+    # who may invite others into their own server (guests run code as its owner)
+    # invite_groups: ["*"]
 
 # %%sql connections (docs/warehouse.md); `demo` (DuckDB, demo data) is there by default.
 # warehouse:

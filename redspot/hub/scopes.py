@@ -11,6 +11,8 @@ ENVIRONMENTS_WRITE = "custom:redspot:environments:write"
 ENVIRONMENTS_ADMIN = "custom:redspot:environments:admin"
 WAREHOUSE_USE = "custom:redspot:warehouse:use"
 WAREHOUSE_ADMIN = "custom:redspot:warehouse:admin"
+SHARES_USE = "custom:redspot:shares:use"
+SHARES_ADMIN = "custom:redspot:shares:admin"
 
 CUSTOM_SCOPES = {
     ENVIRONMENTS_READ: {
@@ -32,11 +34,26 @@ CUSTOM_SCOPES = {
         "description": "Use every warehouse connection, and read the grant log.",
         "subscopes": [WAREHOUSE_USE],
     },
+    SHARES_USE: {
+        "description": "Share files and folders of one's home read-only, revoke those "
+                       "shares, and list what others shared with one.",
+    },
+    SHARES_ADMIN: {
+        "description": "List, make and revoke anyone's shares.",
+        "subscopes": [SHARES_USE],
+    },
 }
 
 
-def service_roles(services: list[str], admin_users: list[str]) -> list[dict]:
-    """Roles for the enabled services: users use them, admins administer them."""
+#: What inviting others into one's server takes (JupyterHub's sharing).
+SERVER_SHARING_SCOPES = ["shares!user", "read:users:name", "read:groups:name"]
+
+
+def service_roles(services: list[str], admin_users: list[str],
+                  invite_groups: list[str] = ()) -> list[dict]:
+    """Roles for the enabled services: users use them, admins administer them; with the
+    sharing service, members of ``invite_groups`` (``*``: every user) may invite others
+    into their own servers."""
     if not services:
         return []
     access = [f"access:services!service={name}" for name in services]
@@ -48,6 +65,17 @@ def service_roles(services: list[str], admin_users: list[str]) -> list[dict]:
     if "warehouse" in services:
         user_scopes.append(WAREHOUSE_USE)
         admin_scopes.append(WAREHOUSE_ADMIN)
+    if "sharing" in services:
+        user_scopes.append(SHARES_USE)
+        admin_scopes.append(SHARES_ADMIN)
+    inviters = []
+    if "sharing" in services and "*" in invite_groups:
+        user_scopes += SERVER_SHARING_SCOPES
+    elif "sharing" in services and invite_groups:
+        inviters = [{"name": "redspot-server-sharing", "groups": sorted(invite_groups),
+                     "description": "Invite others into one's own server (they run code "
+                                    "as its owner)",
+                     "scopes": list(SERVER_SHARING_SCOPES)}]
     # a server's own token ($JUPYTERHUB_API_TOKEN: kernels use it) reaches the services,
     # as its user: code in the server runs as the user anyway
     server_scopes = ["users:activity!user", "access:servers!server", *access]
@@ -55,9 +83,14 @@ def service_roles(services: list[str], admin_users: list[str]) -> list[dict]:
         server_scopes.append(ENVIRONMENTS_WRITE)
     if "warehouse" in services:
         server_scopes.append(WAREHOUSE_USE)
+    if "sharing" in services:
+        # and JupyterHub's own server sharing, which a token has only where its owner
+        # has it (a member of ``invite_groups``)
+        server_scopes += [SHARES_USE, *SERVER_SHARING_SCOPES]
     return [
         {"name": "user", "scopes": user_scopes},
         {"name": "server", "scopes": server_scopes},
         {"name": "redspot-admin", "description": "Administers Redspot's services",
          "scopes": admin_scopes, "users": list(admin_users)},
+        *inviters,
     ]

@@ -5,7 +5,9 @@
 cells to the user's Ray cluster; ``%register_model`` and ``%browse_models``
 (``redspot.magics.models``) show the model registry's widgets; ``%%ray_train``
 (``redspot.magics.train``) trains with the cell as every worker's loop; ``%%sql``
-(``redspot.magics.sql``) queries the team's warehouse connections.
+(``redspot.magics.sql``) queries the team's warehouse connections; ``%share``,
+``%shares``, ``%unshare`` and ``%copy_shared`` (``redspot.magics.sharing``) share files
+and folders with teammates, and invite them into the server.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RedspotMagics(Magics):
 def load_ipython_extension(ipython):
     from .models import ModelMagics
     from .ray import RayMagics
+    from .sharing import SharingMagics
     from .sql import SQLMagics
     from .train import TrainMagics
 
@@ -49,6 +52,7 @@ def load_ipython_extension(ipython):
     ipython.register_magics(ModelMagics)
     ipython.register_magics(TrainMagics)
     ipython.register_magics(SQLMagics)
+    ipython.register_magics(SharingMagics)
 
 
 def unload_ipython_extension(ipython):

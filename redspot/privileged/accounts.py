@@ -33,7 +33,7 @@ from ..spawner.storage import safe_name
 RESERVED_NAMES = frozenset({"team", "root"})
 #: Services that run under an account of their own (the proxy is JupyterHub's, run as
 #: one of Redspot's: it holds the proxy's token and nothing else).
-SERVICES = ("environments", "models", "warehouse", "proxy")
+SERVICES = ("environments", "models", "warehouse", "sharing", "proxy")
 DEFAULT_PREFIX = "redspot-"
 #: What Debian's useradd takes as an account name (at most 32 characters).
 ACCOUNT_NAME = re.compile(r"^[a-z][-a-z0-9_]{0,31}$")

@@ -19,6 +19,9 @@ symlink followed). The operations:
     an environment built as the owner's build account (``<prefix>bld_<owner>``) with a
     scrubbed environment, a fresh HOME, a time limit and a size limit: a virtualenv with
     uv, or an image with rootless buildah, pushed to the registry.
+``apply_share(owner, path, grantee)`` / ``revoke_share(owner, path, grantee, keep)``
+    a read-only share of a file or folder in a user's home, with POSIX ACLs set through
+    descriptors (``shares``), asked for by the sharing service.
 ``prepare_data_dir()``
     the data folder's own modes, and the migration of a folder from an earlier version.
 
@@ -47,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..spawner.storage import Layout, system_account_name, system_group_name
-from . import safefs
+from . import safefs, shares
 from .accounts import (
     ACCOUNT_NAME,
     build_account_name,
@@ -169,7 +172,7 @@ class Helper:
                 owner = self._owner()
                 safefs.set_owner_mode(homes, *owner, 0o711 if self.isolated else 0o700)
                 with safefs.opened(homes, layout.home.name, create=0o700) as home:
-                    safefs.set_owner_mode(home, uid, gid, 0o700)
+                    shares.keep_home_private(home, uid, gid)
                     self._shared(root, home, layout, account)
         return {"account": account.pw_name, "uid": uid, "gid": gid,
                 "home": str(self.data_dir / layout.home)}
@@ -354,6 +357,90 @@ class Helper:
         for name in ("venvs", "cache", "work"):
             with safefs.opened(folder, name, create=0o711) as sub:
                 safefs.set_owner_mode(sub, *self._owner(), 0o711)
+
+    # --- shares -----------------------------------------------------------------------
+
+    def _share_target(self, owner, path):
+        owner = self._checked_user(owner)
+        owner_uid = self.user_account(owner).pw_uid if self.isolated else None
+        root = safefs.open_root(self.data_dir)
+        try:
+            homes = safefs.open_dir(root, "home")
+            try:
+                home = safefs.open_dir(homes, shares.home_name(owner))
+            except FileNotFoundError:
+                raise HelperError(f"{owner} has no home yet (it is made when their server "
+                                  "first starts)") from None
+            finally:
+                os.close(homes)
+            try:
+                if not isinstance(path, str):
+                    raise shares.ShareRefused("path: expected a path in the home")
+                return shares.Target(home, path, owner_uid), owner_uid
+            finally:
+                os.close(home)
+        except shares.ShareRefused as e:
+            raise HelperError(f"cannot share {path!r} of {owner}: {e}") from None
+        finally:
+            os.close(root)
+
+    def _grantee_id(self, grantee) -> tuple[int, int] | None:
+        """The ACL tag and id of a grantee (None without isolation)."""
+        try:
+            kind, name = shares.checked_grantee(grantee)
+        except shares.ShareRefused as e:
+            raise HelperError(str(e)) from None
+        if kind == "user":
+            self._checked_user(name)
+        else:
+            _checked_groups([name])
+        if not self.isolated:
+            return None
+        if kind == "user":
+            return shares.acl.USER, self.user_account(name).pw_uid
+        with self._lock:
+            return shares.acl.GROUP, shares.group_id(name, self.prefix, _run)
+
+    def apply_share(self, owner: str, path: str, grantee: dict) -> dict:
+        """Let ``grantee`` read ``path`` in ``owner``'s home (``redspot.privileged.shares``);
+        again and again: says how many ACL entries it had to put back."""
+        ident = self._grantee_id(grantee)
+        target, owner_uid = self._share_target(owner, path)
+        with target:
+            kind = "folder" if target.is_dir else "file"
+            if ident is None:
+                return {"kind": kind, "changed": 0, "enforced": False}
+            try:
+                changed = shares.grant(target, *ident, owner_uid)
+            except shares.ShareRefused as e:
+                raise HelperError(f"cannot share {path!r} of {owner}: {e}") from None
+        return {"kind": kind, "changed": changed, "enforced": True}
+
+    def revoke_share(self, owner: str, path: str, grantee: dict, keep: list) -> dict:
+        """Take ``grantee``'s access to ``path`` away, then apply the shares of
+        ``owner`` that ``grantee`` keeps (``keep``: their paths). A path that is gone
+        needs nothing taken away."""
+        ident = self._grantee_id(grantee)
+        try:
+            keep = shares.checked_keep(keep)
+        except shares.ShareRefused as e:
+            raise HelperError(str(e)) from None
+        if ident is None:
+            return {"changed": 0, "enforced": False}
+        changed = 0
+        try:
+            target, owner_uid = self._share_target(owner, path)
+        except HelperError as e:
+            log.info("Revoking %s of %s: %s", path, owner, e)
+        else:
+            with target:
+                changed += shares.take_back(target, *ident, owner_uid)
+        for kept in keep:
+            try:
+                changed += self.apply_share(owner, kept, grantee)["changed"]
+            except HelperError as e:
+                log.info("Keeping %s of %s: %s", kept, owner, e)
+        return {"changed": changed, "enforced": True}
 
     # --- builds -----------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "ensure_service": frozenset({"hub"}),
     "build_venv": frozenset({"environments"}),
     "build_image": frozenset({"environments"}),
+    "apply_share": frozenset({"sharing"}),
+    "revoke_share": frozenset({"sharing"}),
 }
 
 

@@ -3,6 +3,9 @@
 ``GET /redspot/api/info``
     the Redspot version and the instance profile this server was started with (from the
     ``REDSPOT_*`` environment the spawner set).
+``/redspot/api/shares``
+    shares and invitations (``sharing.py``), asked of the sharing service and the hub
+    with the server's token.
 ``/redspot/ray/dashboard/…``
     the user's Ray dashboard, proxied: the browser reaches it behind the hub's login, and
     the server adds the cluster's token, which the browser never sees.
@@ -27,6 +30,7 @@ from tornado.ioloop import PeriodicCallback
 from .. import __version__
 from ..info import server_info
 from .dashboard import DashboardProxyHandler
+from .sharing import SharesHandler, keep_links
 
 
 class InfoHandler(APIHandler):
@@ -63,10 +67,13 @@ def _load_jupyter_server_extension(serverapp):
     serverapp.web_app.add_handlers(".*$", [
         (url_path_join(base, "redspot", "api", "info"), InfoHandler),
         (url_path_join(base, "redspot", "ray", "dashboard") + "(/.*)?", DashboardProxyHandler),
+        (url_path_join(base, "redspot", "api", "shares") + "(?:/([0-9a-f]{1,32}))?",
+         SharesHandler),
     ])
     serverapp.log.info("Redspot server extension %s loaded", __version__)
     atexit.register(_stop_ray_head, serverapp.log)
     _watch_ray_head(serverapp.log)
+    keep_links(serverapp.log)
 
 
 def _stop_ray_head(log):

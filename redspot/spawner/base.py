@@ -98,6 +98,14 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         Reaches the server as ``REDSPOT_RAY_IDLE_TIMEOUT``.""",
     )
 
+    server_token_cache_seconds = Integer(
+        0, config=True,
+        help="""Seconds a server trusts the hub's word about a visitor's token
+        (``HubOAuth.cache_max_age``; 0: JupyterHub's default, 300). A guest whose
+        invitation into the server is revoked is refused within this time. Set by
+        ``redspot up`` from ``services.sharing.server_token_cache``.""",
+    )
+
     profile = Any(
         None, allow_none=True, help="The Profile this server was started with (set on spawn)."
     )
@@ -256,6 +264,12 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             env["MLFLOW_TRACKING_URI"] = self.service_urls["models"].rstrip("/")
             env["MLFLOW_TRACKING_TOKEN"] = self.api_token
         return env
+
+    def get_args(self):
+        args = super().get_args()
+        if self.server_token_cache_seconds:
+            args.append(f"--HubOAuth.cache_max_age={self.server_token_cache_seconds}")
+        return args
 
     # --- state across hub restarts -------------------------------------------------------
 
