@@ -69,6 +69,23 @@ def _parser() -> argparse.ArgumentParser:
                              help="read the password from standard input instead of "
                              "generating one (printed once)")
         _add_location(one)
+    shares = sub.add_parser(
+        "shares", help="list, revoke and check users' shares (admins)",
+        description="Users' read-only shares, asked of the running hub's sharing service "
+        "(services.sharing.enabled). Use the same data folder as `redspot up`.")
+    share_actions = shares.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = share_actions.add_parser("list", help="every share (--owner: one user's), "
+                                       "revoked ones too")
+    listing.add_argument("--owner", help="only this user's shares")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = share_actions.add_parser("revoke", help="revoke a share by its id")
+    revoke.add_argument("id", metavar="ID", help="the share's id (`redspot shares list`)")
+    revoke.add_argument("--stop-servers", action="store_true",
+                        help="Kubernetes: also stop the recipients' servers now")
+    share_actions.add_parser("check", help="apply every share again now, putting back "
+                             "what renames and chmods took away")
+    for one in share_actions.choices.values():
+        _add_location(one)
     return parser
 
 
@@ -251,9 +268,51 @@ def _has_traces(paths, name: str) -> bool:
     return (paths.root / Layout(name).home).exists()
 
 
+def _cmd_shares(args) -> None:
+    from .config.loader import ConfigError
+    from .hub.app import UpOptions, cli_access, resolve
+    from .sharing.client import SharingClient, SharingError
+
+    try:
+        paths, settings, _ = resolve(UpOptions(data_dir=args.data_dir, config=args.config))
+    except ConfigError as e:
+        _fail(str(e))
+    if not settings.get("services", {}).get("sharing", {}).get("enabled"):
+        _fail("the sharing service is off (services.sharing.enabled in the config)")
+    access = cli_access(paths)
+    if not access:
+        _fail(f"no running hub uses the data folder {paths.root}; start `redspot up`")
+    client = SharingClient(access["public_url"].rstrip("/") + "/services/sharing/",
+                           access["token"])
+    try:
+        if args.action == "list":
+            found = client.list_all(args.owner or "")
+            if args.json:
+                print(json.dumps(found, indent=2))
+                return
+            for s in found:
+                state = "active" if s["active"] else f"revoked by {s['revoked_by']}"
+                print(f"{s['id']}\t{s['owner']}\t{s['path']}\t{s['with']}\t{state}")
+        elif args.action == "revoke":
+            revoked = client.revoke(args.id, stop_servers=args.stop_servers)
+            print(f"revoked {revoked['id']}: {revoked['owner']}'s {revoked['path']} for "
+                  f"{revoked['with']}")
+            if revoked.get("stopped_servers"):
+                print(f"stopped the servers of {', '.join(revoked['stopped_servers'])}")
+        else:
+            checked = client.check()
+            print(f"checked {checked['checked']} shares: put back {len(checked['repaired'])}, "
+                  f"{len(checked['missing'])} not found")
+            for missing in checked["missing"]:
+                print(f"  {missing['id']}: {missing['reason']}")
+    except SharingError as e:
+        _fail(str(e))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    {"up": _cmd_up, "config": _cmd_config, "users": _cmd_users}[args.command](args)
+    {"up": _cmd_up, "config": _cmd_config, "users": _cmd_users,
+     "shares": _cmd_shares}[args.command](args)
 
 
 if __name__ == "__main__":

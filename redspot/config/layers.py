@@ -67,6 +67,8 @@ class Context:
     cli_token: str = ""
     #: The hub's home page as browsers reach it (services link back to it).
     hub_home: str = "/hub/home"
+    #: The token Kubernetes spawners ask the sharing service with ("": none).
+    spawner_token: str = ""
     #: The operator's secrets for warehouse connections, read from their files
     #: (``redspot.warehouse.secrets``): for the warehouse service's environment alone.
     warehouse_secrets: dict = field(default_factory=dict)
@@ -235,6 +237,14 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         roles.append({"name": "redspot-sharing-service", "services": ["sharing"],
                       "description": "The sharing service asks who users are",
                       "scopes": service_scopes})
+        if kube and ctx.spawner_token:
+            # the spawner asks what a starting server mounts read-only
+            services.append({"name": "redspot-spawner", "api_token": ctx.spawner_token})
+            roles.append({"name": "redspot-spawner", "services": ["redspot-spawner"],
+                          "description": "The spawner asks what is shared with a user",
+                          "scopes": ["access:services!service=sharing",
+                                     scopes.SHARES_ADMIN]})
+            c.RedspotKubeSpawner.sharing_token = ctx.spawner_token
         invite_groups = list(sharing.get("invite_groups", []))
         c.RedspotSpawnerMixin.server_token_cache_seconds = sharing.get(
             "server_token_cache", 30)

@@ -445,6 +445,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             helper_socket=str(paths.helper_socket) if helper_proc else "",
             isolated=isolated,
             cli_token=secrets.token_hex(32),
+            spawner_token=secrets.token_hex(32),
             hub_home=public_hub_home(settings),
             warehouse_secrets=warehouse_secrets,
         )

@@ -8,7 +8,8 @@ REST API (JSON), every request authenticated by the hub (a token, e.g. the serve
 ``custom:redspot:shares:*`` scopes:
 
     GET    api/shares            yours (``mine``) and shared with you (``with_me``);
-                                 admins: ``?owner=NAME`` or ``?all=true``
+                                 admins: ``?owner=NAME``, ``?all=true``, or
+                                 ``?recipient=NAME`` (what a starting server mounts)
     POST   api/shares            share ``{"path": "notebooks/plan.ipynb", "with": "bob"}``
                                  (or ``"group:vision"``) from your home; admins may name
                                  the ``owner``
@@ -119,6 +120,16 @@ class SharesHandler(ApiHandler):
     async def get(self):
         who = self.requester()
         store = self.sharing.store
+        recipient = self.get_argument("recipient", "")
+        if recipient:
+            # what a server about to start mounts (Kubernetes: the spawner asks)
+            if not who.is_admin:
+                raise web.HTTPError(403, f"{who.name} may list only what is shared with "
+                                         "themselves")
+            groups = await self.sharing.groups_of(recipient)
+            self.write_json({"shares": [self.share_model(s) for s in
+                                        store.reaching(recipient, groups)]})
+            return
         if self.get_argument("all", "") in ("1", "true") or self.get_argument("owner", ""):
             if not who.is_admin:
                 raise web.HTTPError(403, f"{who.name} may list only their own shares "

@@ -9,12 +9,15 @@ Built on KubeSpawner, fed by the same profile and group rules as the local spawn
 - ``load_user_options()`` validates the request against the same rules (a clear 400
   naming the allowed profiles) before KubeSpawner applies the chosen profile;
 - home, ``shared/public``, ``shared/<group>`` and read-only data sets are mounted from
-  EFS, either from one ReadWriteMany claim or through per-user access points;
+  EFS, either from one ReadWriteMany claim or through per-user access points, and what
+  others shared with the user read-only under ``~/shared-with-me`` (``share_mounts``);
 - pods run as a non-root uid with no privilege escalation, every capability dropped,
   the runtime's default seccomp profile and no service-account token.
 """
 
 from __future__ import annotations
+
+import json
 
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
@@ -23,7 +26,7 @@ from .. import __version__
 from ..compute.kuberay import RayClusterSpec, WorkerGroup, ray_cluster_name
 from .base import RedspotSpawnerMixin
 from .profiles import NodeOverhead, ProfileError, kubespawner_profile, parse_size
-from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes
+from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes, share_mounts
 
 DEFAULT_IMAGE = f"redspot/singleuser:{__version__}"
 
@@ -94,6 +97,13 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         help="""Read-only data sets mounted into every server:
         ``[{"name": "imagenet", "claim": "datasets", "mount_path": "/data/imagenet",
         "sub_path": "imagenet"}]``.""",
+    )
+
+    sharing_token = Unicode(
+        "", config=True,
+        help="""A hub token the spawner asks the sharing service with, for what is shared
+        with a user whose server starts (mounted read-only under
+        ``~/shared-with-me``). Set with the sharing service; empty: no shares mounted.""",
     )
 
     # --- the user's Ray cluster (KubeRay) ------------------------------------------------
@@ -220,6 +230,38 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         self._apply_user_options(self.user_options)
         await super().load_user_options()
         self._apply_storage()
+        await self._apply_shares()
+
+    # --- shares: read-only mounts of what others shared with this user --------------------
+
+    async def fetch_shares(self) -> list[dict]:
+        """What is shared with this user now, asked of the sharing service (none when it
+        is off). A service that does not answer starts the server without them."""
+        url = self.service_urls.get("sharing")
+        if not url or not self.sharing_token:
+            return []
+        from urllib.parse import quote
+
+        from tornado import httpclient
+
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(
+                f"{url.rstrip('/')}/api/shares?recipient={quote(self.user.name, safe='')}",
+                headers={"Authorization": f"token {self.sharing_token}"}, request_timeout=20)
+        except Exception as e:  # noqa: BLE001 - a server without its shares, and why
+            self.log.warning("%s's server starts without the files shared with them: the "
+                             "sharing service did not answer (%s)", self.user.name, e)
+            return []
+        return json.loads(response.body)["shares"]
+
+    async def _apply_shares(self) -> None:
+        shares = await self.fetch_shares()
+        if not shares:
+            return
+        volumes, mounts = share_mounts(shares, self.kube_storage)
+        self.volumes = [*self.volumes, *volumes]
+        self.volume_mounts = [*self.volume_mounts, *mounts]
+        self.log.info("%s's server mounts %d shares read-only", self.user.name, len(mounts))
 
     # --- storage ------------------------------------------------------------------------
 

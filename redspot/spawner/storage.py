@@ -180,3 +180,39 @@ def kube_volumes(layout: Layout, storage: KubeStorage) -> tuple[list[dict], list
             mount["subPath"] = dataset.sub_path
         mounts.append(mount)
     return volumes, mounts
+
+
+def share_mounts(shares: list[dict], storage: KubeStorage) -> tuple[list[dict], list[dict]]:
+    """Read-only volumes and mounts for what was shared with a user: each share
+    (``{"owner": "alice", "path": "notebooks/plan.ipynb"}``) at
+    ``<home>/shared-with-me/<owner>/<path>``, from the owner's home: a ``subPath`` of the
+    shared volume, or of the owner's own home PVC in ``access-points`` mode.
+
+    A share inside another share of the same owner is mounted with it already; the same
+    path shared twice (with the user, and with their group) is mounted once.
+    """
+    wanted: dict[tuple[str, PurePosixPath], None] = {}
+    for share in shares:
+        path = PurePosixPath(share["path"])
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"share path {share['path']!r} must be relative, without '..'")
+        wanted[(share["owner"], path)] = None
+    kept = [(owner, path) for owner, path in wanted
+            if not any(o == owner and p != path and path.is_relative_to(p) for o, p in wanted)]
+    volumes, mounts = [], []
+    claims: dict[str, str] = {}
+    for owner, path in sorted(kept, key=lambda item: (safe_name(item[0]), str(item[1]))):
+        owner_layout = Layout(owner)
+        mount = {"mountPath": f"{storage.home_mount}/shared-with-me/{safe_name(owner)}/{path}",
+                 "readOnly": True}
+        claim = storage.home_claim(owner_layout)
+        if claim is None:
+            mounts.append({"name": "redspot-shared", "subPath": str(owner_layout.home / path),
+                           **mount})
+            continue
+        if claim not in claims:
+            claims[claim] = f"redspot-shared-by-{len(claims)}"
+            volumes.append({"name": claims[claim], "persistentVolumeClaim": {
+                "claimName": claim, "readOnly": True}})
+        mounts.append({"name": claims[claim], "subPath": str(path), **mount})
+    return volumes, mounts

@@ -362,3 +362,27 @@ def test_invitations_into_a_server(hub):
         assert r.status_code == 404 and "expired" in r.text
     finally:
         hub.stop_server("alice")
+
+
+def test_admins_list_check_and_revoke_from_the_command_line(clean):
+    from tests.helpers import redspot
+
+    hub = clean
+    made = share(hub, "alice", "notes.ipynb", "group:vision").json()
+    # what bob's server would mount on Kubernetes (the spawner asks as an admin)
+    r = ask(hub, "admin", "GET", f"{S}/shares?recipient=bob")
+    assert [s["id"] for s in r.json()["shares"]] == [made["id"]]
+    assert ask(hub, "bob", "GET", f"{S}/shares?recipient=carol").status_code == 403
+
+    data = ["--data-dir", str(hub.data_dir)]
+    listed = redspot("shares", "list", "--owner", "alice", *data).stdout
+    assert f"{made['id']}\talice\tnotes.ipynb\tgroup:vision\tactive" in listed
+    checked = redspot("shares", "check", *data).stdout
+    assert checked.startswith("checked 1 shares: put back 0, 0 not found"), checked
+    out = redspot("shares", "revoke", made["id"], *data).stdout
+    assert f"revoked {made['id']}: alice's notes.ipynb for group:vision" in out
+    assert try_as(hub, "bob", f"cat {home(hub, 'alice')}/notes.ipynb").returncode != 0
+    listed = redspot("shares", "list", *data).stdout
+    assert "revoked by redspot-cli" in listed, listed
+    failed = redspot("shares", "revoke", "0123456789ab", *data, check=False)
+    assert failed.returncode == 2 and "404" in failed.stderr

@@ -22,7 +22,9 @@ SETTINGS = {
     "auth": {"signup": "open"},
     "groups": {"vision": {"users": ["alice", "bob"]}, "nlp": {"users": ["carol"]}},
     "services": {"environments": {"enabled": True}, "models": {"enabled": True},
-                 "warehouse": {"enabled": True}},
+                 "warehouse": {"enabled": True},
+                 # vision (alice, bob) may invite others into their servers
+                 "sharing": {"enabled": True, "invite_groups": ["vision"]}},
     # a connection for vision only (alice and bob), besides the demo for everyone
     "warehouse": {"connections": {"visiondb": {"engine": "duckdb", "groups": ["vision"]}}},
 }

@@ -37,6 +37,7 @@ PROCESSES = [
     ("uvicorn", "{p}svc_models"),
     ("redspot.models", "{p}svc_models"),
     ("redspot.warehouse.service", "{p}svc_warehouse"),
+    ("redspot.sharing.service", "{p}svc_sharing"),
     ("jupyterhub.singleuser", "{p}alice"),
     ("ipykernel", "{p}alice"),
 ]
@@ -112,6 +113,7 @@ LAYOUT = [
     ("proxy", "{p}svc_proxy", None, 0o700),
     ("models", "{p}svc_models", None, 0o700),
     ("warehouse", "{p}svc_warehouse", None, 0o700),
+    ("sharing", "{p}svc_sharing", None, 0o700),
     ("demo", "root", None, 0o755),  # the demo connection's data: every user reads it
     ("demo/listings.duckdb", "root", None, 0o644),
     ("environments", "{p}svc_environments", None, 0o711),

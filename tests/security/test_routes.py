@@ -4,8 +4,9 @@ objects, and what the real Redspot answers.
 alice and bob share the group ``vision``, carol is in ``nlp``, ``outsider`` has no
 token; alice has a running server with a kernel and her Ray cluster, a personal
 environment, an experiment with runs, a private model and a public one, a logged
-model, and a file in the ``vision`` shared folder. Each row is (who, request, the
-statuses that mean "refused"); a row passes only when the real service refuses it.
+model, a file in the ``vision`` shared folder, and a report shared with bob read-only.
+Each row is (who, request, the statuses that mean "refused"); a row passes only when the
+real service refuses it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ M = "/services/models/api/2.0/mlflow"
 ART = "/services/models/api/2.0/mlflow-artifacts/artifacts"
 E = "/services/environments/api"
 W = "/services/warehouse/api"
+S = "/services/sharing/api"
 
 
 def ask(realm, who, method, path, **kwargs):
@@ -98,7 +100,17 @@ def targets(realm, alice_env):
     helper = SocketHelper(str(realm.data_dir / "run" / "helper.sock"))
     for user, groups in (("bob", ["vision"]), ("carol", ["nlp"])):
         helper.call("ensure_user", user=user, groups=groups)
+    # her report, shared with bob alone
+    (home / "report.txt").write_text("alice's report")
+    os.chown(home / "report.txt", account.pw_uid, account.pw_gid)
+    os.chmod(home / "report.txt", 0o600)
+    t["report"] = home / "report.txt"
+    r = ask(realm, "alice", "POST", f"{S}/shares", json={"path": "report.txt", "with": "bob"})
+    assert r.status_code == 201, r.text
+    t["share"] = r.json()["id"]
     yield t
+    # revoked, her home is 0700 again (the layout test's expectation)
+    assert ask(realm, "alice", "DELETE", f"{S}/shares/{t['share']}").status_code == 200
     realm.stop_server("alice")
 
 
@@ -213,6 +225,34 @@ TABLE = [
     ("bob", "PUT", f"{W}/connections/visiondb", {"json": {"groups": ["*"]}}, (403,)),
     ("bob", "DELETE", f"{W}/connections", {}, (403, 405)),
     ("bob", "GET", "/services/warehouse/", {}, (403,)),
+    # shares: another's share is not theirs to see, revoke or widen; one's own home only
+    ("bob", "DELETE", f"{S}/shares/{{share}}", {}, (403,)),
+    ("carol", "GET", f"{S}/shares/{{share}}", {}, (404,)),
+    ("carol", "DELETE", f"{S}/shares/{{share}}", {}, (404,)),
+    ("bob", "PUT", f"{S}/shares/{{share}}", {"json": {"with": "carol"}}, (403, 405)),
+    ("bob", "POST", f"{S}/shares", {"json": {"path": "diary.txt", "with": "bob",
+                                              "owner": "alice"}}, (403,)),
+    ("bob", "POST", f"{S}/shares", {"json": {"path": "../alice/diary.txt", "with": "carol"}},
+     (400,)),
+    ("bob", "POST", f"{S}/shares", {"json": {"path": "shared-with-me/alice/report.txt",
+                                              "with": "carol"}}, (400,)),
+    ("bob", "GET", f"{S}/shares?owner=alice", {}, (403,)),
+    ("bob", "GET", f"{S}/shares?all=true", {}, (403,)),
+    ("bob", "POST", f"{S}/check", {"json": {}}, (403,)),
+    ("outsider", "GET", f"{S}/shares", {}, (403,)),
+    ("outsider", "POST", f"{S}/shares", {"json": {"path": "x", "with": "bob"}}, (403,)),
+    ("outsider", "GET", f"{S}/grantees", {}, (403,)),
+    ("outsider", "GET", f"{S}/openapi.json", {}, (403,)),
+    ("bob", "GET", "/services/sharing/", {}, (403,)),
+    ("bob", "GET", "/user/alice/redspot/api/shares", {}, (403,)),
+    ("bob", "POST", "/user/alice/redspot/api/shares", {"json": {"invite": "bob"}}, (403,)),
+    # invitations into servers: only into one's own, only for the groups that may invite
+    ("bob", "POST", "/hub/api/shares/alice/", {"json": {"user": "bob"}}, (403, 404)),
+    ("carol", "POST", "/hub/api/shares/alice/", {"json": {"user": "carol"}}, (403, 404)),
+    ("carol", "POST", "/hub/api/shares/carol/", {"json": {"user": "bob"}}, (403,)),
+    ("bob", "POST", "/hub/api/share-codes/alice/", {"json": {}}, (403, 404)),
+    ("bob", "GET", "/hub/api/shares/alice", {}, (403, 404)),
+    ("bob", "DELETE", "/hub/api/shares/alice/", {}, (403, 404)),
     # what no user reaches
     ("bob", "GET", "/services/models/api/3.0/mlflow/gateway/secrets/list", {}, (403,)),
     ("bob", "GET", f"{M}/webhooks", {}, (403,)),
@@ -252,6 +292,13 @@ def test_what_the_owner_and_her_group_may_do_still_works(realm, targets):
         == 200
     assert ask(realm, "outsider", "GET", f"{W}/connections").status_code == 403
     assert ask(realm, "admin", "GET", f"{W}/grants").status_code == 200
+    # the report is bob's to see and read, alice's to revoke; bob may invite into his own
+    # server (vision may), and list who he invited
+    assert ask(realm, "bob", "GET", f"{S}/shares/{targets['share']}").status_code == 200
+    assert run_as(f"{realm.prefix}bob", "cat", str(targets["report"])).stdout == \
+        "alice's report"
+    assert run_as(f"{realm.prefix}carol", "cat", str(targets["report"])).returncode != 0
+    assert ask(realm, "bob", "GET", "/hub/api/shares/bob").status_code == 200
 
 
 def test_files_are_reached_by_their_owner_and_group_only(realm, targets):

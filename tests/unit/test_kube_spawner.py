@@ -208,3 +208,24 @@ def test_both_spawners_read_one_profile_module_and_one_storage_module():
     import redspot.spawner.local as local
 
     assert kube.Layout is local.Layout
+
+
+@pytest.mark.parametrize("mode", STORAGE_MODES)
+def test_what_was_shared_with_the_user_is_mounted_read_only(mode, offline_kubeconfig,
+                                                            monkeypatch):
+    """The sharing service's answer (the one edge mocked here) becomes read-only mounts
+    under ~/shared-with-me; the pod stays valid."""
+    async def fetch_shares(self):
+        return [{"owner": "alice", "path": "notebooks/plan.ipynb"},
+                {"owner": "alice", "path": "data"}]
+
+    monkeypatch.setattr(RedspotKubeSpawner, "fetch_shares", fetch_shares)
+    spawner, pod, _ = build(hub_user("bob", groups=("vision",)), {"profile": "m5.xlarge"},
+                            storage_mode=mode)
+    validate(pod)
+    mounts = {m["mountPath"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    plan = mounts["/home/jovyan/shared-with-me/alice/notebooks/plan.ipynb"]
+    assert plan["readOnly"] is True
+    assert plan["subPath"] == ("home/alice/notebooks/plan.ipynb" if mode == "shared-pvc"
+                               else "notebooks/plan.ipynb")
+    assert mounts["/home/jovyan/shared-with-me/alice/data"]["readOnly"] is True
