@@ -246,6 +246,8 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
                                      scopes.SHARES_ADMIN]})
             c.RedspotKubeSpawner.sharing_token = ctx.spawner_token
         invite_groups = list(sharing.get("invite_groups", []))
+        # real-time collaboration where guests may come
+        c.RedspotSpawnerMixin.collaboration_groups = invite_groups
         c.RedspotSpawnerMixin.server_token_cache_seconds = sharing.get(
             "server_token_cache", 30)
     c.RedspotSpawnerMixin.service_urls = {

@@ -106,6 +106,15 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         ``redspot up`` from ``services.sharing.server_token_cache``.""",
     )
 
+    collaboration_groups = List(
+        Unicode(), config=True,
+        help="""Hub groups whose members' servers have real-time collaboration on
+        (jupyter-collaboration), ``*`` for everyone: those who may invite others into
+        their servers. Every other server starts with it off
+        (``--YDocExtension.disable_rtc=True``). Set by ``redspot up`` from
+        ``services.sharing.invite_groups``.""",
+    )
+
     profile = Any(
         None, allow_none=True, help="The Profile this server was started with (set on spawn)."
     )
@@ -269,6 +278,9 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         args = super().get_args()
         if self.server_token_cache_seconds:
             args.append(f"--HubOAuth.cache_max_age={self.server_token_cache_seconds}")
+        groups = {g.name for g in self.user.groups}
+        if not ("*" in self.collaboration_groups or groups & set(self.collaboration_groups)):
+            args.append("--YDocExtension.disable_rtc=True")
         return args
 
     # --- state across hub restarts -------------------------------------------------------

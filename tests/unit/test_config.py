@@ -57,9 +57,10 @@ def test_empty_settings_are_valid():
     ({"auth": {"type": "oauth"}}, "auth.oauth: required when auth.type is oauth"),
     ({"auth": {"type": "pam", "signup": "open"}},
      "auth.signup: only applies to auth.type password"),
-    ({"services": {"sharing": {"enabled": True}}},
-     "services.sharing.enabled: the sharing service is not part of this release yet; "
-     "available: environments, models"),
+    ({"services": {"sharing": {"invite_groups": "vision"}}},
+     "services.sharing.invite_groups: expected a list, got 'vision'"),
+    ({"services": {"sharing": {"server_token_cache": 600}}},
+     "services.sharing.server_token_cache: 600 is greater than the maximum of 300"),
     ({"spawner": {"isolation": "vm"}},
      "spawner.isolation: 'vm' is not allowed; allowed: auto, accounts, none"),
     ({"kubernetes": {"storage": {"mode": "nfs"}}},
@@ -412,7 +413,7 @@ def test_the_starter_config_is_valid_and_runs_the_services(tmp_path):
     path = tmp_path / "redspot.yaml"
     path.write_text(STARTER_CONFIG)
     settings = load_settings(path)
-    assert enabled_services(settings) == ["models", "environments", "warehouse"]
+    assert enabled_services(settings) == ["models", "environments", "warehouse", "sharing"]
     # every commented example is valid once uncommented
     uncommented = re.sub(r"^# (?=( *)[a-z_-]+:)", "", STARTER_CONFIG, flags=re.M)
     path.write_text(uncommented)

@@ -307,13 +307,21 @@ def test_everyone_may_invite_with_a_star_and_kubernetes_mounts_shares():
     json.dumps(c.JupyterHub.services)
 
 
-def test_the_server_trusts_a_token_only_as_long_as_configured():
+def test_the_server_trusts_a_token_only_as_long_as_configured_and_collaborates_if_invitable():
     from redspot.spawner.local import RedspotLocalSpawner
     from tests.helpers import hub_user, stand_in_hub
 
     c = Config()
     c.RedspotSpawnerMixin.server_token_cache_seconds = 30
-    spawner = RedspotLocalSpawner(user=hub_user("alice"), hub=stand_in_hub(), config=c)
-    assert "--HubOAuth.cache_max_age=30" in spawner.get_args()
-    spawner = RedspotLocalSpawner(user=hub_user("alice"), hub=stand_in_hub(), config=Config())
-    assert not any("cache_max_age" in a for a in spawner.get_args())
+    c.RedspotSpawnerMixin.collaboration_groups = ["vision"]
+    alice = RedspotLocalSpawner(user=hub_user("alice", groups=("vision",)),
+                                hub=stand_in_hub(), config=c)
+    assert "--HubOAuth.cache_max_age=30" in alice.get_args()
+    # real-time collaboration where guests may come (vision may invite), off elsewhere
+    assert "--YDocExtension.disable_rtc=True" not in alice.get_args()
+    carol = RedspotLocalSpawner(user=hub_user("carol", groups=("nlp",)), hub=stand_in_hub(),
+                                config=c)
+    assert "--YDocExtension.disable_rtc=True" in carol.get_args()
+    plain = RedspotLocalSpawner(user=hub_user("alice"), hub=stand_in_hub(), config=Config())
+    assert not any("cache_max_age" in a for a in plain.get_args())
+    assert "--YDocExtension.disable_rtc=True" in plain.get_args()
