@@ -34,6 +34,7 @@ DOC_PAGES = {
     "models": "The model registry",
     "environments": "Environments",
     "warehouse": "The warehouse: %%sql",
+    "sharing": "Sharing with teammates",
     "configuration": "Configuration reference (redspot.yaml)",
     "security": "Security and isolation",
     "kubernetes": "Redspot on Kubernetes",
