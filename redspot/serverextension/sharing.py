@@ -48,7 +48,9 @@ class SharesHandler(APIHandler):
             raise web.HTTPError(e.status if 400 <= e.status < 500 else 502, str(e)) from None
 
     @web.authenticated
-    async def get(self):
+    async def get(self, share_id=None):
+        if share_id:
+            raise web.HTTPError(405, "GET /redspot/api/shares lists them all")
         listed = await self.call(self.client().list)
         await asyncio.to_thread(sync_links, _home(), listed["with_me"])
         hub = HubShares.from_environment()
@@ -61,7 +63,9 @@ class SharesHandler(APIHandler):
         self.finish(json.dumps({**listed, "invited": invited}))
 
     @web.authenticated
-    async def post(self):
+    async def post(self, share_id=None):
+        if share_id:
+            raise web.HTTPError(405, "POST /redspot/api/shares makes a share")
         body = self.get_json_body() or {}
         if not isinstance(body, dict):
             raise web.HTTPError(400, "expected a JSON object")

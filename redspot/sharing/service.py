@@ -191,6 +191,10 @@ class ShareHandler(ApiHandler):
         model = self.share_model(share)
         model["stopped_servers"] = (await self.sharing.stop_recipients(share)
                                     if stop and self.sharing.kubernetes else [])
+        # one machine: the ACLs are gone now; Kubernetes: the mounts go with the pods
+        model["takes_effect"] = ("now" if not self.sharing.kubernetes or stop else
+                                 "at the recipients' next server start (stop_servers=true "
+                                 "stops their servers now)")
         self.write_json(model)
 
 

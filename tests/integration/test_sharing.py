@@ -279,6 +279,9 @@ def test_the_recipient_opens_it_in_their_server_and_a_kernel(clean):
         assert "a\n" in out and "refused 13" in out and "a\nedited" in out, out
         out = run_cell(hub.url, "bob", token, kernel=kernel, code="_ = %shares")
         assert "~/shared-with-me/alice/notes.ipynb" in out and "by alice" in out, out
+        listed = requests.get(f"{hub.url}/user/bob/redspot/api/shares", headers=headers,
+                              timeout=30).json()
+        assert sorted(x["path"] for x in listed["with_me"]) == ["notes.ipynb", "proj"]
         # revoked: gone from bob's storage at once, and from his folder with %shares
         mine = ask(hub, "alice", "GET", f"{S}/shares").json()["mine"]
         for s in mine:
@@ -313,6 +316,38 @@ def test_share_magics_in_the_owners_kernel(clean):
         assert try_as(hub, "carol", f"cat {a_txt}").returncode != 0
         out = run_cell(hub.url, "alice", token, kernel=kernel, code="_ = %shares")
         assert "proj/a.txt" in out and "group:vision" in out and "carol" not in out, out
+        # alice saves it again from JupyterLab (jupyter-server's atomic save): bob reads
+        # the new content
+        headers = {"Authorization": f"token {token}"}
+        r = requests.put(f"{hub.url}/user/alice/api/contents/proj/a.txt", headers=headers,
+                         json={"type": "file", "format": "text", "content": "saved again"},
+                         timeout=30)
+        assert r.status_code == 200, r.text
+        assert try_as(hub, "bob", f"cat {a_txt}").stdout == "saved again"
+
+        # the server's endpoints for the JupyterLab extension: the same, with the
+        # server's token kept on the server
+        ext = f"{hub.url}/user/alice/redspot/api/shares"
+        listed = requests.get(ext, headers=headers, timeout=30).json()
+        assert [x["with"] for x in listed["mine"]] == ["group:vision"]
+        assert listed["with_me"] == [] and listed["invited"] == []
+        r = requests.post(ext, headers=headers, json={"path": "notes.ipynb", "with": "carol"},
+                          timeout=30)
+        assert r.status_code == 201 and r.json()["shared_as"] == \
+            "shared-with-me/alice/notes.ipynb", r.text
+        assert try_as(hub, "carol", f"cat {home(hub, 'alice')}/notes.ipynb").returncode == 0
+        r = requests.delete(f"{ext}/{r.json()['id']}", headers=headers, timeout=30)
+        assert r.status_code == 200 and r.json()["active"] is False
+        assert try_as(hub, "carol", f"cat {home(hub, 'alice')}/notes.ipynb").returncode != 0
+        r = requests.post(ext, headers=headers, json={"path": "../bob", "with": "carol"},
+                          timeout=30)
+        assert r.status_code == 400 and "climbs out" in r.json()["message"], r.text
+        r = requests.post(ext, headers=headers, json={"invite": "bob"}, timeout=30)
+        assert r.status_code == 201, r.text
+        assert [i["user"]["name"] for i in requests.get(ext, headers=headers,
+                                                        timeout=30).json()["invited"]] == ["bob"]
+        r = requests.delete(f"{ext}?invite=bob", headers=headers, timeout=30)
+        assert r.status_code == 204, r.text
     finally:
         hub.stop_server("alice")
 
