@@ -336,18 +336,15 @@ class SharingState:
         return share
 
     async def revoke(self, share: Share, by: str) -> Share:
+        """Take the access away first, then record it: a revocation the helper could not
+        carry out is not recorded (the owner sees why and tries again)."""
         async with self._lock:
-            revoked = self.store.revoke(share, by)
             if not self.kubernetes:
-                try:
-                    await self._ask("revoke_share", owner=share.owner, path=share.path,
-                                    grantee=share.grantee.helper_args(),
-                                    keep=self.store.kept_paths(share.owner, share.grantee))
-                except web.HTTPError:
-                    # the record says revoked: the next check does not apply it again,
-                    # and the ACLs that remain are taken away by the next revoke_share
-                    self.log.exception("Revoking %s: the helper failed", share.id)
-                    raise
+                keep = [s.path for s in self.store.owned_by(share.owner)
+                        if s.grantee == share.grantee and s.id != share.id]
+                await self._ask("revoke_share", owner=share.owner, path=share.path,
+                                grantee=share.grantee.helper_args(), keep=keep)
+            revoked = self.store.revoke(share, by)
         self.log.info("%s revoked %s of %s for %s (%s)", by, share.path, share.owner,
                       share.grantee, share.id)
         return revoked

@@ -211,7 +211,3 @@ class ShareStore:
             db.execute("UPDATE shares SET revoked = ?, revoked_by = ? WHERE id = ? AND "
                        "revoked IS NULL", (revoked, by, share.id))
         return self.get(share.id)
-
-    def kept_paths(self, owner: str, grantee: Grantee) -> list[str]:
-        """Paths of ``owner``'s still active shares with ``grantee``."""
-        return [s.path for s in self.owned_by(owner) if s.grantee == grantee]

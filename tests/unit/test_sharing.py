@@ -124,7 +124,6 @@ def test_the_store_keeps_one_active_share_and_the_history(tmp_path):
     assert [s.id for s in store.reaching("bob", ["vision"])] == [first.id, folder.id]
     assert [s.id for s in store.reaching("carol", ["vision"])] == [folder.id]
     assert store.reaching("alice", ["vision"]) == []  # never one's own
-    assert store.kept_paths("alice", bob) == ["notes.ipynb"]
     revoked = store.revoke(first, "alice")
     assert not revoked.active and revoked.revoked_by == "alice"
     assert store.reaching("bob", []) == []
