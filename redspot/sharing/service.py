@@ -164,7 +164,7 @@ class SharesHandler(ApiHandler):
         if grantee.kind == "user" and grantee.name == owner:
             raise web.HTTPError(400, "with: a share is for someone else; you have your "
                                      "own files already")
-        await self.sharing.check_grantee(grantee, owner)
+        await self.sharing.check_grantee(grantee)
         share = await self.sharing.share(owner, path, grantee, who.name)
         self.write_json(self.share_model(share), status=201)
 
@@ -277,7 +277,7 @@ class SharingState:
         return (sorted(u["name"] for u in json.loads(users.body)),
                 sorted(g["name"] for g in json.loads(groups.body)))
 
-    async def check_grantee(self, grantee, owner: str) -> None:
+    async def check_grantee(self, grantee) -> None:
         kind = "users" if grantee.kind == "user" else "groups"
         response = await self._hub("GET", f"{kind}/{quote(grantee.name, safe='')}")
         if response.code == 404:
