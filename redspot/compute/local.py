@@ -132,20 +132,6 @@ class LocalRayHead:
         private = self._private_dir()
         temp_dir = private / "ray"
         temp_dir.mkdir(exist_ok=True, mode=0o700)
-        ports = {"gcs": random_port(), "dashboard": random_port(), "client": random_port()}
-        cmd = [
-            self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
-            f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={ports['dashboard']}",
-            f"--ray-client-server-port={ports['client']}",
-            "--disable-usage-stats", f"--temp-dir={temp_dir}",
-        ]
-        if cpus is not None:
-            cmd.append(f"--num-cpus={max(1, int(cpus))}")
-        if gpus is not None:
-            cmd.append(f"--num-gpus={gpus}")
-        if memory is not None:
-            cmd.append(f"--memory={int(memory)}")
         env = {**os.environ, **auth_env(self.token_path)}
         # no Grafana runs beside a user's head: the dashboard hides its metrics tab rather
         # than probe (and link) whatever listens on localhost:3000 (an operator's
@@ -153,19 +139,45 @@ class LocalRayHead:
         env.setdefault("RAY_GRAFANA_HOST", "DISABLED")
         log = self.state_dir / "head.log"
         began = time.monotonic()
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        for attempt in (1, 2):
+            ports = {"gcs": random_port(), "dashboard": random_port(),
+                     "client": random_port()}
+            cmd = [
+                self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
+                f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={ports['dashboard']}",
+                f"--ray-client-server-port={ports['client']}",
+                "--disable-usage-stats", f"--temp-dir={temp_dir}",
+            ]
+            if cpus is not None:
+                cmd.append(f"--num-cpus={max(1, int(cpus))}")
+            if gpus is not None:
+                cmd.append(f"--num-gpus={gpus}")
+            if memory is not None:
+                cmd.append(f"--memory={int(memory)}")
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, env=env,
+                                        start_new_session=True)
+            left = max(1.0, timeout - (time.monotonic() - began))
+            try:
+                code = proc.wait(left)
+            except subprocess.TimeoutExpired:
+                self._kill_group(proc.pid)
+                self._forget_private(private)
+                raise RayHeadError(f"the Ray head did not start in {timeout} s; see "
+                                   f"{log}") from None
+            if not code:
+                break
             self._kill_group(proc.pid)
-            self._forget_private(private)
-            raise RayHeadError(f"the Ray head did not start in {timeout} s; see {log}") from None
-        if code:
-            self._kill_group(proc.pid)
-            self._forget_private(private)
             tail = log.read_text(errors="replace").splitlines()[-15:]
+            if attempt == 1 and any("timed out during startup" in line for line in tail):
+                # Ray gives its raylet a fixed 30 s to register: on a machine busy enough
+                # to miss it, a second try (new ports, a clean folder) usually starts
+                shutil.rmtree(temp_dir, ignore_errors=True)
+                temp_dir.mkdir(exist_ok=True, mode=0o700)
+                continue
+            self._forget_private(private)
             raise RayHeadError("the Ray head did not start:\n" + "\n".join(tail))
         info = HeadInfo(
             address=f"127.0.0.1:{ports['gcs']}",

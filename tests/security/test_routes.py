@@ -94,6 +94,7 @@ def targets(realm, alice_env):
     t["plan"] = plan
     (home / "diary.txt").write_text("alice's diary")
     os.chown(home / "diary.txt", account.pw_uid, account.pw_gid)
+    os.chmod(home / "diary.txt", 0o660)  # as her server makes files (umask 007)
     t["diary"] = home / "diary.txt"
     from redspot.privileged.client import SocketHelper
 
@@ -142,7 +143,8 @@ TABLE = [
     ("outsider", "GET", "/user/alice/api/contents", {}, (302, 401, 403)),
     ("outsider", "GET", "/user/alice/redspot/ray/dashboard/api/version", {}, (302, 401, 403)),
     # the hub's API about her
-    ("bob", "GET", "/hub/api/users/alice", {}, (403, 404)),
+    # (carol: bob's group may invite into servers, which lets him read users' names)
+    ("carol", "GET", "/hub/api/users/alice", {}, (403, 404)),
     ("bob", "POST", "/hub/api/users/alice/tokens", {"json": {}}, (403, 404)),
     ("bob", "DELETE", "/hub/api/users/alice/server", {}, (403, 404)),
     ("bob", "POST", "/hub/api/users/alice/server", {"json": {}}, (403, 404)),
@@ -299,6 +301,10 @@ def test_what_the_owner_and_her_group_may_do_still_works(realm, targets):
         "alice's report"
     assert run_as(f"{realm.prefix}carol", "cat", str(targets["report"])).returncode != 0
     assert ask(realm, "bob", "GET", "/hub/api/shares/bob").status_code == 200
+    # to invite by name, bob reads users' names: nothing more of alice
+    r = ask(realm, "bob", "GET", "/hub/api/users/alice")
+    assert r.status_code == 200 and not {"servers", "groups", "roles", "last_activity",
+                                         "auth_state"} & set(r.json()), r.text
 
 
 def test_files_are_reached_by_their_owner_and_group_only(realm, targets):
