@@ -48,6 +48,7 @@ bench: deps
 	$(PY) bench/models.py
 	$(PY) bench/training.py
 	$(PY) bench/warehouse.py
+	$(PY) bench/sharing.py
 	$(PY) bench/gpu_decoder.py
 
 lint: deps

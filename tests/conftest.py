@@ -1,7 +1,8 @@
 """Fixtures for Redspot's tests.
 
 - ``test_root`` (session): a temp folder other accounts may pass through (mode 0711),
-  for data folders whose homes belong to per-user system accounts.
+  for data folders whose homes belong to per-user system accounts; removed in the
+  background after the run.
 - ``account_prefix`` (session): a prefix for the system accounts this run creates
   (``rt<pid>-``); every account and group with it is deleted at the end.
 - ``hub_factory``: starts real hubs with ``redspot up`` (``tests.helpers.Hub``) in fresh
@@ -58,7 +59,12 @@ def test_root():
     root = Path(tempfile.mkdtemp(prefix="redspot-tests-", dir="/tmp"))
     root.chmod(0o711)
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    # hundreds of thousands of files (environments, image layers, Ray's spill): removed
+    # by a process of their own, which ends by itself, so that the run's result does not
+    # wait minutes for the deletion (what made the last test of a worker take 3 minutes)
+    subprocess.Popen(["rm", "-rf", "--one-file-system", str(root)], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="session")

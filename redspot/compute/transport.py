@@ -209,7 +209,7 @@ class Jobs:
 
     #: how long a submission is retried while the head's dashboard has no job agent to
     #: give it to (a head just started, or one under load): Ray answers "try again later"
-    SUBMIT_PATIENCE = 60.0
+    SUBMIT_PATIENCE = 180.0
 
     def submit(self, entrypoint: str, *, runtime_env: dict | None = None,
                metadata: dict | None = None, submission_id: str | None = None) -> str:

@@ -123,6 +123,8 @@ def set_entry(fd: int, tag: int, id_: int, perm: int, default: bool = False) -> 
     """Give ``id_`` at least ``perm`` on an open file; True when something changed."""
     current = acl.read(fd, default)
     have = acl.named(current, tag, id_) or 0
+    if have & perm == perm and (acl.effective(current, tag, id_) or 0) & perm == perm:
+        return False  # granted already (what every periodic check finds, mostly)
     wanted = acl.with_entry(current, tag, id_, have | perm,
                             base_mode=os.fstat(fd).st_mode if default else None)
     if sorted(wanted) == sorted(current):
