@@ -45,6 +45,19 @@ def home_relative(path: str, home: Path | None = None, cwd: str | None = None) -
     return rel
 
 
+def _absolute(url: str) -> str:
+    """The hub's link as a browser opens it (the hub gives a path)."""
+    if url.startswith("/"):
+        public = os.environ.get("JUPYTERHUB_PUBLIC_HUB_URL") or os.environ.get(
+            "JUPYTERHUB_PUBLIC_URL", "")
+        if public:
+            from urllib.parse import urlparse
+
+            parsed = urlparse(public)
+            return f"{parsed.scheme}://{parsed.netloc}{url}"
+    return url
+
+
 def _client() -> SharingClient:
     client = SharingClient.from_environment()
     if client is None:
@@ -101,9 +114,10 @@ class SharingMagics(Magics):
                 if args.expires < 60:
                     raise UsageError("--expires: at least 60 seconds")
                 code = _run(lambda: hub.code(args.expires))
+                link = _absolute(code["accept_url"])
                 print(f"Anyone signed in who opens this link joins your server until "
-                      f"{code['expires_at']}:\n  {code['accept_url']}")
-                return code
+                      f"{code['expires_at']}:\n  {link}")
+                return link
             if not args.grantees:
                 raise UsageError("--server: say whom with --with NAME (or --code for a link)")
             for who in args.grantees:
@@ -116,13 +130,11 @@ class SharingMagics(Magics):
             raise UsageError("--with: whom to share with (a user, or group:NAME)")
         path = home_relative(args.path)
         client = _client()
-        made = []
         for who in args.grantees:
             share = _run(lambda who=who: client.share(path, who))
-            made.append(share)
             print(f"Shared {share['path']} ({share['kind']}) read-only with {share['with']}: "
                   f"they find it in ~/{share['shared_as']}")
-        return made if len(made) > 1 else made[0]
+        return None
 
     @magic_arguments()
     @argument("path", nargs="?", help="a file or folder you shared")
@@ -176,7 +188,7 @@ class SharingMagics(Magics):
         """
         client = _client()
         listed = _run(client.list)
-        links = sync_links(_home(), listed["with_me"])
+        sync_links(_home(), listed["with_me"])
         print("Shared by you:" if listed["mine"] else "Shared by you: nothing")
         for s in listed["mine"]:
             print(f"  {s['path']:<40} with {s['with']}")
@@ -193,7 +205,7 @@ class SharingMagics(Magics):
                 names = [i["user"]["name"] if i["user"] else f"group:{i['group']['name']}"
                          for i in invited]
                 print(f"Invited into your server: {', '.join(names)}")
-        return {**listed, "links": links}
+        return None
 
     @magic_arguments()
     @argument("source", help="a file or folder in ~/shared-with-me")

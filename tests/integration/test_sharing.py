@@ -382,8 +382,8 @@ def test_invitations_into_a_server(hub):
 
         # a share code: whoever signs in and opens it gets in, until it expires
         out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
-                       code="code = %share --server --code --expires 600\n"
-                            "print('CODE', code['code'])")
+                       code="link = %share --server --code --expires 600\n"
+                            "print('CODE', link.split('code=')[1])")
         code = out.split("CODE", 1)[1].split()[0]
         browser = Browser(hub)
         assert browser.login("bob", PASSWORDS["bob"]).status_code == 200
