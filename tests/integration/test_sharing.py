@@ -295,108 +295,110 @@ def test_the_recipient_opens_it_in_their_server_and_a_kernel(clean):
         hub.stop_server("bob")
 
 
-def test_share_magics_in_the_owners_kernel(clean):
-    hub = clean
-    token = hub.tokens["alice"]
-    assert hub.spawn("alice", token).status_code in (201, 202)
-    try:
-        hub.wait_ready("alice")
-        kernel = start_kernel(hub.url, "alice", token)
-        out = run_cell(hub.url, "alice", token, kernel=kernel, code=(
-            "%share proj/a.txt --with carol --with group:vision"))
-        assert "Shared proj/a.txt (file) read-only with carol" in out, out
-        assert "with group:vision" in out, out
-        a_txt = home(hub, "alice") / "proj" / "a.txt"
-        assert try_as(hub, "carol", f"cat {a_txt}").stdout == "a\n"
-        out = run_cell(hub.url, "alice", token, kernel=kernel, code="%share .ssh --with bob")
-        assert "hidden" in out, out
-        out = run_cell(hub.url, "alice", token, kernel=kernel,
-                       code="%unshare proj/a.txt --with carol")
-        assert "Revoked proj/a.txt for carol" in out, out
-        assert try_as(hub, "carol", f"cat {a_txt}").returncode != 0
-        out = run_cell(hub.url, "alice", token, kernel=kernel, code="_ = %shares")
-        assert "proj/a.txt" in out and "group:vision" in out and "carol" not in out, out
-        # alice saves it again from JupyterLab (jupyter-server's atomic save): bob reads
-        # the new content
-        headers = {"Authorization": f"token {token}"}
-        r = requests.put(f"{hub.url}/user/alice/api/contents/proj/a.txt", headers=headers,
-                         json={"type": "file", "format": "text", "content": "saved again"},
-                         timeout=30)
-        assert r.status_code == 200, r.text
-        assert try_as(hub, "bob", f"cat {a_txt}").stdout == "saved again"
-
-        # the server's endpoints for the JupyterLab extension: the same, with the
-        # server's token kept on the server
-        ext = f"{hub.url}/user/alice/redspot/api/shares"
-        listed = requests.get(ext, headers=headers, timeout=30).json()
-        assert [x["with"] for x in listed["mine"]] == ["group:vision"]
-        assert listed["with_me"] == [] and listed["invited"] == []
-        r = requests.post(ext, headers=headers, json={"path": "notes.ipynb", "with": "carol"},
-                          timeout=30)
-        assert r.status_code == 201 and r.json()["shared_as"] == \
-            "shared-with-me/alice/notes.ipynb", r.text
-        assert try_as(hub, "carol", f"cat {home(hub, 'alice')}/notes.ipynb").returncode == 0
-        r = requests.delete(f"{ext}/{r.json()['id']}", headers=headers, timeout=30)
-        assert r.status_code == 200 and r.json()["active"] is False
-        assert try_as(hub, "carol", f"cat {home(hub, 'alice')}/notes.ipynb").returncode != 0
-        r = requests.post(ext, headers=headers, json={"path": "../bob", "with": "carol"},
-                          timeout=30)
-        assert r.status_code == 400 and "climbs out" in r.json()["message"], r.text
-        r = requests.post(ext, headers=headers, json={"invite": "bob"}, timeout=30)
-        assert r.status_code == 201, r.text
-        assert [i["user"]["name"] for i in requests.get(ext, headers=headers,
-                                                        timeout=30).json()["invited"]] == ["bob"]
-        r = requests.delete(f"{ext}?invite=bob", headers=headers, timeout=30)
-        assert r.status_code == 204, r.text
-    finally:
-        hub.stop_server("alice")
-
-
-def test_invitations_into_a_server(hub):
-    """JupyterHub's own sharing: bob reaches alice's server only while invited; carol's
-    group may not invite; share codes expire."""
-    alice_server = f"{hub.url}/user/alice/api/contents"
-    bob = {"Authorization": f"token {hub.tokens['bob']}"}
+@pytest.fixture(scope="module")
+def alice_server(hub):
+    """alice's server, for the tests in her notebook (one start for all of them)."""
     assert hub.spawn("alice", hub.tokens["alice"]).status_code in (201, 202)
     try:
         hub.wait_ready("alice")
-        assert requests.get(alice_server, headers=bob, timeout=30).status_code == 403
-        kernel = start_kernel(hub.url, "alice", hub.tokens["alice"])
-        out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
-                       code="%share --server --with bob")
-        assert "runs code as you" in out and "Invited bob" in out, out
-        r = wait_for(lambda: requests.get(alice_server, headers=bob, timeout=30).status_code
-                     == 200, 15, "bob to get into alice's server")
-        assert r
-        out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
-                       code="%unshare --server --with bob")
-        assert "may no longer enter" in out, out
-        revoked = time.monotonic()
-        wait_for(lambda: requests.get(alice_server, headers=bob, timeout=30).status_code
-                 == 403, 60, "bob to be refused after the revocation")
-        assert time.monotonic() - revoked < 60
-
-        # carol's group may not invite: the hub refuses
-        r = ask(hub, "carol", "POST", "/hub/api/shares/carol/", json={"user": "bob"})
-        assert r.status_code == 403, r.text
-
-        # a share code: whoever signs in and opens it gets in, until it expires
-        out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
-                       code="link = %share --server --code --expires 600\n"
-                            "print('CODE', link.split('code=')[1])")
-        code = out.split("CODE", 1)[1].split()[0]
-        browser = Browser(hub)
-        assert browser.login("bob", PASSWORDS["bob"]).status_code == 200
-        r = browser.get(f"/hub/accept-share?code={code}")
-        assert r.status_code == 200 and "alice" in r.text
-        db = sqlite3.connect(hub.data_dir / "hub" / "jupyterhub.sqlite")
-        with db:
-            db.execute("UPDATE share_codes SET expires_at = '2000-01-01 00:00:00.000000'")
-        db.close()
-        r = browser.get(f"/hub/accept-share?code={code}")
-        assert r.status_code == 404 and "expired" in r.text
+        yield hub
     finally:
         hub.stop_server("alice")
+
+
+def test_share_magics_in_the_owners_kernel(alice_server, clean):
+    hub = clean
+    token = hub.tokens["alice"]
+    kernel = start_kernel(hub.url, "alice", token)
+    out = run_cell(hub.url, "alice", token, kernel=kernel, code=(
+        "%share proj/a.txt --with carol --with group:vision"))
+    assert "Shared proj/a.txt (file) read-only with carol" in out, out
+    assert "with group:vision" in out, out
+    a_txt = home(hub, "alice") / "proj" / "a.txt"
+    assert try_as(hub, "carol", f"cat {a_txt}").stdout == "a\n"
+    out = run_cell(hub.url, "alice", token, kernel=kernel, code="%share .ssh --with bob")
+    assert "hidden" in out, out
+    out = run_cell(hub.url, "alice", token, kernel=kernel,
+                   code="%unshare proj/a.txt --with carol")
+    assert "Revoked proj/a.txt for carol" in out, out
+    assert try_as(hub, "carol", f"cat {a_txt}").returncode != 0
+    out = run_cell(hub.url, "alice", token, kernel=kernel, code="_ = %shares")
+    assert "proj/a.txt" in out and "group:vision" in out and "carol" not in out, out
+    # alice saves it again from JupyterLab (jupyter-server's atomic save): bob reads
+    # the new content
+    headers = {"Authorization": f"token {token}"}
+    r = requests.put(f"{hub.url}/user/alice/api/contents/proj/a.txt", headers=headers,
+                     json={"type": "file", "format": "text", "content": "saved again"},
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    assert try_as(hub, "bob", f"cat {a_txt}").stdout == "saved again"
+
+    # the server's endpoints for the JupyterLab extension: the same, with the
+    # server's token kept on the server
+    ext = f"{hub.url}/user/alice/redspot/api/shares"
+    listed = requests.get(ext, headers=headers, timeout=30).json()
+    assert [x["with"] for x in listed["mine"]] == ["group:vision"]
+    assert listed["with_me"] == [] and listed["invited"] == []
+    r = requests.post(ext, headers=headers, json={"path": "notes.ipynb", "with": "carol"},
+                      timeout=30)
+    assert r.status_code == 201 and r.json()["shared_as"] == \
+        "shared-with-me/alice/notes.ipynb", r.text
+    assert try_as(hub, "carol", f"cat {home(hub, 'alice')}/notes.ipynb").returncode == 0
+    r = requests.delete(f"{ext}/{r.json()['id']}", headers=headers, timeout=30)
+    assert r.status_code == 200 and r.json()["active"] is False
+    assert try_as(hub, "carol", f"cat {home(hub, 'alice')}/notes.ipynb").returncode != 0
+    r = requests.post(ext, headers=headers, json={"path": "../bob", "with": "carol"},
+                      timeout=30)
+    assert r.status_code == 400 and "climbs out" in r.json()["message"], r.text
+    r = requests.post(ext, headers=headers, json={"invite": "bob"}, timeout=30)
+    assert r.status_code == 201, r.text
+    assert [i["user"]["name"] for i in requests.get(ext, headers=headers,
+                                                    timeout=30).json()["invited"]] == ["bob"]
+    r = requests.delete(f"{ext}?invite=bob", headers=headers, timeout=30)
+    assert r.status_code == 204, r.text
+
+
+def test_invitations_into_a_server(alice_server):
+    """JupyterHub's own sharing: bob reaches alice's server only while invited; carol's
+    group may not invite; share codes expire."""
+    hub = alice_server
+    alice_server = f"{hub.url}/user/alice/api/contents"
+    bob = {"Authorization": f"token {hub.tokens['bob']}"}
+    assert requests.get(alice_server, headers=bob, timeout=30).status_code == 403
+    kernel = start_kernel(hub.url, "alice", hub.tokens["alice"])
+    out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
+                   code="%share --server --with bob")
+    assert "runs code as you" in out and "Invited bob" in out, out
+    r = wait_for(lambda: requests.get(alice_server, headers=bob, timeout=30).status_code
+                 == 200, 15, "bob to get into alice's server")
+    assert r
+    out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
+                   code="%unshare --server --with bob")
+    assert "may no longer enter" in out, out
+    revoked = time.monotonic()
+    wait_for(lambda: requests.get(alice_server, headers=bob, timeout=30).status_code
+             == 403, 60, "bob to be refused after the revocation")
+    assert time.monotonic() - revoked < 60
+
+    # carol's group may not invite: the hub refuses
+    r = ask(hub, "carol", "POST", "/hub/api/shares/carol/", json={"user": "bob"})
+    assert r.status_code == 403, r.text
+
+    # a share code: whoever signs in and opens it gets in, until it expires
+    out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
+                   code="link = %share --server --code --expires 600\n"
+                        "print('CODE', link.split('code=')[1])")
+    code = out.split("CODE", 1)[1].split()[0]
+    browser = Browser(hub)
+    assert browser.login("bob", PASSWORDS["bob"]).status_code == 200
+    r = browser.get(f"/hub/accept-share?code={code}")
+    assert r.status_code == 200 and "alice" in r.text
+    db = sqlite3.connect(hub.data_dir / "hub" / "jupyterhub.sqlite")
+    with db:
+        db.execute("UPDATE share_codes SET expires_at = '2000-01-01 00:00:00.000000'")
+    db.close()
+    r = browser.get(f"/hub/accept-share?code={code}")
+    assert r.status_code == 404 and "expired" in r.text
 
 
 def test_admins_list_check_and_revoke_from_the_command_line(clean):
