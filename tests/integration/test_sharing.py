@@ -362,21 +362,21 @@ def test_invitations_into_a_server(alice_server):
     """JupyterHub's own sharing: bob reaches alice's server only while invited; carol's
     group may not invite; share codes expire."""
     hub = alice_server
-    alice_server = f"{hub.url}/user/alice/api/contents"
+    contents = f"{hub.url}/user/alice/api/contents"
     bob = {"Authorization": f"token {hub.tokens['bob']}"}
-    assert requests.get(alice_server, headers=bob, timeout=30).status_code == 403
+    assert requests.get(contents, headers=bob, timeout=30).status_code == 403
     kernel = start_kernel(hub.url, "alice", hub.tokens["alice"])
     out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
                    code="%share --server --with bob")
     assert "runs code as you" in out and "Invited bob" in out, out
-    r = wait_for(lambda: requests.get(alice_server, headers=bob, timeout=30).status_code
+    r = wait_for(lambda: requests.get(contents, headers=bob, timeout=30).status_code
                  == 200, 15, "bob to get into alice's server")
     assert r
     out = run_cell(hub.url, "alice", hub.tokens["alice"], kernel=kernel,
                    code="%unshare --server --with bob")
     assert "may no longer enter" in out, out
     revoked = time.monotonic()
-    wait_for(lambda: requests.get(alice_server, headers=bob, timeout=30).status_code
+    wait_for(lambda: requests.get(contents, headers=bob, timeout=30).status_code
              == 403, 60, "bob to be refused after the revocation")
     assert time.monotonic() - revoked < 60
 
