@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -35,12 +34,13 @@ from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
-from tornado import ioloop, web
+from tornado import web
 from traitlets import Bool, Dict, Enum, Integer, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
 from ..hub import scopes
+from ..hub.serviceapi import serve_forever
 from .builders import BuildahBuilder, VenvBuilder
 from .catalog import Catalog
 from .manager import TEAM, EnvironmentManager, Refused, Requester
@@ -299,15 +299,7 @@ class EnvironmentsService(Application):
         app.listen(url.port, url.hostname)
         self.log.info("Redspot environments service on %s (builder: %s)",
                       self.service_url, self.builder)
-        loop = ioloop.IOLoop.current()
-
-        def stop(signum, frame):
-            # also when started with SIGINT ignored (a `make up &` in a script)
-            loop.add_callback_from_signal(loop.stop)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, stop)
-        loop.start()
+        serve_forever()
 
 
 main = EnvironmentsService.launch_instance

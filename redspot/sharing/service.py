@@ -30,12 +30,11 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 from traitlets import Bool, Enum, Float, Unicode, default
@@ -43,6 +42,7 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..hub import scopes
+from ..hub.serviceapi import JsonApiHandler, Requester, serve_forever
 from ..spawner.storage import Layout
 from .shares import Share, ShareError, ShareStore, check_path, parse_grantee
 
@@ -50,37 +50,13 @@ from .shares import Share, ShareError, ShareStore, check_path, parse_grantee
 TOKEN_CACHE_SECONDS = 5
 
 
-class Requester:
-    def __init__(self, model: dict):
-        self.name = model["name"]
-        self.kind = model.get("kind", "user")
-        self.admin = bool(model.get("admin"))
-        self.scopes = frozenset(model.get("scopes", ()))
+class ApiHandler(JsonApiHandler):
+    use_scope = scopes.SHARES_USE
+    admin_scope = scopes.SHARES_ADMIN
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes or (self.admin and scope == scopes.SHARES_ADMIN)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.may(scopes.SHARES_ADMIN)
-
-
-class ApiHandler(HubOAuthenticated, web.RequestHandler):
     @property
     def sharing(self) -> SharingState:
         return self.settings["sharing"]
-
-    def get_login_url(self):
-        raise web.HTTPError(403, "sign in to the hub, or send a hub token")
-
-    def requester(self, scope: str = scopes.SHARES_USE) -> Requester:
-        model = self.current_user
-        if not model:
-            raise web.HTTPError(403, "sign in to the hub, or send a hub token")
-        who = Requester(model)
-        if not (who.may(scope) or who.may(scopes.SHARES_ADMIN)):
-            raise web.HTTPError(403, f"{who.name} lacks the scope {scope}")
-        return who
 
     def body(self) -> dict:
         try:
@@ -90,18 +66,6 @@ class ApiHandler(HubOAuthenticated, web.RequestHandler):
         if not isinstance(data, dict):
             raise web.HTTPError(400, "the body must be a JSON object")
         return data
-
-    def write_json(self, data, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
 
     def share_model(self, share: Share) -> dict:
         return self.sharing.model(share)
@@ -476,12 +440,7 @@ class SharingService(Application):
             loop.add_callback(check)
             ioloop.PeriodicCallback(check, self.check_interval * 1000).start()
 
-        def stop(signum, frame):
-            loop.add_callback_from_signal(loop.stop)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, stop)
-        loop.start()
+        serve_forever()
 
 
 main = SharingService.launch_instance

@@ -24,19 +24,19 @@ import asyncio
 import json
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
-from tornado import httpclient, ioloop, web
+from tornado import httpclient, web
 from traitlets import Unicode, default
 from traitlets.config import Application
 
 from .. import __version__
 from ..hub import scopes
+from ..hub.serviceapi import JsonApiHandler, serve_forever
 from .connections import Connection, from_settings
 from .pgroles import PostgresRoles, RoleError
 
@@ -45,44 +45,13 @@ TOKEN_CACHE_SECONDS = 5
 GRANT_LOG = "grants.jsonl"
 
 
-class Requester:
-    def __init__(self, model: dict):
-        self.name = model["name"]
-        self.admin = bool(model.get("admin"))
-        self.scopes = frozenset(model.get("scopes", ()))
+class ApiHandler(JsonApiHandler):
+    use_scope = scopes.WAREHOUSE_USE
+    admin_scope = scopes.WAREHOUSE_ADMIN
 
-    def may(self, scope: str) -> bool:
-        return scope in self.scopes or (self.admin and scope == scopes.WAREHOUSE_ADMIN)
-
-
-class ApiHandler(HubOAuthenticated, web.RequestHandler):
     @property
     def warehouse(self) -> WarehouseState:
         return self.settings["warehouse"]
-
-    def get_login_url(self):
-        raise web.HTTPError(403, "sign in to the hub, or send a hub token")
-
-    def requester(self, scope: str = scopes.WAREHOUSE_USE) -> Requester:
-        model = self.current_user
-        if not model:
-            raise web.HTTPError(403, "sign in to the hub, or send a hub token")
-        who = Requester(model)
-        if not (who.may(scope) or who.may(scopes.WAREHOUSE_ADMIN)):
-            raise web.HTTPError(403, f"{who.name} lacks the scope {scope}")
-        return who
-
-    def write_json(self, data, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
 
 
 class ConnectionsHandler(ApiHandler):
@@ -302,14 +271,7 @@ class WarehouseService(Application):
         self.log.info("Redspot warehouse service on %s (%d connections: %s)",
                       self.service_url, len(state.connections),
                       ", ".join(state.connections) or "none")
-        loop = ioloop.IOLoop.current()
-
-        def stop(signum, frame):
-            loop.add_callback_from_signal(loop.stop)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, stop)
-        loop.start()
+        serve_forever()
 
 
 main = WarehouseService.launch_instance

@@ -17,14 +17,12 @@ import time
 import pytest
 import requests
 
-from tests.conftest import needs_root
+from tests.conftest import PASSWORDS, needs_root
 from tests.helpers import Browser, run_as, wait_for
 from tests.kernels import run_cell, start_kernel
 
 pytestmark = [pytest.mark.integration, needs_root]
 
-PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22",
-             "carol": "carol-password-3"}
 SETTINGS = {
     "groups": {"vision": {"users": ["alice", "bob"]}, "nlp": {"users": ["carol"]}},
     "services": {"sharing": {"enabled": True, "invite_groups": ["vision"],
