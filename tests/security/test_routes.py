@@ -248,6 +248,9 @@ TABLE = [
     ("bob", "GET", "/services/sharing/", {}, (403,)),
     ("bob", "GET", "/user/alice/redspot/api/shares", {}, (403,)),
     ("bob", "POST", "/user/alice/redspot/api/shares", {"json": {"invite": "bob"}}, (403,)),
+    ("outsider", "GET", "/user/alice/redspot/api/shares", {}, (302, 401, 403)),
+    ("outsider", "POST", "/user/alice/redspot/api/shares", {"json": {"invite": "x"}},
+     (302, 401, 403)),
     # invitations into servers: only into one's own, only for the groups that may invite
     ("bob", "POST", "/hub/api/shares/alice/", {"json": {"user": "bob"}}, (403, 404)),
     ("carol", "POST", "/hub/api/shares/alice/", {"json": {"user": "carol"}}, (403, 404)),
