@@ -120,7 +120,7 @@ class LocalRayHead:
     def stop_if_idle(self, timeout: float) -> bool:
         """Stop the head if no kernel used it for more than ``timeout`` s; True if so."""
         idle = self.idle_seconds()
-        return idle is not None and idle > timeout and self.stop(timeout=3)
+        return idle is not None and idle > timeout and self.stop()
 
     def start(self, cpus: float | None = None, gpus: int | None = None,
               memory: int | None = None, timeout: float = 120) -> HeadInfo:
@@ -140,13 +140,17 @@ class LocalRayHead:
         log = self.state_dir / "head.log"
         began = time.monotonic()
         for attempt in (1, 2):
+            # every port of its own: Ray's default for the dashboard agent (52365) is one
+            # per machine, and a second head's agent could not listen (so its Jobs API had
+            # "no available agent" for anyone but the first user)
             ports = {"gcs": random_port(), "dashboard": random_port(),
-                     "client": random_port()}
+                     "client": random_port(), "agent": random_port()}
             cmd = [
                 self.ray, "start", "--head", "--node-ip-address=127.0.0.1",
                 f"--port={ports['gcs']}", "--dashboard-host=127.0.0.1",
                 f"--dashboard-port={ports['dashboard']}",
                 f"--ray-client-server-port={ports['client']}",
+                f"--dashboard-agent-listen-port={ports['agent']}",
                 "--disable-usage-stats", f"--temp-dir={temp_dir}",
             ]
             if cpus is not None:
@@ -219,9 +223,11 @@ class LocalRayHead:
         if self.fixed_private_dir is None:
             shutil.rmtree(private, ignore_errors=True)
 
-    def stop(self, timeout: float = 10) -> bool:
-        """Stop the head's process group (SIGTERM, then SIGKILL after ``timeout`` s: Ray's
-        GCS server does not always end on SIGTERM); True if one was running."""
+    def stop(self, timeout: float = 1) -> bool:
+        """Stop the head's process group (SIGTERM, then SIGKILL after ``timeout`` s); True
+        if one was running. What ends on SIGTERM (the dashboard, workers) ends within
+        0.3 s; Ray's GCS server and raylet were still running 12 s later, so waiting
+        longer only made stopping slow (a head keeps nothing that needs a clean end)."""
         info = self.info()
         if info is None:
             return False

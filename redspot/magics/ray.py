@@ -103,8 +103,11 @@ class RayMagics(Magics):
     @line_magic
     def ray_disconnect(self, line=""):
         """Disconnect this kernel (``--stop`` also stops your cluster)."""
-        self.session.disconnect(stop_head="--stop" in line.split())
-        print("Disconnected.")
+        stop = "--stop" in line.split()
+        if stop:
+            print("Disconnecting and stopping your Ray cluster...", flush=True)
+        self.session.disconnect(stop_head=stop)
+        print("Disconnected; your Ray cluster is stopped." if stop else "Disconnected.")
 
     @magic_arguments()
     @argument("--cpus", type=float, default=1, help="CPUs the cell needs (default 1)")

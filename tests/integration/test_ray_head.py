@@ -129,6 +129,12 @@ def test_one_users_token_does_not_open_another_users_cluster(head, tmp_path):
         theirs = run_driver(alice_info.address,
                             {**auth_env(bob.token_path), "HOME": str(tmp_path)})
         assert "result 49" not in theirs.stdout and theirs.returncode != 0
+        # each head has its own job agent (Ray's default port is one per machine: the
+        # second head's agent could not listen, and its Jobs API had no agent)
+        jobs = subprocess.run([sys.executable, "-c", JOBS_CLIENT, bob_info.dashboard,
+                               bob.token()], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "HOME": str(tmp_path)})
+        assert "status SUCCEEDED" in jobs.stdout, jobs.stdout + jobs.stderr[-3000:]
     finally:
         bob.stop(timeout=5)
         shutil.rmtree(temp, ignore_errors=True)
