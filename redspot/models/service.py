@@ -28,9 +28,11 @@ from urllib.parse import urlparse
 def store_env(data_dir: Path, environ: dict) -> dict[str, str]:
     """Where MLflow keeps runs, models and artifacts, as MLflow's own variables (pure):
     the operator's (from the environment) or files in ``data_dir``."""
+    backend = environ.get("MLFLOW_BACKEND_STORE_URI") or f"sqlite:///{data_dir / 'mlflow.sqlite'}"
     return {
-        "MLFLOW_BACKEND_STORE_URI": environ.get("MLFLOW_BACKEND_STORE_URI")
-        or f"sqlite:///{data_dir / 'mlflow.sqlite'}",
+        "MLFLOW_BACKEND_STORE_URI": backend,
+        # said, so that MLflow does not announce at every start that it chose the same
+        "MLFLOW_REGISTRY_STORE_URI": environ.get("MLFLOW_REGISTRY_STORE_URI") or backend,
         "MLFLOW_ARTIFACTS_DESTINATION": environ.get("MLFLOW_ARTIFACTS_DESTINATION")
         or str(data_dir / "artifacts"),
     }
@@ -45,6 +47,9 @@ def command(service_url: str, mlflow: str) -> list[str]:
         mlflow, "server", "--app-name", "redspot",
         "--host", host, "--port", str(port), "--workers", "1",
         "--serve-artifacts",
+        # the Host it is told (``app.own_host``): said, so that it does not advise at every
+        # start how to open itself to other hosts
+        "--allowed-hosts", f"{host}:{port}",
         # stopping the hub does not wait for browsers' idle keep-alive connections
         "--uvicorn-opts", "--timeout-graceful-shutdown 1",
     ]
