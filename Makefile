@@ -53,8 +53,9 @@ bench: deps
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench
+	cd labextension && npx tsc --noEmit
 
-deps: system $(STAMP)/python $(VENV)/bin/configurable-http-proxy
+deps: system $(STAMP)/python $(VENV)/bin/configurable-http-proxy $(STAMP)/labextension
 
 # Debian packages, installed only when running as root and something is missing.
 system:
@@ -104,7 +105,31 @@ $(STAMP)/deepspeed: $(STAMP)/torch
 	         "deepspeed==$(DEEPSPEED_VERSION)")
 	@touch $@
 
-$(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml
+# The JupyterLab extension (labextension/: TypeScript) built into redspot/labextension
+# (ignored by git) with node alone, before Redspot is installed: the package build then
+# finds it built, and the server runtime and environments carry it.
+LABEXT := redspot/labextension/static/style.js
+LABEXT_SOURCES := $(wildcard labextension/src/*.ts labextension/style/* labextension/schema/*) \
+	labextension/package.json labextension/tsconfig.json labextension/install.json
+
+labextension/node_modules/.installed: labextension/package.json labextension/package-lock.json
+	@echo "Installing the JupyterLab extension's build tools from npm (about a minute the first time)"
+	cd labextension && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+$(LABEXT): labextension/node_modules/.installed $(LABEXT_SOURCES)
+	@echo "Building Redspot's JupyterLab extension (a few seconds)"
+	cd labextension && npm run --silent build
+
+# the editable install's JupyterLab finds the built extension where a wheel puts it
+$(STAMP)/labextension: $(LABEXT) $(STAMP)/python
+	rm -rf $(VENV)/share/jupyter/labextensions/@redspot/labextension
+	mkdir -p $(VENV)/share/jupyter/labextensions/@redspot
+	ln -s $(abspath redspot/labextension) $(VENV)/share/jupyter/labextensions/@redspot/labextension
+	@touch $@
+
+$(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml \
+		$(wildcard jupyter-config/*/*) | $(LABEXT)
 	@echo "Installing Redspot and its dependencies (JupyterHub, JupyterLab, Ray, MLflow...) with uv"
 	$(UV) pip install --python $(PY) --quiet -e ".[dev]"
 	@touch $@
@@ -118,4 +143,5 @@ $(VENV)/bin/configurable-http-proxy: $(CHP) $(STAMP)/venv
 	ln -sf $(abspath $(CHP)) $@
 
 clean:
-	rm -rf $(VENV) .local .pytest_cache
+	rm -rf $(VENV) .local .pytest_cache labextension/node_modules labextension/lib \
+	  labextension/tsconfig.tsbuildinfo redspot/labextension

@@ -95,6 +95,9 @@ def _fail(message: str, code: int = 2):
 
 
 def _cmd_up(args) -> None:
+    # importing the hub takes seconds (jsonschema, JupyterHub): say what is happening first
+    print("Redspot: checking the configuration, preparing the data folder, accounts and "
+          "the privileged helper...", flush=True)
     from .config.layers import CommandLine
     from .hub.app import UpOptions, up
 

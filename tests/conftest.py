@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FAKE_KUBECONFIG, Hub, redspot
+from tests.helpers import FAKE_KUBECONFIG, Hub, processes_of, redspot, stop_pids
 
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22",
              "carol": "carol-password-3"}
@@ -74,6 +74,9 @@ def account_prefix():
     if IS_ROOT:
         for entry in pwd.getpwall():
             if entry.pw_name.startswith(prefix):
+                # what a test's account still runs (a Ray head a server left behind while
+                # it stopped) would keep userdel from removing the account
+                stop_pids(processes_of(entry.pw_uid), grace=2)
                 subprocess.run(["userdel", entry.pw_name], check=False, capture_output=True)
         for entry in grp.getgrall():
             if entry.gr_name.startswith(prefix):

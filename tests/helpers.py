@@ -86,6 +86,32 @@ def stop_pids(processes: list[tuple[int, str]], grace: float = 10) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def artifacts_folder(name: str) -> Path:
+    """Where a browser test keeps its screenshots: ``$REDSPOT_TEST_ARTIFACTS/<name>``
+    (default: the repository's ``.test-artifacts``, ignored by git)."""
+    root = os.environ.get("REDSPOT_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] \
+        / ".test-artifacts"
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def processes_of(uid: int) -> list[tuple[int, str]]:
+    """Every process of an account now, as (pid, start time)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid != uid:
+                    continue
+            except OSError:
+                continue
+            started = _started(int(entry.name))
+            if started is not None:
+                found.append((int(entry.name), started))
+    return found
+
+
 def run_as(account: str, *argv: str) -> subprocess.CompletedProcess:
     """Run ``argv`` as a system ``account`` (its groups too), as its processes would."""
     import pwd
@@ -158,7 +184,8 @@ class Hub:
         for name, text in self.config_d.items():
             (config_d / name).write_text(text)
 
-    def start(self, timeout: float = 300) -> Hub:
+    def start(self, timeout: float = 300, wait: bool = True) -> Hub:
+        """Run ``redspot up``; with ``wait``, until it says it is ready."""
         self.write_config()
         self.log_path = self.data_dir / f"hub-{int(time.time() * 1000)}.log"
         args = [
@@ -176,7 +203,8 @@ class Hub:
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        wait_for(self._ready, timeout, f"the hub at {self.url} (log: {self.log_path})")
+        if wait:
+            wait_for(self._ready, timeout, f"the hub at {self.url} (log: {self.log_path})")
         return self
 
     def _ready(self) -> bool:

@@ -231,7 +231,9 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             else {}))
         # who users are and which groups they are in; on Kubernetes, stopping the
         # servers of a revoked share's recipients (their read-only mounts go with them)
-        service_scopes = ["read:users:name", "read:users:groups", "read:groups:name"]
+        # (listing them, for the Share… dialog's pickers, takes list:users and list:groups)
+        service_scopes = ["list:users", "read:users:name", "read:users:groups",
+                          "list:groups", "read:groups:name"]
         if kube:
             service_scopes += ["read:groups", "servers"]
         roles.append({"name": "redspot-sharing-service", "services": ["sharing"],

@@ -399,6 +399,10 @@ def banner(url: str, paths: DataPaths, config: Path | None, settings: dict, isol
             f"  WARNING: {why}: every user's server runs as {account!r}; "
             "tenants are NOT isolated from each other."
         )
+    services = enabled_services(settings)
+    lines += ["", "Starting the hub and the proxy"
+              + (f", then the services ({', '.join(services)})" if services else "")
+              + "; 'ready' follows..."]
     return "\n".join(lines) + "\n"
 
 
@@ -416,7 +420,10 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
     if prepare:
         prepare_data_dir(paths, isolated, write_starter=options.config is None)
         if config_file is None and paths.config_file.exists():
+            # the starter file just written: this first start runs with it too
             config_file = paths.config_file
+            settings = load_settings(config_file)
+            isolated = isolates_users(settings)
         python = server_python(paths, settings, isolated, log=log)
         helper, helper_proc = start_helper(paths, settings, isolated, python, log=log)
         try:
@@ -500,13 +507,17 @@ def up(options: UpOptions) -> None:
         print(f"redspot up: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     print(text, flush=True)
-    from .hubapp import RedspotHub
-
-    c.RedspotHub.ready_message = ready_message(c)
     # JupyterHub also reads ./jupyterhub_config.py: run where only Redspot writes
     os.chdir(paths.state)
     try:
+        from .hubapp import RedspotHub
+
+        c.RedspotHub.ready_message = ready_message(c)
         RedspotHub.instance(config=c)
         RedspotHub.launch_instance(argv=[])
+    except KeyboardInterrupt:
+        # before the hub started anything (its own handlers take over from its start)
+        print("\nInterrupted before the hub started.", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         stop_helper(helper_proc)

@@ -1,6 +1,6 @@
 """JupyterHub as ``redspot up`` runs it.
 
-Four differences from JupyterHub's own application, about what the operator and the
+Five differences from JupyterHub's own application, about what the operator and the
 first users see:
 
 - the hub's own pages answer as soon as the hub listens: JupyterHub adds the hub's
@@ -10,7 +10,8 @@ first users see:
   (``ready_message``);
 - Redspot's pages (``pages.py``): its home page, where sign-in lands, and the docs;
 - on stop, the services and the users' servers stop together instead of one after
-  the other (``cleanup``).
+  the other (``cleanup``);
+- Ctrl-C or SIGTERM while it starts stops what has started (``start``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,29 @@ class RedspotHub(JupyterHub):
         return await super().start_service(service_name, service, ssl_context)
 
     async def start(self):
-        await super().start()
+        """JupyterHub's start, stopped cleanly by Ctrl-C or SIGTERM while it runs.
+        (JupyterHub handles these signals only once it has started: before, the
+        proxy and the services started so far were left running.)"""
+        loop = asyncio.get_running_loop()
+        starting = asyncio.current_task()
+        received = []
+
+        def interrupt(sig):
+            if not received:
+                received.append(sig)
+                starting.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, interrupt, sig)
+        try:
+            await super().start()
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            self.log.critical("Received %s while starting: stopping what has started...",
+                              received[0].name)
+            await self.cleanup()
+            self.exit(128 + received[0])
         if self.ready_message:
             print(self.ready_message, flush=True)
 
@@ -59,6 +82,10 @@ class RedspotHub(JupyterHub):
         """JupyterHub's cleanup, with everything stopping at once: the services, the
         users' servers (unless kept), then the proxy. (JupyterHub stops each service in
         turn, and only then the servers: 30 s and more with the registry on.)"""
+        # the services' health check would otherwise run on services being removed
+        # (a traceback in the log of every stop)
+        for callback in self._periodic_callbacks.values():
+            callback.stop()
         services = [s for s in self._service_map.values() if s.managed]
         stopping = {f"the {s.name} service": self._stop_service(s) for s in services}
         if services:
@@ -75,7 +102,8 @@ class RedspotHub(JupyterHub):
         for what, result in zip(stopping, results, strict=True):
             if isinstance(result, Exception):
                 self.log.error("Stopping %s failed: %s", what, result)
-        if self.cleanup_proxy and self.proxy.should_start:
+        started = getattr(self.proxy, "proxy_process", None) is not None
+        if self.cleanup_proxy and self.proxy.should_start and started:
             await maybe_future(self.proxy.stop())
         elif not self.cleanup_proxy:
             self.log.info("Leaving proxy running")
@@ -87,8 +115,9 @@ class RedspotHub(JupyterHub):
         self.log.info("Stopped.")
 
     async def _stop_service(self, service) -> None:
-        """``Service.stop``, watching the process every 0.1 s: JupyterHub's watch backs
-        off to seconds, and the registry's two processes take about 2.5 s to end."""
+        """``Service.stop`` (SIGTERM, then SIGKILL), watching the process every 0.1 s:
+        JupyterHub's watch backs off to seconds, and the registry's two processes take
+        about 2.5 s to end."""
         spawner = service.spawner
         if spawner is None:
             return
@@ -99,12 +128,13 @@ class RedspotHub(JupyterHub):
         proc = spawner.proc
         if proc is None:
             return
-        for sig, grace in ((signal.SIGINT, spawner.interrupt_timeout),
-                           (signal.SIGTERM, spawner.term_timeout),
+        # SIGTERM first: every service stops on it, and a service still importing when
+        # the hub is interrupted ends without a KeyboardInterrupt traceback
+        for sig, grace in ((signal.SIGTERM, spawner.interrupt_timeout + spawner.term_timeout),
                            (signal.SIGKILL, spawner.kill_timeout)):
             if proc.poll() is not None:
                 return
-            if sig != signal.SIGINT:
+            if sig != signal.SIGTERM:
                 self.log.warning("The %s service did not stop: sending %s", service.name,
                                  sig.name)
             with contextlib.suppress(ProcessLookupError):

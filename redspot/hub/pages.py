@@ -35,6 +35,7 @@ DOC_PAGES = {
     "environments": "Environments",
     "warehouse": "The warehouse: %%sql",
     "sharing": "Sharing with teammates",
+    "jupyterlab": "The Redspot panel in JupyterLab",
     "configuration": "Configuration reference (redspot.yaml)",
     "security": "Security and isolation",
     "kubernetes": "Redspot on Kubernetes",
@@ -158,6 +159,20 @@ class DocsHandler(BaseHandler):
         self.finish(await self.render_template("redspot-docs.html", title=title, body=body))
 
 
+class DocImageHandler(BaseHandler):
+    """``/hub/redspot/docs/images/<name>.png``: the docs' screenshots."""
+
+    @web.authenticated
+    async def get(self, name):
+        folder = docs_dir()
+        path = folder / "images" / name if folder is not None else None
+        if path is None or not path.is_file():
+            raise web.HTTPError(404, f"no image {name!r} in Redspot's docs")
+        self.set_header("Content-Type", "image/png")
+        self.set_header("Cache-Control", "max-age=3600")
+        self.finish(path.read_bytes())
+
+
 def render_markdown(text: str) -> str:
     """A doc page as HTML (raw HTML in it escaped), its links to sibling pages kept
     inside the docs (``ray.md`` -> ``ray``)."""
@@ -172,5 +187,6 @@ ROUTES = [
     (r"/home", RedspotHomeHandler),
     (r"/redspot/docs/?", DocsHandler),
     (r"/redspot/docs/([a-z]+)", DocsHandler),
+    (r"/redspot/docs/images/([a-z0-9][a-z0-9-]*\.png)", DocImageHandler),
     (r"/redspot/accounts/([^/]+)/password", AccountPasswordHandler),
 ]

@@ -6,6 +6,9 @@
 ``/redspot/api/shares``
     shares and invitations (``sharing.py``), asked of the sharing service and the hub
     with the server's token.
+``/redspot/api/ray``, ``…/environments``, ``…/models``, ``…/warehouse``, ``…/grantees``
+    the Redspot panel's: my Ray cluster (and Start/Stop), environments, models, the
+    warehouse's connections and catalog, whom I may share with (``platform.py``).
 ``/redspot/ray/dashboard/…``
     the user's Ray dashboard, proxied: the browser reaches it behind the hub's login, and
     the server adds the cluster's token, which the browser never sees.
@@ -30,6 +33,13 @@ from tornado.ioloop import PeriodicCallback
 from .. import __version__
 from ..info import server_info
 from .dashboard import DashboardProxyHandler
+from .platform import (
+    EnvironmentsHandler,
+    GranteesHandler,
+    ModelsHandler,
+    RayHandler,
+    WarehouseHandler,
+)
 from .sharing import SharesHandler, keep_links
 
 
@@ -56,6 +66,16 @@ def _link_jupyter_server_extension(serverapp):
     # and passes that timeout to Tornado too, which allows one ping at most and says so
     # in every server's log: nothing to act on, so it is not logged
     logging.getLogger("tornado.general").addFilter(_no_ping_timeout_warning)
+    # jupyter-resource-usage (the panel's Machine and the status bar) reports CPU too; its
+    # limits come from the spawner (MEM_LIMIT, CPU_LIMIT: the profile's). Set here, not in
+    # jupyter_server_config.d, whose files only enable extensions
+    usage = serverapp.config.ResourceUseDisplay
+    if "track_cpu_percent" not in usage:
+        usage.track_cpu_percent = True
+    # its CPU warning compares the limit in CPUs with a percentage (4 - 8.7% < 0.4): the
+    # status bar turned red at once on every server; the memory warning stays
+    if "cpu_warning_threshold" not in usage:
+        usage.cpu_warning_threshold = 0
 
 
 def _no_ping_timeout_warning(record: logging.LogRecord) -> bool:
@@ -69,6 +89,13 @@ def _load_jupyter_server_extension(serverapp):
         (url_path_join(base, "redspot", "ray", "dashboard") + "(/.*)?", DashboardProxyHandler),
         (url_path_join(base, "redspot", "api", "shares") + "(?:/([0-9a-f]{1,32}))?",
          SharesHandler),
+        (url_path_join(base, "redspot", "api", "ray"), RayHandler),
+        (url_path_join(base, "redspot", "api", "environments"), EnvironmentsHandler),
+        (url_path_join(base, "redspot", "api", "models"), ModelsHandler),
+        (url_path_join(base, "redspot", "api", "warehouse"), WarehouseHandler),
+        (url_path_join(base, "redspot", "api", "warehouse")
+         + "/([^/]+)/(schemas|tables|columns)", WarehouseHandler),
+        (url_path_join(base, "redspot", "api", "grantees"), GranteesHandler),
     ])
     serverapp.log.info("Redspot server extension %s loaded", __version__)
     atexit.register(_stop_ray_head, serverapp.log)
@@ -77,11 +104,10 @@ def _load_jupyter_server_extension(serverapp):
 
 
 def _stop_ray_head(log):
-    """The server stops: so does the user's Ray head that its kernels started (the hub
-    gives a stopping server a few seconds, so Ray gets a short grace period)."""
+    """The server stops: so does the user's Ray head that its kernels started."""
     from ..compute.local import LocalRayHead
 
-    if LocalRayHead().stop(timeout=3):
+    if LocalRayHead().stop():
         log.info("Stopped this user's Ray head")
 
 

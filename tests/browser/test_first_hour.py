@@ -17,30 +17,26 @@ Screenshots of each step are kept in ``$REDSPOT_TEST_ARTIFACTS`` (default
 from __future__ import annotations
 
 import json
-import os
 import re
 import textwrap
-from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
+from tests.conftest import PASSWORDS
+from tests.helpers import artifacts_folder
 from tests.kernels import run_cell, start_kernel
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("deepspeed")
 
-USERS = {"alice": "alice-password-1", "bob": "bob-password-22"}
-REPO = Path(__file__).resolve().parents[2]
+USERS = {name: PASSWORDS[name] for name in ("alice", "bob")}
 
 
 @pytest.fixture(scope="module")
 def artifacts():
-    folder = Path(os.environ.get("REDSPOT_TEST_ARTIFACTS") or REPO / ".test-artifacts")
-    folder = folder / "first-hour"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return artifacts_folder("first-hour")
 
 
 @pytest.fixture(scope="module")
@@ -340,6 +336,9 @@ NOISE = {
     "Starlette's deprecation inside MLflow": "StarletteDeprecationWarning",
     "jupyter-server's websocket ping warning": "websocket_ping_timeout",
     "DeepSpeed guessing the accelerator in every worker": "Setting accelerator to CPU",
+    "MLflow announcing its registry store": "Registry store URI not provided",
+    "MLflow advising how to open itself to other hosts": "To allow connections from other",
+    "a traceback": "Traceback (most recent call last)",
 }
 
 

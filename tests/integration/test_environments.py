@@ -240,6 +240,14 @@ def test_the_spawn_page_lists_ready_environments_and_a_server_starts_in_one(env_
         python, version, sixer, env_id = out.split()
         assert python.startswith(str(env_hub.data_dir / "environments" / "venvs"))
         assert (version, sixer, env_id) == ("1.16.0", "on", "alice/sixer")
+        # the server in her environment has Redspot's JupyterLab extension, prebuilt
+        out = run_cell(env_hub.url, "alice", env_hub.tokens["alice"],
+                       "import os, re, subprocess, sys\n"
+                       "jupyter = os.path.join(os.path.dirname(sys.executable), 'jupyter')\n"
+                       "p = subprocess.run([jupyter, 'labextension', 'list'], text=True,\n"
+                       "                   capture_output=True)\n"
+                       "print(re.sub(r'\\x1b\\[[0-9;]*m', '', p.stdout + p.stderr))")
+        assert re.search(r"@redspot/labextension v\S+ enabled OK", out), out
         # a cell on alice's Ray cluster in an environment, found with the server's token
         kernel = start_kernel(env_hub.url, "alice", env_hub.tokens["alice"])
         out = run_cell(env_hub.url, "alice", env_hub.tokens["alice"],

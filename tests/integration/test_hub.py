@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import stat
 import subprocess
 
@@ -146,6 +147,13 @@ def test_the_docs_are_served_to_signed_in_users(team_hub):
     ray = alice.get("/hub/redspot/docs/ray")
     assert ray.status_code == 200 and "<h1" in ray.text and "%%ray_remote" in ray.text
     assert alice.get("/hub/redspot/docs/nothing").status_code == 404
+    # the docs' screenshots, by name only
+    lab = alice.get("/hub/redspot/docs/jupyterlab")
+    assert lab.status_code == 200 and 'src="images/panel.png"' in lab.text
+    image = alice.get("/hub/redspot/docs/images/panel.png")
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+    assert alice.get("/hub/redspot/docs/images/none.png").status_code == 404
+    assert alice.get("/hub/redspot/docs/images/..%2Fjupyterlab.md").status_code == 404
     anonymous = requests.get(f"{team_hub.url}/hub/redspot/docs/ray", allow_redirects=False,
                              timeout=30)
     assert anonymous.status_code == 302 and "/hub/login" in anonymous.headers["Location"]
@@ -320,7 +328,9 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
 
         # stopped, then used again: says it connects and starts it, then that it is
         # connected, before the cell's own output
-        run_cell(team_hub.url, "bob", token, "%ray_disconnect --stop", kernel=kernel)
+        out = run_cell(team_hub.url, "bob", token, "%ray_disconnect --stop", kernel=kernel)
+        assert out == ("Disconnecting and stopping your Ray cluster...\n"
+                       "Disconnected; your Ray cluster is stopped.\n"), out
         out = run_cell(team_hub.url, "bob", token, "%%ray_remote\nprint('again')",
                        kernel=kernel, timeout=180)
         said = [out.index(text) for text in (
@@ -523,6 +533,29 @@ def test_ctrl_c_stops_the_hub_the_proxy_and_every_server(hub_factory):
     assert hub.stop() == 0
     wait_for(lambda: not pid_alive(server_pid), 10, "the server to stop")
     wait_for(lambda: not pid_alive(proxy_pid), 10, "the proxy to stop")
+    assert "Traceback" not in hub.log(tail=400)
+
+
+def test_ctrl_c_while_the_services_start_stops_what_has_started(hub_factory):
+    """JupyterHub handles signals only once it has started: Ctrl-C while the services
+    started used to leave the proxy and the services started so far running."""
+    from tests.helpers import descendants, pid_alive
+
+    hub = hub_factory({"services": {"environments": {"enabled": True},
+                                    "models": {"enabled": True}}}, start=False)
+    hub.start(wait=False)
+    wait_for(lambda: "Starting the models service" in hub.log(tail=400), 120,
+             "the models service to start")
+    started = descendants(hub.proc.pid)
+    # the proxy and the environments service are up, the registry is starting
+    assert len(started) >= 3, started
+    os.kill(hub.proc.pid, signal.SIGINT)
+    assert hub.proc.wait(30) == 130
+    wait_for(lambda: not any(pid_alive(pid) for pid, _ in started), 5,
+             f"every process the hub started to stop: {started}")
+    log = hub.log(tail=400)
+    assert "Received SIGINT while starting: stopping what has started" in log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
 
 
 # --- signing up ------------------------------------------------------------------------

@@ -156,6 +156,7 @@ TABLE = [
     ("outsider", "POST", "/hub/redspot/accounts/alice/password", {}, (302, 401, 403)),
     ("outsider", "GET", "/hub/home", {}, (302,)),
     ("outsider", "GET", "/hub/redspot/docs/security", {}, (302,)),
+    ("outsider", "GET", "/hub/redspot/docs/images/panel.png", {}, (302,)),
     # her environment
     ("bob", "GET", f"{E}/environments/{{env}}", {}, (404,)),
     ("bob", "GET", f"{E}/environments/{{env}}/log", {}, (404,)),
@@ -251,6 +252,17 @@ TABLE = [
     ("outsider", "GET", "/user/alice/redspot/api/shares", {}, (302, 401, 403)),
     ("outsider", "POST", "/user/alice/redspot/api/shares", {"json": {"invite": "x"}},
      (302, 401, 403)),
+    # the JupyterLab panel's endpoints (redspot/serverextension/platform.py): the server's
+    # owner only, before any handler asks a service with the server's token
+    *[(who, "GET", f"/user/alice/redspot/api/{path}", {}, codes)
+      for path in ("info", "ray", "environments", "models", "warehouse",
+                   "warehouse/demo/schemas", "warehouse/demo/tables?schema=main",
+                   "warehouse/demo/columns?schema=main&table=listings", "grantees")
+      for who, codes in (("bob", (403,)), ("outsider", (302, 401, 403)))],
+    ("bob", "POST", "/user/alice/redspot/api/ray", {"json": {"action": "start"}}, (403,)),
+    ("bob", "POST", "/user/alice/redspot/api/ray", {"json": {"action": "stop"}}, (403,)),
+    ("outsider", "POST", "/user/alice/redspot/api/ray", {"json": {"action": "stop"}},
+     (302, 401, 403)),
     # invitations into servers: only into one's own, only for the groups that may invite
     ("bob", "POST", "/hub/api/shares/alice/", {"json": {"user": "bob"}}, (403, 404)),
     ("carol", "POST", "/hub/api/shares/alice/", {"json": {"user": "carol"}}, (403, 404)),
@@ -291,7 +303,9 @@ def test_what_the_owner_and_her_group_may_do_still_works(realm, targets):
     assert ask(realm, "alice", "GET",
                f"{E}/environments/{targets['env']}").status_code == 200
     assert ask(realm, "admin", "GET", f"{E}/environments/{targets['env']}").status_code == 200
-    assert ask(realm, "alice", "GET", "/user/alice/redspot/api/info").status_code == 200
+    for path in ("info", "ray", "warehouse", "grantees"):
+        assert ask(realm, "alice", "GET", f"/user/alice/redspot/api/{path}").status_code \
+            == 200, path
     # bob shares alice's group: the vision connection is his too; the log is an admin's
     assert ask(realm, "bob", "POST", f"{W}/connections/visiondb/credentials").status_code \
         == 200

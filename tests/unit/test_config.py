@@ -1,6 +1,8 @@
 """redspot.yaml: validation messages, and each config layer on a fresh Config."""
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -418,3 +420,48 @@ def test_the_starter_config_is_valid_and_runs_the_services(tmp_path):
     uncommented = re.sub(r"^# (?=( *)[a-z_-]+:)", "", STARTER_CONFIG, flags=re.M)
     path.write_text(uncommented)
     assert load_settings(path)["ray"]["idle_timeout"] == 3600
+
+
+def test_the_first_start_runs_with_the_starter_config_it_writes(monkeypatch):
+    """The first `redspot up` on an empty data folder writes redspot.yaml and starts
+    with it (it used to start without the services and run them only the next time)."""
+    import redspot.hub.app as app
+    from redspot.config.loader import enabled_services
+
+    seen = {}
+
+    def stop_before_the_helper(paths, settings, isolated, python, log=print):
+        seen["services"] = enabled_services(settings)
+        raise app.StartupError("stopped by the test before anything starts")
+
+    monkeypatch.setattr(app, "start_helper", stop_before_the_helper)
+    monkeypatch.setattr(app, "server_python", lambda *args, **kwargs: None)
+    # a folder every account can pass through, as a data folder must be when isolated
+    data = Path(tempfile.mkdtemp(prefix="redspot-first-start-", dir="/tmp"))
+    try:
+        data.chmod(0o711)
+        with pytest.raises(app.StartupError, match="stopped by the test"):
+            app.build_config(app.UpOptions(data_dir=str(data)), log=lambda *args: None)
+        assert (data / "redspot.yaml").read_text() == app.STARTER_CONFIG
+        assert seen["services"] == ["models", "environments", "warehouse", "sharing"]
+    finally:
+        shutil.rmtree(data)
+
+
+def test_the_registry_command_and_stores(tmp_path):
+    from redspot.models.service import command, store_env
+
+    assert command("http://127.0.0.1:4321/services/models/", "/v/bin/mlflow") == [
+        "/v/bin/mlflow", "server", "--app-name", "redspot",
+        "--host", "127.0.0.1", "--port", "4321", "--workers", "1", "--serve-artifacts",
+        "--allowed-hosts", "127.0.0.1:4321",
+        "--uvicorn-opts", "--timeout-graceful-shutdown 1",
+    ]
+    sqlite = f"sqlite:///{tmp_path / 'mlflow.sqlite'}"
+    assert store_env(tmp_path, {}) == {
+        "MLFLOW_BACKEND_STORE_URI": sqlite, "MLFLOW_REGISTRY_STORE_URI": sqlite,
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")}
+    operator = {"MLFLOW_BACKEND_STORE_URI": "postgresql://db/mlflow",
+                "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/mlflow"}
+    assert store_env(tmp_path, operator) == {
+        **operator, "MLFLOW_REGISTRY_STORE_URI": "postgresql://db/mlflow"}

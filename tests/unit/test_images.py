@@ -55,6 +55,34 @@ def test_dockerfile_is_multi_stage_non_root_with_tini(image):
 
 
 @pytest.mark.parametrize("image", IMAGES)
+def test_the_build_stage_copies_what_redspots_wheel_is_made_of(image):
+    """pip builds Redspot's wheel from /src: every path pyproject.toml puts into it
+    (the package, the docs and examples it force-includes, its shared data) must be
+    there, and the JupyterLab extension built already (the build stage has no npm)."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wheel = project["tool"]["hatch"]["build"]["targets"]["wheel"]
+    needed = {"pyproject.toml", "README.md", *wheel["packages"], *wheel["force-include"],
+              *wheel["shared-data"]}
+    copied = set()
+    for line in (REPO / "images" / image / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and words[-1].startswith("/src/"):
+            sources = [w for w in words[1:-1] if not w.startswith("--")]
+            if words[-1].endswith("/"):  # COPY a b /src/: each by its name
+                copied |= {Path(x).name for x in sources}
+            else:
+                copied.add(words[-1].removeprefix("/src/"))
+    missing = sorted(path for path in needed
+                     if not any(path == c or path.startswith(c + "/") for c in copied))
+    assert missing == [], f"not copied into /src: {missing}"
+    hook = project["tool"]["hatch"]["build"]["hooks"]["jupyter-builder"]
+    assert set(hook["skip-if-exists"]) <= set(hook["ensured-targets"])
+    assert "redspot/labextension" in copied  # the built extension, from the node stage
+
+
+@pytest.mark.parametrize("image", IMAGES)
 def test_requirements_are_pinned_and_resolve(image, tmp_path):
     path = REPO / "images" / image / "requirements.txt"
     lines = [line for line in path.read_text().splitlines()

@@ -276,7 +276,8 @@ def test_the_sharing_service_its_account_roles_and_the_servers_token_cache():
     assert service["environment"]["REDSPOT_HELPER_SOCKET"] == "/data/run/helper.sock"
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["redspot-sharing-service"]["scopes"] == [
-        "read:users:name", "read:users:groups", "read:groups:name"]
+        "list:users", "read:users:name", "read:users:groups", "list:groups",
+        "read:groups:name"]
     assert "custom:redspot:shares:use" in roles["user"]["scopes"]
     assert "custom:redspot:shares:admin" in roles["redspot-admin"]["scopes"]
     assert "custom:redspot:shares:admin" in roles["redspot-cli"]["scopes"]
