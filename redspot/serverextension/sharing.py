@@ -2,8 +2,8 @@
 service and the hub with the server's own token, which never reaches the browser.
 
 ``GET /redspot/api/shares``
-    ``{"mine": [...], "with_me": [...], "invited": [...] | null}`` (``invited``: who may
-    enter this server; null when its owner may not invite), and the
+    ``{"mine": [...], "with_me": [...], "invited": [{"kind", "name"}] | null}``
+    (``invited``: who may enter this server; null when its owner may not invite), and the
     ``~/shared-with-me`` links made to match;
 ``POST /redspot/api/shares``
     ``{"path": "notebooks/plan.ipynb", "with": "bob"}`` shares read-only;
@@ -57,7 +57,7 @@ class SharesHandler(APIHandler):
         invited = None
         if hub is not None:
             try:
-                invited = await asyncio.to_thread(hub.list)
+                invited = invitations(await asyncio.to_thread(hub.list))
             except SharingError:
                 invited = None
         self.finish(json.dumps({**listed, "invited": invited}))
@@ -93,6 +93,17 @@ class SharesHandler(APIHandler):
         if not share_id:
             raise web.HTTPError(400, "DELETE /redspot/api/shares/<id>, or ?invite=NAME")
         self.finish(json.dumps(await self.call(self.client().revoke, share_id)))
+
+
+def invitations(items: list[dict]) -> list[dict]:
+    """JupyterHub's shares of this server as ``[{"kind": "user"|"group", "name": ...}]``
+    (pure): who is invited, without the hub's scopes and server records."""
+    found = []
+    for item in items:
+        for kind in ("user", "group"):
+            if item.get(kind):
+                found.append({"kind": kind, "name": item[kind]["name"]})
+    return found
 
 
 def keep_links(log) -> PeriodicCallback | None:

@@ -350,8 +350,8 @@ def test_share_magics_in_the_owners_kernel(alice_server, clean):
     assert r.status_code == 400 and "climbs out" in r.json()["message"], r.text
     r = requests.post(ext, headers=headers, json={"invite": "bob"}, timeout=30)
     assert r.status_code == 201, r.text
-    assert [i["user"]["name"] for i in requests.get(ext, headers=headers,
-                                                    timeout=30).json()["invited"]] == ["bob"]
+    assert requests.get(ext, headers=headers, timeout=30).json()["invited"] == [
+        {"kind": "user", "name": "bob"}]
     r = requests.delete(f"{ext}?invite=bob", headers=headers, timeout=30)
     assert r.status_code == 204, r.text
 

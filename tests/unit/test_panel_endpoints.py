@@ -7,6 +7,7 @@ import time
 
 from redspot.info import links
 from redspot.serverextension.platform import resources, runs
+from redspot.serverextension.sharing import invitations
 
 
 def _rows(*rows):
@@ -73,3 +74,12 @@ def test_the_links_follow_the_base_url_and_the_services_that_are_on():
                               "models": "/team/services/models/",
                               "environments": "https://environments.hub.example/"}
     assert links({}) == {"home": "/hub/home", "docs": "/hub/redspot/docs/"}
+
+
+def test_invitations_are_who_not_the_hubs_records():
+    items = [{"server": {"name": ""}, "scopes": ["access:servers!server=alice/"],
+              "user": {"name": "bob"}, "group": None},
+             {"server": {"name": ""}, "scopes": [], "user": None, "group": {"name": "vision"}}]
+    assert invitations(items) == [{"kind": "user", "name": "bob"},
+                                  {"kind": "group", "name": "vision"}]
+    assert invitations([]) == []
