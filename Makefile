@@ -27,9 +27,11 @@ STAMP := $(VENV)/.redspot-stamps
 ARGS ?=
 # Arguments for pytest, e.g. `make test PYTEST_ARGS="-k profiles"`.
 PYTEST_ARGS ?=
-# Test modules run in parallel, a module's tests on one worker (they share its hub);
+# Test modules run in parallel, a module's tests on one worker (they share its hub),
+# longest modules first (tests/conftest.py); three workers keep two cores busy (the
+# tests wait on servers a good part of the time);
 # `make test TEST_WORKERS=0` runs them one after the other.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 export RAY_USAGE_STATS_ENABLED := 0
 
@@ -39,7 +41,7 @@ up: deps
 	$(VENV)/bin/redspot up $(ARGS)
 
 test: deps test-system
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: deps
 	$(PY) bench/spawn.py
