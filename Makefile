@@ -35,7 +35,7 @@ TEST_WORKERS ?= 3
 
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: up test bench lint deps system test-system debian clean
+.PHONY: up test bench lint deps system test-system debian clean chart-schema
 
 up: deps
 	$(VENV)/bin/redspot up $(ARGS)
@@ -52,6 +52,11 @@ bench: deps
 	$(PY) bench/warehouse.py
 	$(PY) bench/sharing.py
 	$(PY) bench/gpu_decoder.py
+
+# helm/redspot/values.schema.json, from redspot/config/schema.yaml (redspot.yaml) and the
+# chart's own keys (helm/redspot/values.schema.yaml); tests/unit/test_chart.py checks it
+chart-schema: deps
+	$(PY) -m redspot.config.chart
 
 lint: deps
 	$(VENV)/bin/ruff check redspot tests bench

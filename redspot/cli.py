@@ -49,6 +49,20 @@ def _parser() -> argparse.ArgumentParser:
                     "the next `redspot up` reconnects to them")
     up.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    hub = sub.add_parser(
+        "hub", help="run the hub in a Kubernetes pod (what the Helm chart runs)",
+        description="Run the hub in a Kubernetes pod, as the Helm chart's hub Deployment "
+        "does: servers are pods, the proxy runs in its own Deployment, secrets come from "
+        "the release's Secret (docs/kubernetes.md). On one machine, use `redspot up`.")
+    hub.add_argument("--config", required=True, help="redspot.yaml (the chart's `redspot:`)")
+    hub.add_argument("--data-dir", required=True, help="the hub's volume")
+    hub.add_argument("--hub-url", required=True,
+                     help="how the proxy and servers reach the hub, e.g. http://redspot-hub:8081")
+    hub.add_argument("--proxy-api-url", required=True,
+                     help="the proxy's REST API, e.g. http://redspot-proxy-api:8001")
+    hub.add_argument("--show-config", action="store_true",
+                     help="print the assembled JupyterHub config and stop")
+
     config = sub.add_parser("config", help="check or show the configuration")
     config.add_argument("action", choices=["check", "show", "schema"],
                         help="check: validate; show: print the assembled JupyterHub config; "
@@ -106,6 +120,24 @@ def _cmd_up(args) -> None:
         keep_servers=args.keep_servers, log_level=args.log_level,
     )
     up(UpOptions(data_dir=args.data_dir, config=args.config, cli=cli))
+
+
+def _cmd_hub(args) -> None:
+    from pathlib import Path
+
+    from .config.loader import ConfigError
+    from .hub import incluster
+
+    options = incluster.InCluster(config=Path(args.config), data_dir=Path(args.data_dir),
+                                  hub_url=args.hub_url, proxy_api_url=args.proxy_api_url)
+    if args.show_config:
+        try:
+            c = incluster.build_config(options)
+        except ConfigError as e:
+            _fail(str(e))
+        print(json.dumps(c, indent=2, sort_keys=True, default=str))
+        return
+    incluster.run(options)
 
 
 def _cmd_config(args) -> None:
@@ -314,7 +346,7 @@ def _cmd_shares(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    {"up": _cmd_up, "config": _cmd_config, "users": _cmd_users,
+    {"up": _cmd_up, "hub": _cmd_hub, "config": _cmd_config, "users": _cmd_users,
      "shares": _cmd_shares}[args.command](args)
 
 

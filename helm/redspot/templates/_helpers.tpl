@@ -1,0 +1,70 @@
+{{/* Names: every object is the release's name and a suffix, as `helm install redspot` makes `redspot-hub`. */}}
+{{- define "redspot.fullname" -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "redspot.labels" -}}
+app.kubernetes.io/name: redspot
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* selector labels of one component: include with (list $ "hub") */}}
+{{- define "redspot.selector" -}}
+app.kubernetes.io/name: redspot
+app.kubernetes.io/instance: {{ (index . 0).Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end -}}
+
+{{- define "redspot.image" -}}
+{{- printf "%s:%s" .name .tag -}}
+{{- end -}}
+
+{{- define "redspot.proxyImage" -}}
+{{- if .Values.proxy.image.name -}}
+{{- printf "%s:%s" .Values.proxy.image.name (.Values.proxy.image.tag | default .Values.hub.image.tag) -}}
+{{- else -}}
+{{- include "redspot.image" .Values.hub.image -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A generated secret value that survives `helm upgrade`: the value given, else the one the
+release's Secret already holds (`lookup`; nothing when rendering offline), else a new one.
+include with (list $ "key-in-the-secret" given-value)
+*/}}
+{{- define "redspot.secretValue" -}}
+{{- $root := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $given := index . 2 -}}
+{{- if $given -}}
+{{- $given -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" $root.Release.Namespace (printf "%s-secrets" (include "redspot.fullname" $root)) | default dict -}}
+{{- $data := get $existing "data" | default dict -}}
+{{- if hasKey $data $key -}}
+{{- index $data $key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 64 | sha256sum -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* the pod security every Redspot container runs with: not root, nothing more */}}
+{{- define "redspot.podSecurity" -}}
+runAsNonRoot: true
+runAsUser: 1000
+runAsGroup: 100
+fsGroup: 100
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "redspot.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}

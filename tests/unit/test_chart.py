@@ -1,0 +1,257 @@
+"""helm/redspot rendered offline (helm-python-sdk embeds Helm) for several value sets,
+linted strictly, every document validated against Kubernetes' schemas, and the hub's
+configuration checked to be what `redspot config show` makes of the same redspot.yaml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+import redspot
+from redspot.config import chart as chart_schema
+from redspot.hub import app, incluster
+
+helm = pytest.importorskip("helm_python", reason="helm-python-sdk is in the dev extra")
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "redspot"
+# the chart's kubeVersion is >=1.29: each minor version kubernetes-validate knows since
+KUBE_VERSIONS = [v for v in sorted(set(kubernetes_validate.utils.all_versions()))
+                 if tuple(map(int, v.split(".")[:2])) >= (1, 29)]
+ECR = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+VALUE_SETS = {
+    "minimal": {},
+    "eks": {
+        "redspot": {
+            "hub": {"base_url": "/"},
+            "auth": {"type": "oauth", "admin_users": ["ana@example.com"], "oauth": {
+                "provider": "generic", "config": {
+                    "client_id": "redspot", "scope": ["openid", "email", "groups"],
+                    "authorize_url": "https://login.example.com/oauth2/authorize",
+                    "token_url": "https://login.example.com/oauth2/token",
+                    "userdata_url": "https://login.example.com/oauth2/userinfo",
+                    "username_claim": "email",
+                    "oauth_callback_url": "https://hub.example.com/hub/oauth_callback"}}},
+            "profiles": {"default": "m5.xlarge", "everyone": ["m5.xlarge"]},
+            "groups": {"vision": {"users": ["ana@example.com"],
+                                  "profiles": ["g5.xlarge", "p4d.24xlarge"]}},
+            "spawner": {"kind": "kubernetes", "start_timeout": 900},
+            "kubernetes": {
+                "images": {"cpu": f"{ECR}/redspot-singleuser:0.1.0",
+                           "gpu": f"{ECR}/redspot-singleuser-gpu:0.1.0"},
+                "node_selector": {"karpenter.sh/nodepool": "redspot"},
+                "storage": {"mode": "access-points", "claim": "redspot-efs",
+                            "home_storage_class": "efs-ap"}},
+        },
+        "hub": {"image": {"name": f"{ECR}/redspot-hub", "tag": "0.1.0"},
+                "imagePullSecrets": ["ecr"], "nodeSelector": {"role": "system"}},
+        "proxy": {"service": {"type": "ClusterIP"}},
+        "ingress": {"enabled": True, "className": "alb", "hosts": ["hub.example.com"],
+                    "annotations": {"alb.ingress.kubernetes.io/scheme": "internet-facing"},
+                    "tls": [{"secretName": "redspot-tls", "hosts": ["hub.example.com"]}]},
+    },
+    "external-postgres": {
+        "hub": {"db": {"type": "postgres", "url": "postgresql://redspot@db.example.com:5432/hub",
+                       "passwordSecret": {"name": "redspot-db", "key": "password"}}},
+        "proxy": {"service": {"type": "LoadBalancer", "annotations": {
+            "service.beta.kubernetes.io/aws-load-balancer-type": "nlb"}}},
+    },
+}
+
+
+def render(values: dict, name: str = "redspot") -> list[dict]:
+    rendered = helm.Chart.load(str(CHART)).render(values, name=name, namespace="jhub",
+                                                   is_install=True)
+    assert rendered, "nothing rendered (a missing dependency renders {})"
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def find(docs: list[dict], kind: str, name: str) -> dict:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return found
+
+
+@pytest.fixture(scope="module", params=sorted(VALUE_SETS))
+def rendered(request):
+    return request.param, render(VALUE_SETS[request.param])
+
+
+def test_values_schema_json_is_made_from_its_two_sources():
+    committed = (CHART / "values.schema.json").read_text()
+    assert committed == chart_schema.render(chart_schema.values_schema()), (
+        "helm/redspot/values.schema.json is not what `make chart-schema` makes")
+
+
+def test_the_chart_follows_redspots_version():
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert meta["version"] == meta["appVersion"] == redspot.__version__
+    assert values["hub"]["image"]["tag"] == redspot.__version__
+
+
+def test_every_document_is_valid_for_every_supported_kubernetes(rendered):
+    name, docs = rendered
+    assert KUBE_VERSIONS and KUBE_VERSIONS[0].startswith("1.29"), KUBE_VERSIONS
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "Secret", "ConfigMap", "PersistentVolumeClaim",
+            "ServiceAccount", "Role", "RoleBinding"} <= kinds, (name, kinds)
+    for doc in docs:
+        for version in KUBE_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_the_chart_lints_strictly(name):
+    report = helm.lint(str(CHART), VALUE_SETS[name], strict=True, namespace="jhub",
+                       kube_version="v1.31.0")
+    assert report["errors"] == [], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+@pytest.mark.parametrize("values, named", [
+    ({"redspot": {"profiles": {"default": 5}}}, "redspot"),
+    ({"redspot": {"spawner": {"kind": "local"}}}, "kind"),
+    ({"redspot": {"no_such_key": 1}}, "no_such_key"),
+    ({"hub": {"db": {"type": "mysql"}}}, "type"),
+    ({"hub": {"cookieSecret": "short"}}, "cookieSecret"),
+    ({"hub": {"image": {"tag": 5}}}, "tag"),
+    ({"ingres": {"enabled": True}}, "ingres"),
+])
+def test_the_schema_refuses_bad_values_naming_the_key(values, named):
+    with pytest.raises(helm.HelmValuesError) as refused:
+        render(values)
+    assert named in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize("values, says", [
+    ({"ingress": {"enabled": True}}, "ingress.hosts"),
+    ({"hub": {"db": {"type": "postgres"}}}, "hub.db.url"),
+])
+def test_what_the_schema_cannot_say_fails_the_render_with_the_key(values, says):
+    with pytest.raises(helm.HelmError) as refused:
+        render(values)
+    assert says in str(refused.value), str(refused.value)
+
+
+def test_generated_secrets_are_kept_when_given_and_never_in_a_pod_spec():
+    given = "ab" * 32
+    docs = render({"hub": {"cookieSecret": given}})
+    secret = find(docs, "Secret", "redspot-secrets")
+    import base64
+
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["cookie-secret"] == given
+    assert len(data["proxy-token"]) == 64 and len(data["crypt-key"]) == 64
+    # rendered offline, lookup finds no Secret: each render makes new ones (an upgrade
+    # reads them back from the cluster)
+    again = find(render({}), "Secret", "redspot-secrets")
+    assert again["data"]["proxy-token"] != secret["data"]["proxy-token"]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    text = json.dumps([d for d in docs if d["kind"] == "Deployment"])
+    assert given not in text and data["proxy-token"] not in text
+
+
+def test_pods_run_unprivileged(rendered):
+    _, docs = rendered
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"] == {"drop": ["ALL"]}
+            assert security["readOnlyRootFilesystem"] is True
+    proxy = find(docs, "Deployment", "redspot-proxy")["spec"]["template"]["spec"]
+    assert proxy["automountServiceAccountToken"] is False
+
+
+def test_the_hub_may_do_what_the_spawner_does_and_no_more():
+    docs = render({})
+    role = find(docs, "Role", "redspot-hub")
+    allowed = {(group, resource, verb) for rule in role["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"]
+               for verb in rule["verbs"]}
+    assert ("", "pods", "create") in allowed and ("ray.io", "rayclusters", "delete") in allowed
+    assert not any(resource in ("nodes", "roles", "rolebindings", "clusterroles")
+                   for _, resource, _ in allowed)
+    assert not any(verb in ("*", "escalate", "bind", "impersonate") for *_, verb in allowed)
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def _hub_options(docs, tmp_path) -> incluster.InCluster:
+    config = find(docs, "ConfigMap", "redspot-hub")["data"]["redspot.yaml"]
+    path = tmp_path / "redspot.yaml"
+    path.write_text(config)
+    container = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"][
+        "containers"][0]
+    args = dict(a[2:].split("=", 1) for a in container["args"] if a.startswith("--"))
+    assert container["args"][:2] == ["redspot", "hub"]
+    assert args["config"] == "/etc/redspot/redspot.yaml"
+    return incluster.InCluster(config=path, data_dir=tmp_path / "data",
+                               hub_url=args["hub-url"], proxy_api_url=args["proxy-api-url"])
+
+
+@pytest.mark.parametrize("name", ["minimal", "eks"])
+def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
+    values = VALUE_SETS[name]
+    docs = render(values)
+    options = _hub_options(docs, tmp_path)
+    given = {"spawner": {"kind": "kubernetes"}, "kubernetes": {}, "services": {},
+             **values.get("redspot", {})}
+    assert yaml.safe_load(options.config.read_text()) == given
+    in_pod = json.loads(json.dumps(incluster.build_config(options), default=str))
+    shown = app.build_config(app.UpOptions(data_dir=str(tmp_path / "data"),
+                                           config=str(options.config)), prepare=False)[0]
+    shown = json.loads(json.dumps(shown, default=str))
+    # what the pod changes: where the hub and proxy listen and are reached, and that a
+    # pod has no system accounts (this machine's `config show`, as root, would make them)
+    pod_only = {"JupyterHub": {"hub_ip", "hub_port", "hub_connect_url", "cleanup_servers",
+                               "ip", "port"},
+                "ConfigurableHTTPProxy": {"should_start", "api_url"},
+                "RedspotLifecycle": {"isolated"}}
+    for section in set(in_pod) | set(shown):
+        ours = {k: v for k, v in in_pod.get(section, {}).items()
+                if k not in pod_only.get(section, ())}
+        theirs = {k: v for k, v in shown.get(section, {}).items()
+                  if k not in pod_only.get(section, ())}
+        assert ours == theirs, section
+    assert in_pod["JupyterHub"]["hub_connect_url"] == "http://redspot-hub:8081"
+    assert in_pod["ConfigurableHTTPProxy"] == {**in_pod["ConfigurableHTTPProxy"],
+                                               "should_start": False,
+                                               "api_url": "http://redspot-proxy-api:8001"}
+    assert in_pod["JupyterHub"]["spawner_class"] == "redspot-kube"
+
+
+def test_the_hub_in_a_pod_refuses_what_a_pod_cannot_do(tmp_path):
+    from redspot.config.loader import ConfigError
+
+    path = tmp_path / "redspot.yaml"
+    path.write_text(yaml.safe_dump({"auth": {"type": "pam"},
+                                    "services": {"models": {"enabled": True}}}))
+    with pytest.raises(ConfigError) as refused:
+        incluster.build_config(incluster.InCluster(path, tmp_path, "http://h:8081",
+                                                   "http://p:8001"))
+    text = str(refused.value)
+    assert "spawner.kind" in text and "services: models" in text and "auth.type" in text
+
+
+def test_the_database_is_postgres_with_the_password_from_its_secret(tmp_path):
+    docs = render(VALUE_SETS["external-postgres"])
+    hub = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in hub["containers"][0]["env"]}
+    assert env["REDSPOT_HUB_DB_URL"]["value"] == "postgresql://redspot@db.example.com:5432/hub"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redspot-db",
+                                                              "key": "password"}
+    options = _hub_options(docs, tmp_path)
+    c = incluster.build_config(options, environ={
+        "REDSPOT_HUB_DB_URL": env["REDSPOT_HUB_DB_URL"]["value"]})
+    assert c.JupyterHub.db_url == "postgresql://redspot@db.example.com:5432/hub"
