@@ -125,6 +125,10 @@ def layer_defaults(c: Config, ctx: Context) -> None:
         c.RedspotLocalSpawner.helper_socket = ctx.helper_socket
 
 
+#: Seconds a service the hub runs may take to answer after it starts.
+SERVICE_START_TIMEOUT = 180
+
+
 def _managed_service(name: str, command: list[str], ctx: Context, environment=None,
                      **extra) -> dict:
     """A Redspot service the hub runs, on its own port of 127.0.0.1, under its own
@@ -133,7 +137,11 @@ def _managed_service(name: str, command: list[str], ctx: Context, environment=No
     env["REDSPOT_HUB_HOME"] = ctx.hub_home
     service = {"name": name, "display": True,
                "url": f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
-               "oauth_no_confirm": True}
+               "oauth_no_confirm": True,
+               # JupyterHub stops when a managed service does not answer in time (30 s by
+               # default): the registry's first start (MLflow making its tables) took 55 s
+               # on a busy 2-core machine
+               "timeout": SERVICE_START_TIMEOUT}
     account = ctx.service_accounts.get(name)
     if account:
         # its own HOME (JupyterHub sets it from the account), not the hub's caches

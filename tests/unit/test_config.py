@@ -352,6 +352,8 @@ def test_layer_services_runs_the_model_registry():
                                       "REDSPOT_HUB_HOME": "/hub/home"}
     # its own account, in its own folder, with its own HOME (not the hub's)
     assert service["user"] == "redspot-svc_models" and service["cwd"] == "/data/models"
+    # MLflow's first start takes long on a busy machine: JupyterHub's 30 s stopped the hub
+    assert service["timeout"] >= 120
     assert c.RedspotSpawnerMixin.service_urls == {
         "models": "http://127.0.0.1:9200/services/models/"}
     server_role = next(r for r in c.JupyterHub.load_roles if r["name"] == "server")
