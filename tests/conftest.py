@@ -57,13 +57,40 @@ MODULE_SECONDS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
-    """Longest modules first (a stable sort: tests keep their order in a module)."""
-    def seconds(item):
-        path = Path(str(item.fspath))
-        return MODULE_SECONDS.get(f"{path.parent.name}/{path.name}", 0)
+#: Folders whose modules share a package-scoped fixture (the attack suite's one
+#: ``redspot up`` with every service, and alice's environment): one worker runs them all,
+#: so that it starts once, not once per worker that gets one of its modules.
+SHARED_PACKAGES = ("tests/security/",)
 
-    items.sort(key=seconds, reverse=True)
+
+def work_unit(nodeid: str) -> str:
+    """What one worker runs together: a module, or a package of ``SHARED_PACKAGES``."""
+    path = nodeid.split("::", 1)[0]
+    return next((p for p in SHARED_PACKAGES if path.startswith(p)), path)
+
+
+def _seconds(unit: str) -> int:
+    return sum(s for module, s in MODULE_SECONDS.items()
+               if work_unit(f"tests/{module}") == unit)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest work units first (a stable sort: tests keep their order in a unit)."""
+    items.sort(key=lambda item: (-_seconds(work_unit(item.nodeid)), work_unit(item.nodeid)))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (make test), with the packages of ``SHARED_PACKAGES`` each
+    handed out whole."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return work_unit(nodeid)
+
+    return Units(config, log)
 
 
 IS_ROOT = os.geteuid() == 0
