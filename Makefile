@@ -28,10 +28,10 @@ ARGS ?=
 # Arguments for pytest, e.g. `make test PYTEST_ARGS="-k profiles"`.
 PYTEST_ARGS ?=
 # Test modules run in parallel, a module's tests on one worker (they share its hub),
-# longest modules first (tests/conftest.py); three workers keep two cores busy (the
-# tests wait on servers a good part of the time);
+# longest first (tests/conftest.py). Two workers keep two cores busy; a third made Ray
+# heads and MLflow miss their start-up timeouts;
 # `make test TEST_WORKERS=0` runs them one after the other.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 
 export RAY_USAGE_STATS_ENABLED := 0
 
