@@ -180,6 +180,45 @@ def ray_cluster(spec: RayClusterSpec) -> dict:
     }
 
 
+#: The labels KubeSpawner gives a user's server pod (``hub.jupyter.org/username`` is
+#: added per user, as KubeSpawner writes it).
+SERVER_LABELS = {"component": "singleuser-server"}
+
+
+def server_selector(user: str) -> dict:
+    """A pod selector for ``user``'s server pods, with KubeSpawner's own label value."""
+    from kubespawner.slugs import is_valid_label, safe_slug
+
+    return {"matchLabels": {**SERVER_LABELS,
+                            "hub.jupyter.org/username": safe_slug(user, is_valid=is_valid_label)}}
+
+
+def network_policies(spec: RayClusterSpec) -> list[dict]:
+    """Who may reach the user's Ray cluster: its own nodes and the user's servers, no one
+    else. Two NetworkPolicies, made and deleted with the cluster: the cluster's ingress
+    (on top of the chart's deny-all for Ray pods) and the egress that lets the user's
+    server pods reach it (on top of the chart's policy for servers)."""
+    cluster = {"matchLabels": {"ray.io/cluster": spec.name}}
+    meta = {"namespace": spec.namespace, "labels": _labels(spec)}
+    return [
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": f"{spec.name}-ingress", **meta},
+         "spec": {"podSelector": cluster, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": cluster},
+                                        {"podSelector": server_selector(spec.user)}]}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": f"{spec.name}-clients", **meta},
+         "spec": {"podSelector": server_selector(spec.user), "policyTypes": ["Egress"],
+                  "egress": [{"to": [{"podSelector": cluster}]}]}},
+        # its own nodes reach each other (the chart's policy for Ray pods allows DNS and
+        # the internet only)
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": f"{spec.name}-nodes", **meta},
+         "spec": {"podSelector": cluster, "policyTypes": ["Egress"],
+                  "egress": [{"to": [{"podSelector": cluster}]}]}},
+    ]
+
+
 def token_secret(spec: RayClusterSpec, token: str) -> dict:
     """The Secret with the cluster's Ray token (also given to the user's notebook)."""
     return {

@@ -1,13 +1,15 @@
 """Users' RayClusters through the Kubernetes API: the only module that talks to it for Ray.
 
-``RayClusters`` creates a user's cluster (its token Secret first, then the RayCluster
-that ``kuberay.ray_cluster`` builds), reads it, waits for its head, and deletes both.
+``RayClusters`` creates a user's cluster (its token Secret first, then the network
+policies that keep other users out, then the RayCluster that ``kuberay.ray_cluster``
+builds), reads it, waits for its head, and deletes them all.
 The token is made once and kept in the Secret: a cluster made again (a server restarted)
 keeps the token its notebook pod reads.
 
 It takes a ``kubernetes_asyncio`` ``ApiClient``; KubeSpawner's is the one the spawner
 uses. The hub's service account needs ``create, get, update, delete`` on
-``rayclusters.ray.io`` and ``secrets`` in the users' namespace (docs/kubernetes.md).
+``rayclusters.ray.io``, ``secrets`` and ``networkpolicies.networking.k8s.io`` in the
+users' namespace (the chart's hub Role).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import base64
 import secrets
 import time
 
-from .kuberay import RayClusterSpec, ray_cluster, token_secret
+from .kuberay import RayClusterSpec, network_policies, ray_cluster, token_secret
 
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayclusters"
 
@@ -36,6 +38,7 @@ class RayClusters:
 
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.networking = client.NetworkingV1Api(api_client)
 
     async def token(self, spec: RayClusterSpec) -> str:
         """The cluster's token: from its Secret, made (and stored) on first use."""
@@ -57,6 +60,9 @@ class RayClusters:
     async def ensure(self, spec: RayClusterSpec) -> dict:
         """Create the user's RayCluster, or bring an existing one to ``spec``."""
         await self.token(spec)
+        # before the cluster: no moment in which its pods take anyone's connections
+        for policy in network_policies(spec):
+            await self._apply_policy(spec.namespace, policy)
         body = ray_cluster(spec)
         try:
             return await self.custom.create_namespaced_custom_object(
@@ -68,6 +74,15 @@ class RayClusters:
         body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         return await self.custom.replace_namespaced_custom_object(
             GROUP, VERSION, spec.namespace, PLURAL, spec.name, body)
+
+    async def _apply_policy(self, namespace: str, policy: dict) -> None:
+        name = policy["metadata"]["name"]
+        try:
+            await self.networking.create_namespaced_network_policy(namespace, policy)
+        except Exception as e:
+            if _status(e) != 409:
+                raise
+            await self.networking.replace_namespaced_network_policy(name, namespace, policy)
 
     async def get(self, name: str, namespace: str) -> dict | None:
         try:
@@ -111,4 +126,11 @@ class RayClusters:
         except Exception as e:
             if _status(e) != 404:
                 raise
+        for policy in network_policies(spec):
+            try:
+                await self.networking.delete_namespaced_network_policy(
+                    policy["metadata"]["name"], spec.namespace)
+            except Exception as e:
+                if _status(e) != 404:
+                    raise
         return existed

@@ -255,3 +255,101 @@ def test_the_database_is_postgres_with_the_password_from_its_secret(tmp_path):
     c = incluster.build_config(options, environ={
         "REDSPOT_HUB_DB_URL": env["REDSPOT_HUB_DB_URL"]["value"]})
     assert c.JupyterHub.db_url == "postgresql://redspot@db.example.com:5432/hub"
+
+
+# --- network policies: who may talk to whom --------------------------------------------
+
+def _scene():
+    from redspot.compute.kuberay import ray_cluster_name, server_selector
+    from tests.netpol import Endpoint
+
+    chart = {"app.kubernetes.io/name": "redspot", "app.kubernetes.io/instance": "redspot"}
+
+    def server(user, ip):
+        return Endpoint(f"{user}'s server", ip, "jhub",
+                        {**server_selector(user)["matchLabels"],
+                         "app.kubernetes.io/name": "jupyterhub"})
+
+    def ray(user, node, ip):
+        return Endpoint(f"{user}'s ray {node}", ip, "jhub", {
+            "app.kubernetes.io/name": "redspot", "app.kubernetes.io/component": "ray",
+            "ray.io/cluster": ray_cluster_name(user), "ray.io/node-type": node})
+
+    return {
+        "hub": Endpoint("hub", "10.0.1.10", "jhub",
+                        {**chart, "app.kubernetes.io/component": "hub"}),
+        "proxy": Endpoint("proxy", "10.0.1.11", "jhub",
+                          {**chart, "app.kubernetes.io/component": "proxy"}),
+        "alice": server("ana@example.com", "10.0.2.10"),
+        "bob": server("bob", "10.0.2.11"),
+        "alice-head": ray("ana@example.com", "head", "10.0.3.10"),
+        "alice-worker": ray("ana@example.com", "worker", "10.0.3.11"),
+        "bob-head": ray("bob", "head", "10.0.3.20"),
+        "dns": Endpoint("coredns", "10.0.0.53", "kube-system", {"k8s-app": "kube-dns"}),
+        "metadata": Endpoint("instance metadata", "169.254.169.254"),
+        "database": Endpoint("the hub's RDS database", "10.1.2.3"),
+        "warehouse": Endpoint("a warehouse in the VPC", "10.20.1.1"),
+        "internet": Endpoint("pypi.org", "151.101.0.223"),
+    }
+
+
+def _policies(values: dict) -> list[dict]:
+    from redspot.compute.kuberay import RayClusterSpec, network_policies
+    from redspot.spawner.profiles import BUILTIN_CATALOG
+
+    docs = [d for d in render(values) if d["kind"] == "NetworkPolicy"]
+    for doc in docs:
+        doc["metadata"].setdefault("namespace", "jhub")  # as helm install -n jhub puts it
+    for user in ("ana@example.com", "bob"):  # what the spawner makes with each cluster
+        docs += network_policies(RayClusterSpec(user=user, namespace="jhub", image="i",
+                                                head=BUILTIN_CATALOG["m5.xlarge"]))
+    for doc in docs:
+        for version in (KUBE_VERSIONS[0], KUBE_VERSIONS[-1]):
+            kubernetes_validate.validate(doc, version, strict=True)
+    return docs
+
+
+def test_users_pods_reach_their_own_and_nothing_of_anyone_elses():
+    from tests.netpol import allowed
+
+    policies, pods = _policies({}), _scene()
+
+    def may(a, b, port, protocol="TCP"):
+        return allowed(policies, pods[a], pods[b], port, protocol)
+
+    # the platform's own paths
+    assert may("internet", "proxy", 8000) and not may("internet", "proxy", 8001)
+    assert may("proxy", "hub", 8081) and may("hub", "proxy", 8001)
+    assert may("proxy", "alice", 8888) and may("hub", "alice", 8888)
+    assert may("alice", "hub", 8081) and may("alice", "dns", 53, "UDP")
+    assert may("hub", "database", 5432) and may("hub", "internet", 443)
+    assert not may("internet", "hub", 8081) and not may("internet", "alice", 8888)
+    # a user's server and their own Ray cluster
+    for port in (6379, 8265, 10001):
+        assert may("alice", "alice-head", port)
+    assert may("alice-worker", "alice-head", 6379) and may("alice-head", "alice-worker", 12345)
+    # never another user's server or Ray cluster, from a server or from Ray
+    for a, b in (("alice", "bob"), ("bob", "alice"), ("alice", "bob-head"),
+                 ("bob", "alice-head"), ("bob-head", "alice-head"),
+                 ("alice-worker", "bob"), ("alice-head", "alice")):
+        for port in (8888, 6379, 8265, 10001, 22):
+            assert not may(a, b, port), (a, b, port)
+    # nor the hub's database, the metadata service or the hub's inside
+    for pod in ("alice", "alice-head", "alice-worker"):
+        assert not may(pod, "database", 5432) and not may(pod, "metadata", 80)
+        assert not may(pod, "proxy", 8001) and not may(pod, "hub", 22)
+        assert may(pod, "internet", 443) and may(pod, "dns", 53, "UDP")
+
+
+def test_the_internet_and_private_destinations_are_the_operators_choice():
+    from tests.netpol import allowed
+
+    pods = _scene()
+    closed = _policies({"networkPolicy": {"internet": False, "userEgress": [
+        {"cidr": "10.20.0.0/16", "ports": [5432]}]}})
+    assert not allowed(closed, pods["alice"], pods["internet"], 443)
+    assert allowed(closed, pods["alice"], pods["warehouse"], 5432)
+    assert not allowed(closed, pods["alice"], pods["warehouse"], 22)
+    assert allowed(closed, pods["alice"], pods["hub"], 8081)
+    assert not [d for d in render({"networkPolicy": {"enabled": False}})
+                if d["kind"] == "NetworkPolicy"]

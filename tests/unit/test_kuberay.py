@@ -169,7 +169,23 @@ class FakeKube:
     """The two kubernetes_asyncio APIs RayClusters uses, at the edge: objects in dicts."""
 
     def __init__(self):
-        self.secrets, self.clusters, self.calls = {}, {}, []
+        self.secrets, self.clusters, self.policies, self.calls = {}, {}, {}, []
+
+    async def create_namespaced_network_policy(self, namespace, body):
+        name = body["metadata"]["name"]
+        self.calls.append(("create policy", name))
+        if name in self.policies:
+            raise ApiError(409)
+        self.policies[name] = body
+
+    async def replace_namespaced_network_policy(self, name, namespace, body):
+        self.calls.append(("replace policy", name))
+        self.policies[name] = body
+
+    async def delete_namespaced_network_policy(self, name, namespace):
+        self.calls.append(("delete policy", name))
+        if self.policies.pop(name, None) is None:
+            raise ApiError(404)
 
     async def read_namespaced_secret(self, name, namespace):
         self.calls.append(("read secret", name))
@@ -219,7 +235,7 @@ def clusters_on(fake):
     from redspot.compute.kubernetes import RayClusters
 
     clusters = RayClusters.__new__(RayClusters)
-    clusters.custom = clusters.core = fake
+    clusters.custom = clusters.core = clusters.networking = fake
     return clusters
 
 
@@ -233,6 +249,9 @@ def test_ray_clusters_make_the_token_once_and_bring_a_cluster_to_its_spec():
         first = await clusters.token(spec())
         assert await clusters.token(spec()) == first and len(first) == 64
         await clusters.ensure(spec())
+        # the policies that keep other users out come before the cluster's pods
+        made = [c for c in fake.calls if c[0] in ("create policy", "create cluster")]
+        assert made[-1][0] == "create cluster" and len(made) == 4, made
         await clusters.ensure(spec(image="reg/other:2"))  # exists: replaced, same version
         assert fake.calls[-1] == ("replace cluster", "1")
         cluster = await clusters.get(spec().name, "redspot")
@@ -240,7 +259,7 @@ def test_ray_clusters_make_the_token_once_and_bring_a_cluster_to_its_spec():
             "image"] == "reg/other:2"
         assert await clusters.delete(spec()) is True
         assert await clusters.delete(spec()) is False  # already gone: fine
-        assert fake.secrets == {} and fake.clusters == {}
+        assert fake.secrets == {} and fake.clusters == {} and fake.policies == {}
 
     asyncio.run(scenario())
 

@@ -68,3 +68,38 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* network policies: DNS, and what users' pods (servers, Ray) may reach */}}
+{{- define "redspot.netpol.dns" -}}
+- to:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: kube-system}
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end }}
+{{- define "redspot.netpol.userEgress" -}}
+{{- $np := .Values.networkPolicy -}}
+{{ include "redspot.netpol.dns" . }}
+{{- if $np.internet }}
+# the internet, not the private ranges nor the instance metadata service
+- to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except:
+          {{- range $np.privateCIDRs }}
+          - {{ . }}
+          {{- end }}
+          - 169.254.169.254/32
+{{- end }}
+{{- range $np.userEgress }}
+- to:
+    - ipBlock: {cidr: {{ .cidr }}}
+  {{- with .ports }}
+  ports:
+    {{- range . }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- end }}
+{{- end }}
+{{- end }}
