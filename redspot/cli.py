@@ -60,8 +60,22 @@ def _parser() -> argparse.ArgumentParser:
                      help="how the proxy and servers reach the hub, e.g. http://redspot-hub:8081")
     hub.add_argument("--proxy-api-url", required=True,
                      help="the proxy's REST API, e.g. http://redspot-proxy-api:8001")
+    hub.add_argument("--release", default="redspot",
+                     help="the Helm release: services are reached at http://RELEASE-NAME:8080")
     hub.add_argument("--show-config", action="store_true",
                      help="print the assembled JupyterHub config and stop")
+
+    service = sub.add_parser(
+        "service", help="run one Redspot service in a Kubernetes pod (what the chart runs)",
+        description="Run one Redspot service in a pod of its own, with the command and "
+        "environment `redspot up` would start it with (docs/kubernetes.md).")
+    service.add_argument("name", help="the service, e.g. models")
+    service.add_argument("--config", required=True, help="redspot.yaml (the chart's `redspot:`)")
+    service.add_argument("--data-dir", required=True,
+                         help="the data folder; the service keeps its own in NAME/ of it")
+    service.add_argument("--hub-url", required=True,
+                         help="how the service reaches the hub, e.g. http://redspot-hub:8081")
+    service.add_argument("--release", default="redspot", help="the Helm release")
 
     config = sub.add_parser("config", help="check or show the configuration")
     config.add_argument("action", choices=["check", "show", "schema"],
@@ -129,7 +143,8 @@ def _cmd_hub(args) -> None:
     from .hub import incluster
 
     options = incluster.InCluster(config=Path(args.config), data_dir=Path(args.data_dir),
-                                  hub_url=args.hub_url, proxy_api_url=args.proxy_api_url)
+                                  hub_url=args.hub_url, proxy_api_url=args.proxy_api_url,
+                                  release=args.release)
     if args.show_config:
         try:
             c = incluster.build_config(options)
@@ -138,6 +153,16 @@ def _cmd_hub(args) -> None:
         print(json.dumps(c, indent=2, sort_keys=True, default=str))
         return
     incluster.run(options)
+
+
+def _cmd_service(args) -> None:
+    from pathlib import Path
+
+    from .hub import incluster
+
+    incluster.run_service(args.name, incluster.InCluster(
+        config=Path(args.config), data_dir=Path(args.data_dir), hub_url=args.hub_url,
+        proxy_api_url="", release=args.release))
 
 
 def _cmd_config(args) -> None:
@@ -346,8 +371,8 @@ def _cmd_shares(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    {"up": _cmd_up, "hub": _cmd_hub, "config": _cmd_config, "users": _cmd_users,
-     "shares": _cmd_shares}[args.command](args)
+    {"up": _cmd_up, "hub": _cmd_hub, "service": _cmd_service, "config": _cmd_config,
+     "users": _cmd_users, "shares": _cmd_shares}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ what a pod has instead of a machine:
   (``JPY_COOKIE_SECRET``, ``JUPYTERHUB_CRYPT_KEY``); the database is SQLite in the data
   folder (the hub's volume) or ``REDSPOT_HUB_DB_URL`` (PostgreSQL; the password in
   ``PGPASSWORD``, read by the driver, never in the URL);
-- servers outlive a restart of the hub (a new hub pod finds them again).
+- servers outlive a restart of the hub (a new hub pod finds them again);
+- each Redspot service runs in a Deployment of its own (``redspot service NAME``): the
+  hub knows it as an external service at ``http://<release>-<name>:8080`` with the token
+  in ``REDSPOT_SERVICE_TOKEN_<NAME>``, and the service's command and environment come
+  from the same layers as the managed service ``redspot up`` would start.
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ from ..config.loader import ConfigError, enabled_services, load_settings
 from ..config.paths import DataPaths
 
 HUB_PORT = 8081
+#: The port each service's pod listens on.
+SERVICE_PORT = 8080
+#: The services that run on Kubernetes so far; the others say what they still need.
+IN_CLUSTER_SERVICES = ("models",)
+NOT_YET = {
+    "environments": "builds on Kubernetes run as Jobs, which this version cannot submit yet",
+    "sharing": "its service does not run in a pod of its own in this version yet",
+    "warehouse": "its operator secrets cannot come from a Kubernetes Secret in this "
+                 "version yet",
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,11 @@ class InCluster:
     hub_url: str
     #: the proxy's REST API: ``http://<release>-proxy-api:8001``
     proxy_api_url: str
+    #: the Helm release: services are reached at ``http://<release>-<name>:8080``
+    release: str = "redspot"
+
+    def service_url(self, name: str) -> str:
+        return f"http://{self.release}-{name}:{SERVICE_PORT}"
 
 
 def check_settings(settings: dict, source: str) -> None:
@@ -49,10 +68,10 @@ def check_settings(settings: dict, source: str) -> None:
     if kind != "kubernetes":
         problems.append(f"spawner.kind: in a pod, servers are pods: set `kubernetes` "
                         f"(it is {kind!r})")
-    enabled = enabled_services(settings)
-    if enabled:
-        problems.append(f"services: {', '.join(enabled)} cannot run on Kubernetes in this "
-                        f"version of the chart yet: set their `enabled: false`")
+    for name in enabled_services(settings):
+        if name not in IN_CLUSTER_SERVICES:
+            problems.append(f"services.{name}: {NOT_YET[name]}: set `enabled: false` "
+                            f"(on Kubernetes: {', '.join(IN_CLUSTER_SERVICES)})")
     if settings.get("auth", {}).get("type") == "pam":
         problems.append("auth.type: pam signs in the machine's accounts, which a pod has "
                         "none of: use oauth (or password)")
@@ -60,15 +79,81 @@ def check_settings(settings: dict, source: str) -> None:
         raise ConfigError(source, problems)
 
 
-def build_config(options: InCluster, environ=os.environ) -> Config:
-    """The hub's configuration in its pod (pure but for reading ``options.config``)."""
+def _assemble(options: InCluster) -> Config:
     settings = load_settings(options.config)
     check_settings(settings, str(options.config))
-    paths = DataPaths(options.data_dir)
-    ctx = Context(paths=paths, python=sys.executable, isolated=False)
-    c = assemble(settings, ctx, CommandLine(), config_d=None)
+    ctx = Context(paths=DataPaths(options.data_dir), python=sys.executable, isolated=False,
+                  service_ports={name: SERVICE_PORT for name in enabled_services(settings)})
+    return assemble(settings, ctx, CommandLine(), config_d=None)
+
+
+def build_config(options: InCluster, environ=os.environ) -> Config:
+    """The hub's configuration in its pod (pure but for reading ``options.config``)."""
+    c = _assemble(options)
     layer_incluster(c, options, environ)
     return c
+
+
+def _token_variable(name: str) -> str:
+    return f"REDSPOT_SERVICE_TOKEN_{name.upper()}"
+
+
+def external_services(services: list[dict], options: InCluster, environ) -> list[dict]:
+    """The services the layers made to be run by the hub, as services of their own pods:
+    their Service's URL and a token from the release's Secret, no command (pure)."""
+    kept = ("name", "display", "oauth_no_confirm", "oauth_client_allowed_scopes")
+    out = []
+    for service in services:
+        if "command" not in service:
+            out.append(service)
+            continue
+        name = service["name"]
+        token = environ.get(_token_variable(name))
+        if not token:
+            raise ConfigError("the hub's environment", [
+                f"{_token_variable(name)} is not set: the chart gives it from the "
+                f"release's Secret (services.{name})"])
+        out.append({**{k: service[k] for k in kept if k in service},
+                    "url": options.service_url(name), "api_token": token})
+    return out
+
+
+def service_process(name: str, options: InCluster, environ=os.environ) -> tuple[list, dict]:
+    """What the pod of service ``name`` runs: the command and environment ``redspot up``
+    would start it with, and what JupyterHub gives a managed service (pure but for
+    reading ``options.config``)."""
+    c = _assemble(options)
+    managed = {s["name"]: s for s in c.JupyterHub.services if "command" in s}
+    if name not in managed:
+        raise ConfigError(str(options.config), [
+            f"services.{name}: not enabled (enabled: {', '.join(sorted(managed)) or 'none'})"])
+    service = managed[name]
+    token = environ.get("JUPYTERHUB_API_TOKEN") or environ.get(_token_variable(name))
+    if not token:
+        raise ConfigError("the service's environment", [
+            f"{_token_variable(name)} is not set: the chart gives it from the release's "
+            f"Secret"])
+    base = c.JupyterHub.get("base_url", "/").rstrip("/") + "/"
+    prefix = f"{base}services/{name}/"
+    hub = options.hub_url.rstrip("/")
+    env = {
+        # what the chart gives the pod is the service's (a database password from a
+        # Secret, the AWS role of its service account...)
+        **environ,
+        **service.get("environment", {}),
+        "JUPYTERHUB_SERVICE_NAME": name,
+        "JUPYTERHUB_API_TOKEN": token,
+        "JUPYTERHUB_API_URL": f"{hub}{base}hub/api",
+        "JUPYTERHUB_BASE_URL": base,
+        "JUPYTERHUB_SERVICE_PREFIX": prefix,
+        "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{SERVICE_PORT}",
+        "JUPYTERHUB_CLIENT_ID": f"service-{name}",
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{prefix}oauth_callback",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": f'["access:services!service={name}"]',
+        "JUPYTERHUB_OAUTH_SCOPES": f'["access:services!service={name}"]',
+        "JUPYTERHUB_HOST": "",
+    }
+    return list(service["command"]), env
 
 
 def layer_incluster(c: Config, options: InCluster, environ) -> None:
@@ -89,6 +174,13 @@ def layer_incluster(c: Config, options: InCluster, environ) -> None:
     namespace = environ.get("POD_NAMESPACE")
     if namespace:
         c.KubeSpawner.namespace = namespace
+    if "services" in c.JupyterHub:
+        c.JupyterHub.services = external_services(list(c.JupyterHub.services), options,
+                                                  environ)
+        urls = {s["name"]: f"{s['url']}{c.JupyterHub.get('base_url', '/').rstrip('/')}"
+                           f"/services/{s['name']}/"
+                for s in c.JupyterHub.services if "url" in s}
+        c.RedspotSpawnerMixin.service_urls = urls
 
 
 def prepare(paths: DataPaths, settings: dict) -> dict[str, str]:
@@ -98,6 +190,20 @@ def prepare(paths: DataPaths, settings: dict) -> dict[str, str]:
     paths.root.mkdir(parents=True, exist_ok=True)
     paths.state.mkdir(mode=0o700, exist_ok=True)
     return ensure_admins(paths, settings)
+
+
+def run_service(name: str, options: InCluster) -> None:
+    try:
+        command, env = service_process(name, options)
+    except ConfigError as e:
+        print(f"redspot service: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # its volume, mounted where the layers put its data folder (<data>/<name>)
+    folder = Path(options.data_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(folder)
+    print(f"Redspot's {name} service: {' '.join(command)}", flush=True)
+    os.execvpe(command[0], command, env)
 
 
 def run(options: InCluster) -> None:

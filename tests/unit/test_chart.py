@@ -40,6 +40,10 @@ VALUE_SETS = {
             "groups": {"vision": {"users": ["ana@example.com"],
                                   "profiles": ["g5.xlarge", "p4d.24xlarge"]}},
             "spawner": {"kind": "kubernetes", "start_timeout": 900},
+            "services": {"models": {
+                "enabled": True, "artifacts_destination": "s3://acme-models/registry",
+                "backend_store_uri": "postgresql://mlflow@mlflow.cluster.rds.amazonaws.com"
+                                     ":5432/mlflow"}},
             "kubernetes": {
                 "images": {"cpu": f"{ECR}/redspot-singleuser:0.1.0",
                            "gpu": f"{ECR}/redspot-singleuser-gpu:0.1.0"},
@@ -50,6 +54,10 @@ VALUE_SETS = {
         "hub": {"image": {"name": f"{ECR}/redspot-hub", "tag": "0.1.0"},
                 "imagePullSecrets": ["ecr"], "nodeSelector": {"role": "system"}},
         "proxy": {"service": {"type": "ClusterIP"}},
+        "services": {"models": {
+            "secretEnv": [{"name": "PGPASSWORD", "secretName": "mlflow-db", "key": "password"}],
+            "serviceAccountAnnotations": {
+                "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/redspot-models"}}},
         "ingress": {"enabled": True, "className": "alb", "hosts": ["hub.example.com"],
                     "annotations": {"alb.ingress.kubernetes.io/scheme": "internet-facing"},
                     "tls": [{"secretName": "redspot-tls", "hosts": ["hub.example.com"]}]},
@@ -133,6 +141,8 @@ def test_the_schema_refuses_bad_values_naming_the_key(values, named):
 
 @pytest.mark.parametrize("values, says", [
     ({"ingress": {"enabled": True}}, "ingress.hosts"),
+    ({"redspot": {"services": {"environments": {"enabled": True}}}},
+     "redspot.services.environments"),
     ({"hub": {"db": {"type": "postgres"}}}, "hub.db.url"),
 ])
 def test_what_the_schema_cannot_say_fails_the_render_with_the_key(values, says):
@@ -208,7 +218,9 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     given = {"spawner": {"kind": "kubernetes"}, "kubernetes": {}, "services": {},
              **values.get("redspot", {})}
     assert yaml.safe_load(options.config.read_text()) == given
-    in_pod = json.loads(json.dumps(incluster.build_config(options), default=str))
+    tokens = {"REDSPOT_SERVICE_TOKEN_MODELS": "t" * 64}
+    in_pod = json.loads(json.dumps(incluster.build_config(options, environ=tokens),
+                                   default=str))
     shown = app.build_config(app.UpOptions(data_dir=str(tmp_path / "data"),
                                            config=str(options.config)), prepare=False)[0]
     shown = json.loads(json.dumps(shown, default=str))
@@ -217,7 +229,13 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     pod_only = {"JupyterHub": {"hub_ip", "hub_port", "hub_connect_url", "cleanup_servers",
                                "ip", "port"},
                 "ConfigurableHTTPProxy": {"should_start", "api_url"},
-                "RedspotLifecycle": {"isolated"}}
+                "RedspotLifecycle": {"isolated"},
+                # services run in pods of their own: compared below
+                "RedspotSpawnerMixin": {"service_urls"}}
+    for section in (in_pod, shown):
+        section["JupyterHub"]["services"] = {
+            s["name"]: {k: v for k, v in s.items() if k in ("display", "oauth_no_confirm")}
+            for s in section["JupyterHub"].get("services", [])}
     for section in set(in_pod) | set(shown):
         ours = {k: v for k, v in in_pod.get(section, {}).items()
                 if k not in pod_only.get(section, ())}
@@ -229,6 +247,44 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
                                                "should_start": False,
                                                "api_url": "http://redspot-proxy-api:8001"}
     assert in_pod["JupyterHub"]["spawner_class"] == "redspot-kube"
+    if values.get("redspot", {}).get("services"):
+        assert in_pod["RedspotSpawnerMixin"]["service_urls"] == {
+            "models": "http://redspot-models:8080/services/models/"}
+
+
+def test_a_services_pod_runs_what_redspot_up_would_with_what_the_hub_gives_services(
+        tmp_path):
+    docs = render(VALUE_SETS["eks"])
+    options = _hub_options(docs, tmp_path)
+    pod = find(docs, "Deployment", "redspot-models")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = dict(a[2:].split("=", 1) for a in container["args"] if a.startswith("--"))
+    assert container["args"][:3] == ["redspot", "service", "models"]
+    assert args["hub-url"] == options.hub_url and args["release"] == "redspot"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["REDSPOT_SERVICE_TOKEN_MODELS"]["valueFrom"]["secretKeyRef"] == {
+        "name": "redspot-secrets", "key": "service-token-models"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+    assert find(docs, "ServiceAccount", "redspot-models")["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/redspot-models"}
+    # the hub gets the same token, from the same key
+    hub = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "REDSPOT_SERVICE_TOKEN_MODELS", "valueFrom": {"secretKeyRef": {
+        "name": "redspot-secrets", "key": "service-token-models"}}} in hub["env"]
+
+    command, environ = incluster.service_process("models", options, environ={
+        "REDSPOT_SERVICE_TOKEN_MODELS": "s" * 64, "PGPASSWORD": "pw"})
+    assert command[1:] == ["-m", "redspot.models.service",
+                           f"--data-dir={tmp_path / 'data' / 'models'}"]
+    assert environ["JUPYTERHUB_API_TOKEN"] == "s" * 64 and environ["PGPASSWORD"] == "pw"
+    assert environ["JUPYTERHUB_API_URL"] == "http://redspot-hub:8081/hub/api"
+    assert environ["JUPYTERHUB_SERVICE_PREFIX"] == "/services/models/"
+    assert environ["JUPYTERHUB_SERVICE_URL"] == "http://0.0.0.0:8080"
+    # the stores as redspot.yaml says them, through MLflow's own variables
+    assert environ["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://acme-models/registry"
+    assert environ["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://mlflow@")
+    with pytest.raises(Exception, match="services.sharing: not enabled"):
+        incluster.service_process("sharing", options, environ={})
 
 
 def test_the_hub_in_a_pod_refuses_what_a_pod_cannot_do(tmp_path):
@@ -236,12 +292,12 @@ def test_the_hub_in_a_pod_refuses_what_a_pod_cannot_do(tmp_path):
 
     path = tmp_path / "redspot.yaml"
     path.write_text(yaml.safe_dump({"auth": {"type": "pam"},
-                                    "services": {"models": {"enabled": True}}}))
+                                    "services": {"sharing": {"enabled": True}}}))
     with pytest.raises(ConfigError) as refused:
         incluster.build_config(incluster.InCluster(path, tmp_path, "http://h:8081",
                                                    "http://p:8001"))
     text = str(refused.value)
-    assert "spawner.kind" in text and "services: models" in text and "auth.type" in text
+    assert "spawner.kind" in text and "services.sharing" in text and "auth.type" in text
 
 
 def test_the_database_is_postgres_with_the_password_from_its_secret(tmp_path):
@@ -285,6 +341,8 @@ def _scene():
         "alice-head": ray("ana@example.com", "head", "10.0.3.10"),
         "alice-worker": ray("ana@example.com", "worker", "10.0.3.11"),
         "bob-head": ray("bob", "head", "10.0.3.20"),
+        "models": Endpoint("the registry", "10.0.1.12", "jhub", {
+            **chart, "app.kubernetes.io/component": "models", "redspot.io/service": "models"}),
         "dns": Endpoint("coredns", "10.0.0.53", "kube-system", {"k8s-app": "kube-dns"}),
         "metadata": Endpoint("instance metadata", "169.254.169.254"),
         "database": Endpoint("the hub's RDS database", "10.1.2.3"),
@@ -312,7 +370,8 @@ def _policies(values: dict) -> list[dict]:
 def test_users_pods_reach_their_own_and_nothing_of_anyone_elses():
     from tests.netpol import allowed
 
-    policies, pods = _policies({}), _scene()
+    policies, pods = _policies({"redspot": {"services": {"models": {"enabled": True}}}}), \
+        _scene()
 
     def may(a, b, port, protocol="TCP"):
         return allowed(policies, pods[a], pods[b], port, protocol)
@@ -324,6 +383,13 @@ def test_users_pods_reach_their_own_and_nothing_of_anyone_elses():
     assert may("alice", "hub", 8081) and may("alice", "dns", 53, "UDP")
     assert may("hub", "database", 5432) and may("hub", "internet", 443)
     assert not may("internet", "hub", 8081) and not may("internet", "alice", 8888)
+    # the registry: servers, the hub and the proxy reach it; it reaches the hub and its
+    # stores, not the metadata service
+    for pod in ("alice", "hub", "proxy"):
+        assert may(pod, "models", 8080) and not may(pod, "models", 22)
+    assert not may("internet", "models", 8080) and not may("alice-head", "models", 8080)
+    assert may("models", "hub", 8081) and may("models", "database", 5432)
+    assert not may("models", "metadata", 80) and not may("models", "alice", 8888)
     # a user's server and their own Ray cluster
     for port in (6379, 8265, 10001):
         assert may("alice", "alice-head", port)

@@ -103,3 +103,18 @@ capabilities:
   {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* the Redspot services `redspot:` turns on, as a JSON list; one that does not run on
+Kubernetes yet fails the render (`redspot hub --show-config` says why) */}}
+{{- define "redspot.services" -}}
+{{- $on := list -}}
+{{- range $service, $settings := (.Values.redspot.services | default dict) -}}
+{{- if and (kindIs "map" $settings) $settings.enabled -}}
+{{- if not (has $service (list "models")) -}}
+{{- fail (printf "redspot.services.%s: does not run on Kubernetes in this version yet: set `enabled: false` (on Kubernetes: models)" $service) -}}
+{{- end -}}
+{{- $on = append $on $service -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $on -}}
+{{- end -}}
