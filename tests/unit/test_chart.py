@@ -54,6 +54,7 @@ VALUE_SETS = {
         "hub": {"image": {"name": f"{ECR}/redspot-hub", "tag": "0.1.0"},
                 "imagePullSecrets": ["ecr"], "nodeSelector": {"role": "system"}},
         "proxy": {"service": {"type": "ClusterIP"}},
+        "prePuller": {"enabled": True, "nodeSelector": {"karpenter.sh/nodepool": "gpu"}},
         "services": {"models": {
             "secretEnv": [{"name": "PGPASSWORD", "secretName": "mlflow-db", "key": "password"}],
             "serviceAccountAnnotations": {
@@ -285,6 +286,19 @@ def test_a_services_pod_runs_what_redspot_up_would_with_what_the_hub_gives_servi
     assert environ["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://mlflow@")
     with pytest.raises(Exception, match="services.sharing: not enabled"):
         incluster.service_process("sharing", options, environ={})
+
+
+def test_the_pre_puller_pulls_every_users_image_where_gpu_nodes_are():
+    docs = render(VALUE_SETS["eks"])
+    pod = find(docs, "DaemonSet", "redspot-image-puller")["spec"]["template"]["spec"]
+    assert sorted(c["image"] for c in pod["initContainers"]) == sorted(
+        VALUE_SETS["eks"]["redspot"]["kubernetes"]["images"].values())
+    assert pod["nodeSelector"] == {"karpenter.sh/nodepool": "gpu"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists",
+            "effect": "NoSchedule"} in pod["tolerations"]
+    assert not [d for d in render({}) if d["kind"] == "DaemonSet"]  # off by default
+    with pytest.raises(helm.HelmError, match="prePuller.enabled"):
+        render({"prePuller": {"enabled": True}})
 
 
 def test_the_hub_in_a_pod_refuses_what_a_pod_cannot_do(tmp_path):
