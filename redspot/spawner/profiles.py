@@ -43,6 +43,9 @@ class Profile:
     node_labels: Mapping[str, str] = field(default_factory=dict)
     #: Kubernetes PriorityClass of this profile's pods (empty: the cluster's default).
     priority_class: str = ""
+    #: Elastic Fabric Adapter interfaces its pods get on Kubernetes (``vpc.amazonaws.com/
+    #: efa``, from AWS's EFA device plugin): NCCL across nodes on p4d and p5.
+    efa: int = 0
 
     @property
     def title(self) -> str:
@@ -101,7 +104,8 @@ BUILTIN_CATALOG: dict[str, Profile] = {
         _p("p3.2xlarge", 8, 61, 1, "NVIDIA V100", "One 16 GB GPU: training"),
         _p("p3.8xlarge", 32, 244, 4, "NVIDIA V100", "Four 16 GB GPUs: distributed training"),
         _p("g5.12xlarge", 48, 192, 4, "NVIDIA A10G", "Four 24 GB GPUs: distributed training"),
-        _p("p4d.24xlarge", 96, 1152, 8, "NVIDIA A100", "Eight 40 GB GPUs: large models"),
+        replace(_p("p4d.24xlarge", 96, 1152, 8, "NVIDIA A100",
+                   "Eight 40 GB GPUs: large models"), efa=4),
     ]
 }
 
@@ -114,6 +118,7 @@ _PROFILE_FIELDS = {
     "gpu_model": str,
     "node_labels": dict,
     "priority_class": str,
+    "efa": int,
 }
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
 
@@ -205,6 +210,8 @@ def make_profile(name: str, fields: Mapping, base: Profile | None = None) -> Pro
         raise ProfileError(f"profile {name!r}: vcpus must be positive")
     if profile.gpus < 0:
         raise ProfileError(f"profile {name!r}: gpus must be 0 or more")
+    if profile.efa < 0:
+        raise ProfileError(f"profile {name!r}: efa must be 0 or more")
     return profile
 
 
@@ -347,6 +354,8 @@ def choose_profile(
 MiB = 1024**2
 #: The node label EKS (and Karpenter) set to the EC2 instance type.
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+#: The resource AWS's EFA device plugin advertises.
+EFA_RESOURCE = "vpc.amazonaws.com/efa"
 #: The taint EKS GPU node groups carry, tolerated by GPU profiles.
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -417,10 +426,15 @@ def kube_resources(profile: Profile, overhead: NodeOverhead = NodeOverhead()) ->
         "limits": {"cpu": f"{int(r['cpu_limit'] * 1000)}m",
                    "memory": f"{r['mem_limit'] // MiB}Mi"},
     }
-    if profile.gpus:
-        resources["requests"]["nvidia.com/gpu"] = str(profile.gpus)
-        resources["limits"]["nvidia.com/gpu"] = str(profile.gpus)
+    for resource, count in _extended(profile).items():
+        resources["requests"][resource] = resources["limits"][resource] = count
     return resources
+
+
+def _extended(profile: Profile) -> dict[str, str]:
+    """The device plugins' resources a profile's pod asks for: GPUs and EFA interfaces."""
+    wanted = {"nvidia.com/gpu": profile.gpus, EFA_RESOURCE: profile.efa}
+    return {resource: str(count) for resource, count in wanted.items() if count}
 
 
 def _millicores(cpus: float) -> float:
@@ -448,8 +462,9 @@ def kubespawner_override(
         "mem_guarantee": f"{resources['mem_guarantee'] // MiB}M",
         "mem_limit": f"{resources['mem_limit'] // MiB}M",
     }
+    if _extended(profile):
+        override["extra_resource_limits"] = _extended(profile)
     if profile.gpus:
-        override["extra_resource_limits"] = {"nvidia.com/gpu": str(profile.gpus)}
         override["tolerations"] = [dict(GPU_TOLERATION)]
     if profile.priority_class:
         override["priority_class_name"] = profile.priority_class

@@ -84,6 +84,9 @@ def test_every_profile_in_every_storage_mode_makes_a_valid_pod(offline_kubeconfi
     else:
         assert "nvidia.com/gpu" not in resources["limits"]
         assert not pod["spec"].get("tolerations")
+    # the multi-node GPU types get their EFA interfaces (AWS's device plugin)
+    assert resources["limits"].get("vpc.amazonaws.com/efa") == (
+        str(spec.efa) if spec.efa else None)
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in notebook["env"]}
     assert env["REDSPOT_PROFILE"] == profile
     assert env["REDSPOT_GPUS"] == str(spec.gpus)

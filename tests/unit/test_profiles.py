@@ -24,6 +24,7 @@ def test_builtin_catalog_has_the_ec2_types_an_ml_team_offers():
     p3 = BUILTIN_CATALOG["p3.2xlarge"]
     assert (p3.vcpus, p3.memory, p3.gpus, p3.gpu_model) == (8, 61 * GiB, 1, "NVIDIA V100")
     assert BUILTIN_CATALOG["p4d.24xlarge"].gpus == 8
+    assert BUILTIN_CATALOG["p4d.24xlarge"].efa == 4 and BUILTIN_CATALOG["p3.2xlarge"].efa == 0
     assert BUILTIN_CATALOG["x1.16xlarge"].memory == 976 * GiB
     assert BUILTIN_CATALOG["m5.xlarge"].gpus == 0
     assert p3.summary == "8 vCPU · 61 GiB · 1 × NVIDIA V100"
@@ -47,7 +48,16 @@ def test_operators_override_fields_and_add_profiles():
     catalog = build_catalog({
         "p3.2xlarge": {"description": "Team V100", "node_labels": {"pool": "gpu"}},
         "c6i.8xlarge": {"vcpus": 32, "memory": "64GiB"},
+        "p5.48xlarge": {"vcpus": 192, "memory": "2048GiB", "gpus": 8, "efa": 32,
+                        "node_labels": {"karpenter.sh/capacity-type": "spot"}},
     })
+    from redspot.spawner.profiles import kube_resources, kubespawner_override
+
+    p5 = catalog["p5.48xlarge"]
+    assert kube_resources(p5)["limits"]["vpc.amazonaws.com/efa"] == "32"
+    assert kubespawner_override(p5)["extra_resource_limits"] == {
+        "nvidia.com/gpu": "8", "vpc.amazonaws.com/efa": "32"}
+    assert kubespawner_override(p5)["node_selector"]["karpenter.sh/capacity-type"] == "spot"
     assert catalog["p3.2xlarge"].description == "Team V100"
     assert catalog["p3.2xlarge"].gpus == 1  # the rest kept
     assert catalog["p3.2xlarge"].node_labels == {"pool": "gpu"}
@@ -62,6 +72,7 @@ def test_operators_override_fields_and_add_profiles():
     ({"m5.xlarge": {"memory": "lots"}}, "memory: 'lots' is not a size"),
     ({"Big Box": {"vcpus": 1, "memory": 1}}, "profile name 'Big Box' is not allowed"),
     ({"m5.xlarge": {"vcpus": 0}}, "vcpus must be positive"),
+    ({"p4d.24xlarge": {"efa": -1}}, "efa must be 0 or more"),
 ])
 def test_bad_profile_definitions_are_refused_with_the_reason(overrides, message):
     with pytest.raises(ProfileError, match=None) as e:
