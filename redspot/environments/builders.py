@@ -89,7 +89,7 @@ class VenvBuilder(Builder):
         if spec.debian:
             raise ValueError(
                 "debian: the venv builder cannot install Debian packages; leave them out, "
-                "or run Redspot with the buildah or kaniko builder"
+                "or run Redspot with the buildah (or Kubernetes) builder"
             )
 
     async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
@@ -129,10 +129,7 @@ class BuildahBuilder(Builder):
 
     def __init__(self, helper, registry: str, bases: dict[str, str],
                  repository: str = "redspot-env", tls_verify: bool = True):
-        for name, ref in bases.items():
-            if "@sha256:" not in ref:
-                raise ValueError(f"base {name!r}: pin the image by digest (name@sha256:…), "
-                                 f"got {ref!r}")
+        _check_pinned(bases)
         self.helper = helper
         self.registry = registry
         self.repository = repository
@@ -163,6 +160,60 @@ class BuildahBuilder(Builder):
         finally:
             await asyncio.sleep(0)  # the last lines reach the log first
         return f"{self.registry}/{self.repository}@{digest}"
+
+    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
+        from .render import runtime_env
+
+        return runtime_env(spec, image=location)
+
+
+def _check_pinned(bases: dict[str, str]) -> None:
+    for name, ref in bases.items():
+        if "@sha256:" not in ref:
+            raise ValueError(f"base {name!r}: pin the image by digest (name@sha256:…), "
+                             f"got {ref!r}")
+
+
+class KubernetesBuilder(Builder):
+    """OCI images built by a Job in the cluster (buildah in an unprivileged pod:
+    ``environments.jobs``), pushed to ``settings.repository``; its location is the
+    pushed image by digest. ``redspot.kubernetes.BuildJobs`` runs the Job."""
+
+    kind = "kubernetes"
+
+    def __init__(self, settings, bases: dict[str, str], api_client=None):
+        _check_pinned(bases)
+        self.settings = settings
+        self._bases = dict(bases)
+        self._api_client = api_client
+
+    def bases(self) -> dict[str, str]:
+        return dict(self._bases)
+
+    def base_digest(self, base: str) -> str:
+        return self._bases[base].split("@", 1)[1]
+
+    async def _client(self):
+        if self._api_client is None:
+            from kubernetes_asyncio import client, config
+
+            config.load_incluster_config()  # the service's pod and its service account
+            self._api_client = client.ApiClient()
+        return self._api_client
+
+    async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
+                    owner: str = "team") -> str:
+        from ..kubernetes import BuildJobFailed, BuildJobs
+        from .jobs import build_manifests
+
+        manifests = build_manifests(spec, tag, self._bases[spec.base], self.settings)
+        jobs = BuildJobs(await self._client())
+        try:
+            digest = await jobs.run(manifests, log,
+                                    timeout=self.settings.deadline_seconds + 120)
+        except BuildJobFailed as e:
+            raise BuildFailed(str(e)) from None
+        return f"{self.settings.repository}@{digest}"
 
     def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
         from .render import runtime_env

@@ -201,7 +201,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         return keys
 
     def apply_environment(self, environment: dict | None) -> None:
-        """Pods in an environment run its image (built by the buildah or kaniko builder);
+        """Pods in an environment run its image (built by the buildah or Kubernetes builder);
         others the default image (or the one the ``image`` option names)."""
         self.image = environment["location"] if environment else next(iter(self.images.values()))
 
@@ -318,7 +318,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         )
 
     def _ray_clusters(self):
-        from ..compute.kubernetes import RayClusters
+        from ..kubernetes import RayClusters
 
         return RayClusters(self.api.api_client)
 

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from redspot.compute.kuberay import RayClusterSpec
-from redspot.compute.kubernetes import RayClusters
+from redspot.kubernetes import RayClusters
 from redspot.spawner.profiles import BUILTIN_CATALOG
 
 pytestmark = pytest.mark.k8s

@@ -232,7 +232,7 @@ class FakeKube:
 
 
 def clusters_on(fake):
-    from redspot.compute.kubernetes import RayClusters
+    from redspot.kubernetes import RayClusters
 
     clusters = RayClusters.__new__(RayClusters)
     clusters.custom = clusters.core = clusters.networking = fake
@@ -267,7 +267,7 @@ def test_ray_clusters_make_the_token_once_and_bring_a_cluster_to_its_spec():
 def test_waiting_for_a_failed_cluster_says_why():
     import asyncio
 
-    from redspot.compute.kubernetes import RayClusterError
+    from redspot.kubernetes import RayClusterError
 
     fake = FakeKube()
     fake.clusters["ray-x"] = {"status": {"state": "failed", "reason": "image pull"}}
