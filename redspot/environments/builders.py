@@ -114,7 +114,30 @@ class VenvBuilder(Builder):
         return runtime_env(spec, python=location)
 
 
-class BuildahBuilder(Builder):
+class ImageBuilder(Builder):
+    """A builder of OCI images on bases pinned by digest; a build's location is the
+    pushed image by digest, which servers and Ray run."""
+
+    def __init__(self, bases: dict[str, str]):
+        for name, ref in bases.items():
+            if "@sha256:" not in ref:
+                raise ValueError(f"base {name!r}: pin the image by digest (name@sha256:…), "
+                                 f"got {ref!r}")
+        self._bases = dict(bases)
+
+    def bases(self) -> dict[str, str]:
+        return dict(self._bases)
+
+    def base_digest(self, base: str) -> str:
+        return self._bases[base].split("@", 1)[1]
+
+    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
+        from .render import runtime_env
+
+        return runtime_env(spec, image=location)
+
+
+class BuildahBuilder(ImageBuilder):
     """OCI images built with buildah from the rendered Dockerfile, pushed to a registry.
 
     ``bases`` maps base names to image references pinned by digest
@@ -129,18 +152,11 @@ class BuildahBuilder(Builder):
 
     def __init__(self, helper, registry: str, bases: dict[str, str],
                  repository: str = "redspot-env", tls_verify: bool = True):
-        _check_pinned(bases)
+        super().__init__(bases)
         self.helper = helper
         self.registry = registry
         self.repository = repository
-        self._bases = dict(bases)
         self.tls_verify = tls_verify
-
-    def bases(self) -> dict[str, str]:
-        return dict(self._bases)
-
-    def base_digest(self, base: str) -> str:
-        return self._bases[base].split("@", 1)[1]
 
     async def build(self, spec: EnvironmentSpec, tag: str, log: Log,
                     owner: str = "team") -> str:
@@ -161,20 +177,8 @@ class BuildahBuilder(Builder):
             await asyncio.sleep(0)  # the last lines reach the log first
         return f"{self.registry}/{self.repository}@{digest}"
 
-    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
-        from .render import runtime_env
 
-        return runtime_env(spec, image=location)
-
-
-def _check_pinned(bases: dict[str, str]) -> None:
-    for name, ref in bases.items():
-        if "@sha256:" not in ref:
-            raise ValueError(f"base {name!r}: pin the image by digest (name@sha256:…), "
-                             f"got {ref!r}")
-
-
-class KubernetesBuilder(Builder):
+class KubernetesBuilder(ImageBuilder):
     """OCI images built by a Job in the cluster (buildah in an unprivileged pod:
     ``environments.jobs``), pushed to ``settings.repository``; its location is the
     pushed image by digest. ``redspot.kubernetes.BuildJobs`` runs the Job."""
@@ -182,16 +186,9 @@ class KubernetesBuilder(Builder):
     kind = "kubernetes"
 
     def __init__(self, settings, bases: dict[str, str], api_client=None):
-        _check_pinned(bases)
+        super().__init__(bases)
         self.settings = settings
-        self._bases = dict(bases)
         self._api_client = api_client
-
-    def bases(self) -> dict[str, str]:
-        return dict(self._bases)
-
-    def base_digest(self, base: str) -> str:
-        return self._bases[base].split("@", 1)[1]
 
     async def _client(self):
         if self._api_client is None:
@@ -214,8 +211,3 @@ class KubernetesBuilder(Builder):
         except BuildJobFailed as e:
             raise BuildFailed(str(e)) from None
         return f"{self.settings.repository}@{digest}"
-
-    def runtime_env(self, spec: EnvironmentSpec, location: str) -> dict:
-        from .render import runtime_env
-
-        return runtime_env(spec, image=location)
