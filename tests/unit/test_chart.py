@@ -52,7 +52,9 @@ VALUE_SETS = {
                             "home_storage_class": "efs-ap"}},
         },
         "hub": {"image": {"name": f"{ECR}/redspot-hub", "tag": "0.1.0"},
-                "imagePullSecrets": ["ecr"], "nodeSelector": {"role": "system"}},
+                "imagePullSecrets": ["ecr"], "nodeSelector": {"role": "system"},
+                "secretEnv": [{"name": "OAUTH_CLIENT_SECRET", "secretName": "redspot-oidc",
+                               "key": "secret"}]},
         "proxy": {"service": {"type": "ClusterIP"}},
         "prePuller": {"enabled": True, "nodeSelector": {"karpenter.sh/nodepool": "gpu"}},
         "services": {"models": {
@@ -172,11 +174,13 @@ def test_generated_secrets_are_kept_when_given_and_never_in_a_pod_spec():
 
 def test_pods_run_unprivileged(rendered):
     _, docs = rendered
-    for deployment in (d for d in docs if d["kind"] == "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
+    pods = [d["spec"]["template"]["spec"] for d in docs
+            if d["kind"] in ("Deployment", "DaemonSet")]
+    pods += [d["spec"] for d in docs if d["kind"] == "Pod"]  # helm test's
+    for pod in pods:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for container in pod["containers"]:
+        for container in pod["containers"] + pod.get("initContainers", []):
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False
             assert security["capabilities"] == {"drop": ["ALL"]}
@@ -266,6 +270,10 @@ def test_a_services_pod_runs_what_redspot_up_would_with_what_the_hub_gives_servi
     assert env["REDSPOT_SERVICE_TOKEN_MODELS"]["valueFrom"]["secretKeyRef"] == {
         "name": "redspot-secrets", "key": "service-token-models"}
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-db"
+    hub_env = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"][
+        "containers"][0]["env"]
+    assert {"name": "OAUTH_CLIENT_SECRET", "valueFrom": {"secretKeyRef": {
+        "name": "redspot-oidc", "key": "secret"}}} in hub_env
     assert find(docs, "ServiceAccount", "redspot-models")["metadata"]["annotations"] == {
         "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/redspot-models"}
     # the hub gets the same token, from the same key
@@ -433,3 +441,19 @@ def test_the_internet_and_private_destinations_are_the_operators_choice():
     assert allowed(closed, pods["alice"], pods["hub"], 8081)
     assert not [d for d in render({"networkPolicy": {"enabled": False}})
                 if d["kind"] == "NetworkPolicy"]
+
+
+def test_helm_test_reaches_the_hub_through_the_proxy_as_a_browser_does():
+    from tests.netpol import Endpoint, allowed
+
+    docs = render({})
+    (pod,) = [d for d in docs if d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    script = pod["spec"]["containers"][0]["command"][2]
+    assert "http://redspot-proxy-public:80" in script and "/hub/health" in script
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for doc in policies:
+        doc["metadata"].setdefault("namespace", "jhub")
+    scene = _scene()
+    tester = Endpoint("helm test", "10.0.9.9", "jhub", pod["metadata"]["labels"])
+    assert allowed(policies, tester, scene["proxy"], 8000)
