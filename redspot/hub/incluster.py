@@ -39,7 +39,8 @@ SERVICE_PORT = 8080
 #: The services that run on Kubernetes so far; the others say what they still need.
 IN_CLUSTER_SERVICES = ("models",)
 NOT_YET = {
-    "environments": "builds on Kubernetes run as Jobs, which this version cannot submit yet",
+    "environments": "its build Jobs exist, but its pod and the spawner's view of its "
+                    "catalog are not in this version yet",
     "sharing": "its service does not run in a pod of its own in this version yet",
     "warehouse": "its operator secrets cannot come from a Kubernetes Secret in this "
                  "version yet",
