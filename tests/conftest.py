@@ -39,21 +39,22 @@ TEAM_SETTINGS = {
     },
 }
 
-# Seconds each slow module took in CI (2 cores; junit times of a whole run): `make test`
-# hands modules to its workers longest first, so that no long module starts last and
-# keeps one worker busy while the others wait (pytest-xdist's own order is by number of
-# tests, which put the browser modules last). Unlisted modules take a few seconds.
+# Seconds each slow module took in CI (2 cores; junit times of a whole run, the attack
+# suite's package on one worker): `make test` hands modules to its workers longest
+# first, so that no long module starts last and keeps one worker busy while the other
+# waits (pytest-xdist's own order is by number of tests, which put the browser modules
+# last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_hub.py": 567, "integration/test_training.py": 500,
-    "browser/test_first_hour.py": 423, "integration/test_environments.py": 384,
-    "integration/test_ray_head.py": 320, "browser/test_labextension.py": 298,
-    "security/test_routes.py": 261, "integration/test_notebook_training.py": 252,
-    "integration/test_warehouse.py": 173, "security/test_privileges.py": 102,
-    "browser/test_collaboration.py": 97, "integration/test_ray_remote.py": 83,
-    "security/test_lifecycle.py": 82, "integration/test_models.py": 65,
-    "integration/test_sharing.py": 64, "security/test_fuzz.py": 59,
-    "browser/test_login_to_lab.py": 52, "browser/test_model_registry_ui.py": 49,
-    "browser/test_subdomains.py": 43, "unit/test_images.py": 23,
+    "integration/test_training.py": 569, "browser/test_first_hour.py": 460,
+    "integration/test_hub.py": 448, "integration/test_environments.py": 327,
+    "integration/test_ray_head.py": 307, "integration/test_notebook_training.py": 253,
+    "browser/test_labextension.py": 212, "integration/test_warehouse.py": 146,
+    "browser/test_collaboration.py": 103, "security/test_routes.py": 100,
+    "security/test_privileges.py": 100, "security/test_fuzz.py": 74,
+    "integration/test_ray_remote.py": 63, "integration/test_models.py": 62,
+    "integration/test_sharing.py": 55, "security/test_lifecycle.py": 39,
+    "browser/test_subdomains.py": 39, "browser/test_model_registry_ui.py": 34,
+    "browser/test_login_to_lab.py": 27, "unit/test_images.py": 15,
 }
 
 
