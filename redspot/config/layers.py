@@ -185,6 +185,12 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
                    f"--builder={envs.get('builder', 'venv')}"]
         if envs.get("registry"):
             command.append(f"--registry={envs['registry']}")
+        for key in ("repository", "registry_secret", "build_namespace"):
+            if envs.get(key):
+                command.append(f"--EnvironmentsService.{key}={envs[key]}")
+        if envs.get("builder") == "kubernetes" and "build_timeout" in envs:
+            # the build Job's deadline (locally the privileged helper enforces it)
+            command.append(f"--EnvironmentsService.build_timeout={int(envs['build_timeout'])}")
         for name, ref in envs.get("bases", {}).items():
             command += ["--EnvironmentsService.bases", f"{name}={ref}"]
         if envs.get("tls_verify") is False:

@@ -165,6 +165,13 @@ def _check_consistency(settings: dict) -> list[str]:
         environments.get("registry") and environments.get("bases")
     ):
         problems.append("services.environments: the buildah builder needs registry and bases")
+    if environments.get("builder") == "kubernetes":
+        if not (environments.get("repository") and environments.get("bases")):
+            problems.append("services.environments: the kubernetes builder needs repository "
+                            "and bases")
+        if settings.get("spawner", {}).get("kind") != "kubernetes":
+            problems.append("services.environments.builder: kubernetes builds run in the "
+                            "cluster of spawner.kind: kubernetes")
     for name, service in settings.get("services", {}).items():
         if service.get("enabled") and name not in AVAILABLE_SERVICES:
             problems.append(

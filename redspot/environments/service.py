@@ -41,7 +41,7 @@ from traitlets.config import Application
 from .. import __version__
 from ..hub import scopes
 from ..hub.serviceapi import serve_forever
-from .builders import BuildahBuilder, VenvBuilder
+from .builders import BuildahBuilder, KubernetesBuilder, VenvBuilder
 from .catalog import Catalog
 from .manager import TEAM, EnvironmentManager, Refused, Requester
 from .spec import FIELDS
@@ -210,9 +210,17 @@ class EnvironmentsService(Application):
     data_dir = Unicode(
         config=True, help="Where the catalog, the build logs and the builds live.",
     )
-    builder = Enum(["venv", "buildah"], default_value="venv", config=True,
+    builder = Enum(["venv", "buildah", "kubernetes"], default_value="venv", config=True,
                    help="""How environments are built. ``venv`` (default): uv virtualenvs.
-                   ``buildah``: OCI images pushed to ``registry``.""")
+                   ``buildah``: OCI images pushed to ``registry``. ``kubernetes``: build
+                   Jobs in the cluster, pushing to ``repository``.""")
+    repository = Unicode(config=True, help="kubernetes: the repository images are pushed to.")
+    registry_secret = Unicode(
+        config=True, help="kubernetes: the dockerconfigjson Secret build pods push with.")
+    build_namespace = Unicode("redspot-builds", config=True,
+                              help="kubernetes: the namespace build Jobs run in.")
+    build_timeout = Integer(3600, config=True,
+                            help="kubernetes: seconds a build Job may run.")
     registry = Unicode(config=True, help="buildah: the registry images are pushed to.")
     bases = Dict(value_trait=Unicode(), config=True,
                  help="buildah: base images by name, pinned by digest (name@sha256:…).")
@@ -263,7 +271,14 @@ class EnvironmentsService(Application):
         HubOAuth.instance(cache_max_age=TOKEN_CACHE_SECONDS)
         catalog = Catalog(root / "catalog.sqlite")
         catalog.recover()
-        if self.builder == "buildah":
+        if self.builder == "kubernetes":
+            from .jobs import BuildJobSettings
+
+            builder = KubernetesBuilder(BuildJobSettings(
+                namespace=self.build_namespace, repository=self.repository,
+                registry_secret=self.registry_secret,
+                deadline_seconds=self.build_timeout), self.bases)
+        elif self.builder == "buildah":
             builder = BuildahBuilder(self.helper(), self.registry, self.bases,
                                      tls_verify=self.tls_verify)
         else:

@@ -283,6 +283,42 @@ def test_the_buildah_builder_needs_a_registry_and_bases():
         "services.environments: the buildah builder needs registry and bases"]
 
 
+def test_the_kubernetes_builder_needs_a_repository_bases_and_a_cluster():
+    assert problems({"services": {"environments": {"enabled": True, "builder": "kubernetes"}}}) == [
+        "services.environments: the kubernetes builder needs repository and bases",
+        "services.environments.builder: kubernetes builds run in the cluster of "
+        "spawner.kind: kubernetes"]
+
+
+def test_layer_services_gives_the_environments_service_its_kubernetes_builds(tmp_path):
+    from redspot.config.layers import layer_services
+    from redspot.environments.builders import KubernetesBuilder
+    from redspot.environments.service import EnvironmentsService
+
+    repository = "123456789012.dkr.ecr.us-east-1.amazonaws.com/redspot-env"
+    base = "123456789012.dkr.ecr.us-east-1.amazonaws.com/su@sha256:" + "a" * 64
+    ctx = Context(paths=DataPaths(tmp_path), python="/py", service_ports={"environments": 9100})
+    c = Config()
+    layer_services(c, validate_settings({"spawner": {"kind": "kubernetes"}, "services": {
+        "environments": {"enabled": True, "builder": "kubernetes", "repository": repository,
+                         "registry_secret": "ecr-push", "bases": {"singleuser": base},
+                         "build_timeout": 1800}}}), ctx)
+    (service,) = c.JupyterHub.services
+    args = service["command"][3:]
+    assert "--builder=kubernetes" in args and "--EnvironmentsService.registry_secret=ecr-push" \
+        in args and f"--EnvironmentsService.repository={repository}" in args
+    # the service started with that command line builds with Jobs
+    app = EnvironmentsService()
+    app.initialize(args)
+    app.data_dir = str(tmp_path / "environments")
+    builder = app.make_app().settings["manager"].builder
+    assert isinstance(builder, KubernetesBuilder) and builder.bases() == {"singleuser": base}
+    assert builder.settings.repository == repository
+    assert builder.settings.registry_secret == "ecr-push"
+    assert builder.settings.namespace == "redspot-builds"
+    assert builder.settings.deadline_seconds == 1800
+
+
 def test_layer_command_line():
     c = Config()
     layer_command_line(c, CommandLine(ip="0.0.0.0", port=80, keep_servers=True))
