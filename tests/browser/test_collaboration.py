@@ -100,14 +100,24 @@ def test_a_guest_edits_with_the_owner_in_real_time(hub, browser, tmp_path):
         wait_for(lambda: "and bob" in alice.locator(
             ".jp-Notebook .jp-Cell .cm-content").first.inner_text(), 30,
             "alice to see bob's typing")
-        # the document is saved by the server (alice's account), with both edits
+        # the document is saved by the server (alice's account), with both edits; while
+        # the collaboration's store writes it, a read may answer an error: read again
+        answers = []
+
         def saved():
             r = requests.get(f"{hub.url}/user/alice/api/contents/together.ipynb",
                              headers={"Authorization": f"token {alice_token}"}, timeout=30)
+            answers.append(f"{r.status_code} {r.text[:300]}")
+            if r.status_code != 200 or "content" not in r.json():
+                return False
             source = r.json()["content"]["cells"][0]["source"]
             return "typed by alice" in source and "and bob" in source
 
-        wait_for(saved, 30, "the shared document to be saved")
+        try:
+            wait_for(saved, 30, "the shared document to be saved")
+        except TimeoutError:
+            raise AssertionError(f"not saved; the server's last answers: {answers[-3:]}") \
+                from None
 
         # revoked: bob's next request to alice's server is refused
         r = requests.patch(f"{hub.url}/hub/api/shares/alice/", json={"user": "bob"},
