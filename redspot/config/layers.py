@@ -54,6 +54,8 @@ class Context:
     python: str = "python3"
     #: A free port on 127.0.0.1 for each service, by name.
     service_ports: dict = field(default_factory=dict)
+    #: Where a service listens when it is not on 127.0.0.1 (a pod's Service, by name).
+    service_urls: dict = field(default_factory=dict)
     #: Variables services that fetch packages need from the hub's environment
     #: (certificates, proxies, package indexes): JupyterHub gives services no others.
     service_env: dict = field(default_factory=dict)
@@ -136,7 +138,8 @@ def _managed_service(name: str, command: list[str], ctx: Context, environment=No
     env = dict(ctx.service_env)
     env["REDSPOT_HUB_HOME"] = ctx.hub_home
     service = {"name": name, "display": True,
-               "url": f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
+               "url": ctx.service_urls.get(name)
+               or f"http://127.0.0.1:{ctx.service_ports[name]}", "command": command,
                "oauth_no_confirm": True,
                # JupyterHub stops when a managed service does not answer in time (30 s by
                # default): the registry's first start (MLflow making its tables) took 55 s

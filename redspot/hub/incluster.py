@@ -83,8 +83,10 @@ def check_settings(settings: dict, source: str) -> None:
 def _assemble(options: InCluster) -> Config:
     settings = load_settings(options.config)
     check_settings(settings, str(options.config))
+    enabled = enabled_services(settings)
     ctx = Context(paths=DataPaths(options.data_dir), python=sys.executable, isolated=False,
-                  service_ports={name: SERVICE_PORT for name in enabled_services(settings)})
+                  service_ports={name: SERVICE_PORT for name in enabled},
+                  service_urls={name: options.service_url(name) for name in enabled})
     return assemble(settings, ctx, CommandLine(), config_d=None)
 
 
@@ -99,10 +101,11 @@ def _token_variable(name: str) -> str:
     return f"REDSPOT_SERVICE_TOKEN_{name.upper()}"
 
 
-def external_services(services: list[dict], options: InCluster, environ) -> list[dict]:
-    """The services the layers made to be run by the hub, as services of their own pods:
-    their Service's URL and a token from the release's Secret, no command (pure)."""
-    kept = ("name", "display", "oauth_no_confirm", "oauth_client_allowed_scopes")
+def external_services(services: list[dict], environ) -> list[dict]:
+    """The services the layers made to be run by the hub, as services of their own pods
+    (the layers gave them their Service's URL): a token from the release's Secret, no
+    command (pure)."""
+    kept = ("name", "url", "display", "oauth_no_confirm", "oauth_client_allowed_scopes")
     out = []
     for service in services:
         if "command" not in service:
@@ -114,8 +117,7 @@ def external_services(services: list[dict], options: InCluster, environ) -> list
             raise ConfigError("the hub's environment", [
                 f"{_token_variable(name)} is not set: the chart gives it from the "
                 f"release's Secret (services.{name})"])
-        out.append({**{k: service[k] for k in kept if k in service},
-                    "url": options.service_url(name), "api_token": token})
+        out.append({**{k: service[k] for k in kept if k in service}, "api_token": token})
     return out
 
 
@@ -176,12 +178,7 @@ def layer_incluster(c: Config, options: InCluster, environ) -> None:
     if namespace:
         c.KubeSpawner.namespace = namespace
     if "services" in c.JupyterHub:
-        c.JupyterHub.services = external_services(list(c.JupyterHub.services), options,
-                                                  environ)
-        urls = {s["name"]: f"{s['url']}{c.JupyterHub.get('base_url', '/').rstrip('/')}"
-                           f"/services/{s['name']}/"
-                for s in c.JupyterHub.services if "url" in s}
-        c.RedspotSpawnerMixin.service_urls = urls
+        c.JupyterHub.services = external_services(list(c.JupyterHub.services), environ)
 
 
 def prepare(paths: DataPaths, settings: dict) -> dict[str, str]:
