@@ -121,7 +121,9 @@ def run(script, timeout=30):
     jobs = BuildJobs.__new__(BuildJobs)
     jobs.core = jobs.batch = fake
     jobs.interval = 0
-    builder = KubernetesBuilder(SETTINGS, {"singleuser": BASE}, api_client=object())
+    # the builder waits its Job's deadline and 120 s more: ``timeout`` in all
+    builder = KubernetesBuilder(BuildJobSettings(repository=ECR, deadline_seconds=timeout - 120),
+                                {"singleuser": BASE}, api_client=object())
     spec, tag, _ = manifests(python=["six==1.16.0"])
     lines = []
 
@@ -131,7 +133,6 @@ def run(script, timeout=30):
         real = kube.BuildJobs
         kube.BuildJobs = lambda client: jobs
         try:
-            builder.settings = BuildJobSettings(repository=ECR, deadline_seconds=timeout - 120)
             return await builder.build(spec, tag, lines.append)
         finally:
             kube.BuildJobs = real
