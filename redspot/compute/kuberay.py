@@ -195,26 +195,22 @@ def server_selector(user: str) -> dict:
 
 def network_policies(spec: RayClusterSpec) -> list[dict]:
     """Who may reach the user's Ray cluster: its own nodes and the user's servers, no one
-    else. Two NetworkPolicies, made and deleted with the cluster: the cluster's ingress
-    (on top of the chart's deny-all for Ray pods) and the egress that lets the user's
-    server pods reach it (on top of the chart's policy for servers)."""
+    else. Two NetworkPolicies, made and deleted with the cluster, on top of the chart's
+    (which let Ray pods take nothing and reach only DNS and the internet): the cluster's
+    own, by which its nodes take connections from each other and from the user's
+    servers and reach each other; and the one that lets the user's servers reach it."""
     cluster = {"matchLabels": {"ray.io/cluster": spec.name}}
+    servers = server_selector(spec.user)
     meta = {"namespace": spec.namespace, "labels": _labels(spec)}
     return [
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": f"{spec.name}-ingress", **meta},
-         "spec": {"podSelector": cluster, "policyTypes": ["Ingress"],
-                  "ingress": [{"from": [{"podSelector": cluster},
-                                        {"podSelector": server_selector(spec.user)}]}]}},
+         "metadata": {"name": f"{spec.name}-nodes", **meta},
+         "spec": {"podSelector": cluster, "policyTypes": ["Ingress", "Egress"],
+                  "ingress": [{"from": [{"podSelector": cluster}, {"podSelector": servers}]}],
+                  "egress": [{"to": [{"podSelector": cluster}]}]}},
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
          "metadata": {"name": f"{spec.name}-clients", **meta},
-         "spec": {"podSelector": server_selector(spec.user), "policyTypes": ["Egress"],
-                  "egress": [{"to": [{"podSelector": cluster}]}]}},
-        # its own nodes reach each other (the chart's policy for Ray pods allows DNS and
-        # the internet only)
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": f"{spec.name}-nodes", **meta},
-         "spec": {"podSelector": cluster, "policyTypes": ["Egress"],
+         "spec": {"podSelector": servers, "policyTypes": ["Egress"],
                   "egress": [{"to": [{"podSelector": cluster}]}]}},
     ]
 

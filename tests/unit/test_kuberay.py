@@ -251,7 +251,7 @@ def test_ray_clusters_make_the_token_once_and_bring_a_cluster_to_its_spec():
         await clusters.ensure(spec())
         # the policies that keep other users out come before the cluster's pods
         made = [c for c in fake.calls if c[0] in ("create policy", "create cluster")]
-        assert made[-1][0] == "create cluster" and len(made) == 4, made
+        assert made[-1][0] == "create cluster" and len(made) == 3, made
         await clusters.ensure(spec(image="reg/other:2"))  # exists: replaced, same version
         assert fake.calls[-1] == ("replace cluster", "1")
         cluster = await clusters.get(spec().name, "redspot")
