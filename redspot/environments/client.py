@@ -59,9 +59,12 @@ class EnvironmentsClient:
         except OSError as e:
             raise EnvironmentLookupError(f"cannot reach the environment service: {e}") from None
 
+    def environments(self) -> list[dict]:
+        """The environments this token's user may use, with their build state."""
+        return self._get("environments")["environments"]
+
     def ready(self) -> list[str]:
-        return sorted(e["id"] for e in self._get("environments")["environments"]
-                      if e.get("status") == "ready")
+        return sorted(e["id"] for e in self.environments() if e.get("status") == "ready")
 
     def runtime_env(self, environment: str) -> dict:
         """The Ray ``runtime_env`` of a ready environment, by ``owner/name``."""

@@ -258,7 +258,7 @@ class EnvironmentsHandler(APIHandler):
         if not client.url:
             raise web.HTTPError(404, "the environments service is not on in this Redspot")
         try:
-            listed = await asyncio.to_thread(client._get, "environments")
+            listed = await asyncio.to_thread(client.environments)
         except (EnvironmentLookupError, KeyError) as e:
             raise web.HTTPError(502, str(e)) from None
         me = os.environ.get("JUPYTERHUB_USER")
@@ -266,7 +266,7 @@ class EnvironmentsHandler(APIHandler):
             {"id": e["id"], "owner": e["owner"], "name": e["name"], "state": e["status"],
              "mine": e["owner"] == me, "updated": _epoch(e.get("created")),
              "error": e.get("error")}
-            for e in listed["environments"]]}))
+            for e in listed]}))
 
 
 def _epoch(value) -> float | None:
