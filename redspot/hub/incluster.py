@@ -80,8 +80,8 @@ def check_settings(settings: dict, source: str) -> None:
         raise ConfigError(source, problems)
 
 
-def _assemble(options: InCluster) -> Config:
-    settings = load_settings(options.config)
+def _assemble(options: InCluster, settings: dict | None = None) -> Config:
+    settings = settings if settings is not None else load_settings(options.config)
     check_settings(settings, str(options.config))
     enabled = enabled_services(settings)
     ctx = Context(paths=DataPaths(options.data_dir), python=sys.executable, isolated=False,
@@ -90,9 +90,11 @@ def _assemble(options: InCluster) -> Config:
     return assemble(settings, ctx, CommandLine(), config_d=None)
 
 
-def build_config(options: InCluster, environ=os.environ) -> Config:
-    """The hub's configuration in its pod (pure but for reading ``options.config``)."""
-    c = _assemble(options)
+def build_config(options: InCluster, environ=os.environ,
+                 settings: dict | None = None) -> Config:
+    """The hub's configuration in its pod (pure but for reading ``options.config`` when
+    ``settings`` are not given)."""
+    c = _assemble(options, settings)
     layer_incluster(c, options, environ)
     return c
 
@@ -206,8 +208,8 @@ def run_service(name: str, options: InCluster) -> None:
 
 def run(options: InCluster) -> None:
     try:
-        c = build_config(options)
         settings = load_settings(options.config)
+        c = build_config(options, settings=settings)
     except ConfigError as e:
         print(f"redspot hub: {e}", file=sys.stderr)
         raise SystemExit(2) from None
