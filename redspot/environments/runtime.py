@@ -140,11 +140,13 @@ def _project(requirement: str) -> str:
 
 
 def server_venv_commands(dest: Path, requirements: Path, uv: str | None = None,
-                         redspot_from: str | None = None) -> list[list[str]]:
+                         redspot_from: str | None = None,
+                         create: bool = True) -> list[list[str]]:
     """How to build a virtualenv servers can run from: the system's Python, the packages
     in ``requirements`` (resolved together; DeepSpeed after them, built against their
     torch), and Redspot itself (from ``redspot_from``, a wheel or source folder; default:
-    where this Redspot was installed from)."""
+    where this Redspot was installed from). ``create=False``: ``dest`` is already a
+    virtualenv (a copy of the runtime), and only what differs is installed."""
     uv = uv or _uv()
     python = str(dest / "bin" / "python")
     lines = [x for x in requirements.read_text().splitlines() if x.strip()]
@@ -153,10 +155,8 @@ def server_venv_commands(dest: Path, requirements: Path, uv: str | None = None,
     if later:
         first = requirements.with_name(requirements.stem + ".first.txt")
         first.write_text("\n".join(x for x in lines if x not in later) + "\n")
-    commands = [
-        [uv, "venv", "--python", system_python(), str(dest)],
-        [uv, "pip", "install", "--python", python, "-r", str(first)],
-    ]
+    commands = [[uv, "venv", "--python", system_python(), str(dest)]] if create else []
+    commands.append([uv, "pip", "install", "--python", python, "-r", str(first)])
     if later:
         commands += [
             [uv, "pip", "install", "--python", python, "setuptools", "wheel"],

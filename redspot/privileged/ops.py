@@ -43,6 +43,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -502,16 +503,28 @@ class Helper:
             # the commands and their files are written while the folder is root's alone
             reqs = work / "requirements.txt"
             reqs.write_text("".join(f"{r}\n" for r in requirements))
+            base = self.clone_source()
+            cloned = base is not None and _clone_venv(base, dest, output)
+            linked = file_ids(dest) if cloned else frozenset()
             commands = runtime.server_venv_commands(dest, reqs, uv=uv,
-                                                    redspot_from=redspot_from)
-            _hand_over(builder, (venvs, tag), (works, tag), (caches, cache_name))
+                                                    redspot_from=redspot_from,
+                                                    create=not cloned)
+            if cloned:
+                # its folders only: the files stay links to the runtime's, which the
+                # build account may replace but never change
+                with safefs.opened(venvs, tag) as fd:
+                    _give_folders(fd, builder.pw_uid, builder.pw_gid)
+                    safefs.set_owner_mode(fd, builder.pw_uid, builder.pw_gid, 0o700)
+                _hand_over(builder, (works, tag), (caches, cache_name))
+            else:
+                _hand_over(builder, (venvs, tag), (works, tag), (caches, cache_name))
             env = build_env(work, cache)
             ok = False
             try:
                 deadline = time.monotonic() + self.build_timeout
                 for cmd in commands:
                     self._run_build_step(cmd, builder, env, work, deadline,
-                                         (dest, work), output)
+                                         (dest, work), output, linked)
                 ok = True
             finally:
                 if ok:
@@ -596,7 +609,11 @@ class Helper:
             raise HelperError("buildah's digest file does not hold a sha256 digest")
         return digest
 
-    def _run_build_step(self, cmd, builder, env, cwd, deadline, watched, output) -> None:
+    def _run_build_step(self, cmd, builder, env, cwd, deadline, watched, output,
+                        linked: frozenset = frozenset()) -> None:
+        """Run one step of a build as ``builder``, its output to ``output``; stop it past
+        the deadline, or when the files under ``watched`` (less those of ``linked``, the
+        runtime's, by device and inode) pass the size limit."""
         output("$ " + " ".join(cmd))
         limit = self.build_max_bytes
         preexec = _drop_to(builder.pw_uid, builder.pw_gid, limit) if self.isolated else None
@@ -615,7 +632,7 @@ class Helper:
                               f"{self.build_timeout:.0f} s and was stopped")
                     break
                 if now > next_size_check:
-                    used = sum(tree_size(p) for p in watched)
+                    used = sum(tree_size(p, linked) for p in watched)
                     if used > limit:
                         reason = (f"the build wrote {used / 2**30:.1f} GiB, more than its "
                                   f"limit of {limit / 2**30:.1f} GiB, and was stopped")
@@ -641,6 +658,15 @@ class Helper:
         code = proc.wait()
         if code:
             raise HelperError(f"{os.path.basename(cmd[0])} exited with {code}")
+
+    def clone_source(self) -> Path | None:
+        """The virtualenv builds start from: the servers' runtime (or the hub's own
+        environment, when servers run with it), if it is a virtualenv."""
+        python = self.server_python or sys.executable
+        if not self.server_python and sys.prefix == sys.base_prefix:
+            return None
+        venv = Path(python).parent.parent
+        return venv if (venv / "pyvenv.cfg").is_file() else None
 
     def _uv(self) -> str:
         """A uv binary every account can run (the servers' environment's)."""
@@ -833,6 +859,66 @@ def _remove(parent: int, name: str) -> None:
         os.unlink(name, dir_fd=parent)
 
 
+def _clone_venv(base: Path, dest: Path, output: Callable[[str], None]) -> bool:
+    """Make the empty folder ``dest`` a copy of the virtualenv ``base`` whose files are
+    hard links to ``base``'s (seconds, and no space): a build then installs only what
+    differs. The scripts that name ``base`` are rewritten to name ``dest``. False, with
+    ``dest`` left empty, where links cannot be made (another file system)."""
+    output(f"Starting from the server runtime {base} (hard links; only what differs "
+           f"is installed)")
+    # ``dest`` is the helper's new folder, which nobody else can enter yet
+    done = subprocess.run(["cp", "-a", "--link", "--no-target-directory", str(base),
+                           str(dest)], capture_output=True, text=True)
+    if done.returncode:
+        output(f"Could not link the runtime's files ({done.stderr.strip()[-300:]}); "
+               f"installing every package instead")
+        for entry in list(dest.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        return False
+    # links out of the runtime (an editable install's) would have the build remove or
+    # change what they point to: they are left out; the interpreter's stay
+    for folder, dirs, files in os.walk(dest):
+        for name in dirs + files:
+            link = os.path.join(folder, name)
+            if not os.path.islink(link) or (folder == str(dest / "bin")
+                                             and name.startswith("python")):
+                continue
+            target = os.path.realpath(link)
+            if not (target + "/").startswith(str(dest) + "/"):
+                output(f"Leaving out {os.path.relpath(link, dest)}: it links to {target}")
+                os.unlink(link)
+    old, new = str(base).encode(), str(dest).encode()
+    for script in (dest / "bin").iterdir():
+        st = script.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 1 << 20:
+            continue
+        text = script.read_bytes()
+        if old in text:
+            # a new file in place of the link: the runtime's own stays as it is
+            fresh = script.with_name(script.name + ".redspot-new")
+            fresh.write_bytes(text.replace(old, new))
+            os.chmod(fresh, stat.S_IMODE(st.st_mode))
+            os.replace(fresh, script)
+    return True
+
+
+def _give_folders(fd: int, uid: int, gid: int) -> None:
+    """Give the folders under ``fd`` (not their files, never through a link) to
+    ``uid:gid``."""
+    def visit(dir_fd, name, st):
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        if name is None:
+            os.fchown(dir_fd, uid, gid)
+        else:
+            os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+    safefs.walk(fd, visit)
+
+
 def build_env(work: Path, cache: Path) -> dict[str, str]:
     """A build's whole environment: a fresh HOME and TMPDIR, its own uv cache, the
     package index settings, and nothing else of the helper's (no tokens)."""
@@ -856,13 +942,27 @@ def _drop_to(uid: int, gid: int, max_bytes: int):
     return preexec
 
 
-def tree_size(path: Path) -> int:
+def tree_size(path: Path, skip: frozenset = frozenset()) -> int:
+    """The bytes the files under ``path`` take, less those in ``skip`` (device, inode)."""
     total = 0
     for folder, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
+                st = os.lstat(os.path.join(folder, name))
+                if (st.st_dev, st.st_ino) not in skip:
+                    total += st.st_blocks * 512
     return total
+
+
+def file_ids(path: Path) -> frozenset:
+    """(device, inode) of every file under ``path``."""
+    ids = set()
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                ids.add((st.st_dev, st.st_ino))
+    return frozenset(ids)
 
 
 def _kill_group(pgid: int) -> None:

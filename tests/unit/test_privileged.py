@@ -15,7 +15,15 @@ from redspot.privileged.accounts import (
     name_problem,
     service_account_name,
 )
-from redspot.privileged.ops import Helper, HelperError, build_env
+from redspot.privileged.ops import (
+    Helper,
+    HelperError,
+    _clone_venv,
+    _give_folders,
+    build_env,
+    file_ids,
+    tree_size,
+)
 from redspot.privileged.server import OPERATIONS, Refused, dispatch
 
 
@@ -118,6 +126,64 @@ def test_a_builds_environment_holds_no_token(tmp_path, monkeypatch):
     assert "secret" not in " ".join(env.values())
     assert env["HOME"] == env["TMPDIR"] == str(tmp_path / "work")
     assert env["PIP_INDEX_URL"] == "https://pypi.example/simple"
+
+
+def test_a_build_starts_from_links_to_the_runtime_and_changes_none_of_its_files(tmp_path):
+    base = tmp_path / "runtime"
+    (base / "bin").mkdir(parents=True)
+    (base / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (base / "bin" / "python").symlink_to("/usr/bin/python3")
+    script = base / "bin" / "jupyter"
+    script.write_text(f"#!{base}/bin/python\nimport sys\n")
+    script.chmod(0o755)
+    site = base / "lib" / "python3.11" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "six.py").write_text("x = 1\n")
+    (base / "share").mkdir()
+    (base / "share" / "source").symlink_to(tmp_path)  # an editable install's link out
+    (base / "lib64").symlink_to("lib")
+    dest = tmp_path / "venvs" / "env-1"
+    dest.mkdir(parents=True)
+    said = []
+
+    assert _clone_venv(base, dest, said.append)
+
+    assert (dest / "lib" / "python3.11" / "site-packages" / "six.py").stat().st_ino == \
+        (site / "six.py").stat().st_ino
+    assert (dest / "bin" / "jupyter").read_text().startswith(f"#!{dest}/bin/python\n")
+    assert os.access(dest / "bin" / "jupyter", os.X_OK)
+    assert script.read_text().startswith(f"#!{base}/bin/python\n")  # the runtime's own
+    assert os.readlink(dest / "bin" / "python") == "/usr/bin/python3"
+    assert os.readlink(dest / "lib64") == "lib"
+    assert not os.path.lexists(dest / "share" / "source")
+    assert any("share/source: it links to" in line for line in said), said
+    # what the build writes counts against its size limit; the runtime's files do not
+    linked = file_ids(dest)
+    assert tree_size(dest, linked) == 0
+    (dest / "lib" / "python3.11" / "site-packages" / "new.py").write_bytes(b"y" * 8192)
+    assert tree_size(dest, linked) >= 8192
+
+
+def test_a_clone_that_cannot_link_is_left_empty_for_a_whole_build(tmp_path):
+    dest = tmp_path / "env"
+    dest.mkdir()
+    said = []
+    assert not _clone_venv(tmp_path / "no-such-runtime", dest, said.append)
+    assert list(dest.iterdir()) == []
+    assert "installing every package instead" in said[-1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: gives folders to another uid")
+def test_only_the_folders_of_a_clone_are_given_to_the_build_account(tmp_path):
+    (tmp_path / "env" / "lib").mkdir(parents=True)
+    (tmp_path / "env" / "lib" / "torch.py").write_text("")
+    fd = os.open(tmp_path / "env", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _give_folders(fd, 4242, 4242)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "env" / "lib").stat().st_uid == 4242
+    assert (tmp_path / "env" / "lib" / "torch.py").stat().st_uid == 0
 
 
 def test_who_may_ask_for_what():

@@ -118,6 +118,9 @@ def test_server_runtimes_build_deepspeed_against_their_own_torch(tmp_path, monke
                            "--no-build-isolation", "deepspeed==0.19.8"]
     assert commands[-1][-1] == "/src/redspot"
     assert runtime.uv_env()["DS_BUILD_OPS"] == "0"
+    # a copy of the runtime: the same steps, on the venv that is there
+    assert runtime.server_venv_commands(tmp_path / "venv", requirements,
+                                        create=False) == commands[1:]
 
 
 def test_a_failed_worker_is_named_with_what_happened():
