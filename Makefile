@@ -35,6 +35,16 @@ TEST_WORKERS ?= 2
 
 export RAY_USAGE_STATS_ENABLED := 0
 
+# Wheels of what PyPI has only as an sdist, built once per machine: pyspark's sdist is
+# 450 MB, and where PyPI's answers carry no cache headers uv fetches and builds it again
+# for every environment it installs (this one, each server runtime, each image's lock
+# check). uv finds them through UV_FIND_LINKS, which `make` sets for what it runs.
+WHEELHOUSE ?= $(HOME)/.cache/redspot/wheels
+PYSPARK_VERSION := 4.3.0
+PYSPARK_WHEEL := $(WHEELHOUSE)/pyspark-$(PYSPARK_VERSION)-py2.py3-none-any.whl
+comma := ,
+export UV_FIND_LINKS := $(WHEELHOUSE)$(if $(PIP_FIND_LINKS),$(comma)$(PIP_FIND_LINKS))
+
 .PHONY: up test bench lint deps system test-system debian clean chart-schema
 
 up: deps
@@ -135,8 +145,13 @@ $(STAMP)/labextension: $(LABEXT) $(STAMP)/python
 	ln -s $(abspath redspot/labextension) $(VENV)/share/jupyter/labextensions/@redspot/labextension
 	@touch $@
 
+$(PYSPARK_WHEEL): | $(STAMP)/venv
+	@echo "Building pyspark $(PYSPARK_VERSION)'s wheel once for this machine, in $(WHEELHOUSE)"
+	@echo "(a 450 MB download; about half a minute)"
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) "pyspark==$(PYSPARK_VERSION)"
+
 $(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml \
-		$(wildcard jupyter-config/*/*) | $(LABEXT)
+		$(wildcard jupyter-config/*/*) | $(LABEXT) $(PYSPARK_WHEEL)
 	@echo "Installing Redspot and its dependencies (JupyterHub, JupyterLab, Ray, MLflow...) with uv"
 	$(UV) pip install --python $(PY) --quiet -e ".[dev]"
 	@touch $@

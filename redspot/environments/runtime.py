@@ -125,7 +125,7 @@ def uv_env() -> dict[str, str]:
     DeepSpeed built without its C++ ops (they compile on first use, and are cached)."""
     env = dict(os.environ)
     env.setdefault("DS_BUILD_OPS", "0")
-    if os.environ.get("PIP_FIND_LINKS"):
+    if os.environ.get("PIP_FIND_LINKS") and not os.environ.get("UV_FIND_LINKS"):
         env["UV_FIND_LINKS"] = os.environ["PIP_FIND_LINKS"]
     return env
 

@@ -928,6 +928,16 @@ def build_env(work: Path, cache: Path) -> dict[str, str]:
                 "DS_BUILD_OPS": "0", "PYTHONDONTWRITEBYTECODE": "1"})
     if env.get("PIP_FIND_LINKS") and "UV_FIND_LINKS" not in env:
         env["UV_FIND_LINKS"] = env["PIP_FIND_LINKS"]
+    if "UV_FIND_LINKS" in env:
+        # only the folders every account can read (a wheelhouse in root's HOME is not)
+        from ..environments.runtime import blocking_path
+
+        readable = [place for place in env["UV_FIND_LINKS"].split(",") if place and (
+            "://" in place or blocking_path(place) is None)]
+        if readable:
+            env["UV_FIND_LINKS"] = ",".join(readable)
+        else:
+            del env["UV_FIND_LINKS"]
     return env
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -126,6 +128,19 @@ def test_a_builds_environment_holds_no_token(tmp_path, monkeypatch):
     assert "secret" not in " ".join(env.values())
     assert env["HOME"] == env["TMPDIR"] == str(tmp_path / "work")
     assert env["PIP_INDEX_URL"] == "https://pypi.example/simple"
+
+
+def test_a_build_looks_for_wheels_only_where_every_account_can_read(tmp_path, monkeypatch):
+    public = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own tmp_path is private
+    public.chmod(0o755)
+    private = tmp_path / "private"
+    private.mkdir()
+    monkeypatch.setenv("UV_FIND_LINKS", f"{private},{public},https://wheels.example/")
+    env = build_env(tmp_path / "work", tmp_path / "cache")
+    assert env["UV_FIND_LINKS"] == f"{public},https://wheels.example/"
+    monkeypatch.setenv("UV_FIND_LINKS", str(private))
+    assert "UV_FIND_LINKS" not in build_env(tmp_path / "work", tmp_path / "cache")
+    public.rmdir()
 
 
 def test_a_build_starts_from_links_to_the_runtime_and_changes_none_of_its_files(tmp_path):
