@@ -69,7 +69,9 @@ class Context:
     cli_token: str = ""
     #: The hub's home page as browsers reach it (services link back to it).
     hub_home: str = "/hub/home"
-    #: The token Kubernetes spawners ask the sharing service with ("": none).
+    #: The token spawners ask Redspot's services with ("": none): the environments
+    #: service which environments a user may start in, the sharing service (Kubernetes)
+    #: what a starting server mounts.
     spawner_token: str = ""
     #: The operator's secrets for warehouse connections, read from their files
     #: (``redspot.warehouse.secrets``): for the warehouse service's environment alone.
@@ -181,6 +183,7 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             c.JupyterHub.services = services
             c.JupyterHub.load_roles = roles
         return
+    spawner_scopes: list[str] = []
     if "environments" in enabled:
         envs = settings["services"]["environments"]
         command = [service_python(ctx), "-m", "redspot.environments.service",
@@ -203,8 +206,8 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
             environment={"REDSPOT_HELPER_SOCKET": ctx.helper_socket} if ctx.helper_socket
             else {},
             oauth_client_allowed_scopes=list(scopes.CUSTOM_SCOPES)))
-        c.RedspotSpawnerMixin.environments_catalog = str(
-            ctx.paths.environments / "catalog.sqlite")
+        # the spawn form and a start in an environment ask which ones are ready
+        spawner_scopes += ["access:services!service=environments", scopes.ENVIRONMENTS_READY]
     if "models" in enabled:
         models = settings["services"]["models"]
         command = [service_python(ctx), "-m", "redspot.models.service",
@@ -256,19 +259,21 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         roles.append({"name": "redspot-sharing-service", "services": ["sharing"],
                       "description": "The sharing service asks who users are",
                       "scopes": service_scopes})
-        if kube and ctx.spawner_token:
+        if kube:
             # the spawner asks what a starting server mounts read-only
-            services.append({"name": "redspot-spawner", "api_token": ctx.spawner_token})
-            roles.append({"name": "redspot-spawner", "services": ["redspot-spawner"],
-                          "description": "The spawner asks what is shared with a user",
-                          "scopes": ["access:services!service=sharing",
-                                     scopes.SHARES_ADMIN]})
-            c.RedspotKubeSpawner.sharing_token = ctx.spawner_token
+            spawner_scopes += ["access:services!service=sharing", scopes.SHARES_ADMIN]
         invite_groups = list(sharing.get("invite_groups", []))
         # real-time collaboration where guests may come
         c.RedspotSpawnerMixin.collaboration_groups = invite_groups
         c.RedspotSpawnerMixin.server_token_cache_seconds = sharing.get(
             "server_token_cache", 30)
+    if spawner_scopes and ctx.spawner_token:
+        services.append({"name": "redspot-spawner", "api_token": ctx.spawner_token})
+        roles.append({"name": "redspot-spawner", "services": ["redspot-spawner"],
+                      "description": "The spawner asks Redspot's services about a user "
+                                     "(ready environments, what is shared with them)",
+                      "scopes": spawner_scopes})
+        c.RedspotSpawnerMixin.services_token = ctx.spawner_token
     c.RedspotSpawnerMixin.service_urls = {
         s["name"]: f"{s['url']}/services/{s['name']}/" for s in services if "url" in s}
     c.RedspotSpawnerMixin.service_public_urls = {

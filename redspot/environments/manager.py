@@ -14,7 +14,15 @@ from pathlib import Path
 
 from ..hub import scopes
 from .builders import Builder, BuildFailed
-from .catalog import TEAM, Catalog, CatalogError, Entry, may_use, owners_visible_to
+from .catalog import (
+    TEAM,
+    Catalog,
+    CatalogError,
+    Entry,
+    may_use,
+    owners_visible_to,
+    ready_environments,
+)
 from .spec import EnvironmentSpec, SpecError, parse_spec
 
 
@@ -107,6 +115,12 @@ class EnvironmentManager:
         if entry is None or not self.visible(who, entry):
             raise Refused(404, f"no environment {owner}/{name}")
         return entry
+
+    def ready_for(self, who: Requester, user: str) -> list[dict]:
+        """The built environments ``user`` may start a server in, for the hub's spawner
+        (``custom:redspot:environments:ready``: no user has it)."""
+        self._require(who, scopes.ENVIRONMENTS_READY)
+        return ready_environments(self.catalog, user)
 
     def describe(self, entry: Entry) -> dict:
         build = self.catalog.build(entry.tag)

@@ -9,6 +9,9 @@ cookie) and checked against ``custom:redspot:environments:*`` scopes:
                                                  to publish it to everyone: admins only)
     GET    api/environments/<owner>/<name>       one environment (owner: a user or ``team``)
     GET    api/environments/<owner>/<name>/log   its build log (``?follow=1``: until done)
+    GET    api/ready/<user>                      the built environments a user may start a
+                                                 server in (the hub's spawner asks it:
+                                                 ``custom:redspot:environments:ready``)
     DELETE api/environments/<owner>/<name>       delete it (yours, or any as an admin)
     GET    api/openapi.json                      this API, described (OpenAPI 3)
 
@@ -135,6 +138,16 @@ class EnvironmentHandler(ApiHandler):
         self.manager.delete(self.requester, owner, name)
         self.set_status(204)
         self.finish()
+
+
+class ReadyHandler(ApiHandler):
+    """``GET api/ready/<user>``: the built environments a user may start a server in,
+    asked by the hub's spawner (its ``redspot-spawner`` token) when it renders the spawn
+    form and when it starts a server."""
+
+    @web.authenticated
+    def get(self, user):
+        self.write_json({"environments": self.manager.ready_for(self.requester, user)})
 
 
 class LogHandler(ApiHandler):
@@ -295,6 +308,7 @@ class EnvironmentsService(Application):
                  EnvironmentHandler),
                 (url_path_join(api, "environments", r"([^/]+)", r"([^/]+)", "log"),
                  LogHandler),
+                (url_path_join(api, "ready", r"([^/]+)"), ReadyHandler),
                 (url_path_join(api, "openapi.json"), OpenApiHandler),
                 (self.prefix.rstrip("/") + "/?", PageHandler),
                 (url_path_join(self.prefix, ".*"), UnlistedHandler),

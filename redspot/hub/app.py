@@ -457,8 +457,11 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             warehouse_secrets=warehouse_secrets,
         )
     else:
+        # what is made at each start is named, not made: the config shown has the
+        # spawner's service and role as a start would
         ctx = Context(paths=paths, python=sys.executable, isolated=isolated,
-                      service_ports={name: 0 for name in settings.get("services", {})})
+                      service_ports={name: 0 for name in settings.get("services", {})},
+                      spawner_token=MADE_AT_START)
     config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
     c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"
@@ -467,6 +470,10 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
     if prepare:
         write_cli_access(paths, c, ctx.cli_token)
     return c, text, paths, helper_proc
+
+
+#: What ``redspot config show`` says in place of a token made at each start.
+MADE_AT_START = "(made at each start)"
 
 
 def write_cli_access(paths: DataPaths, c, token: str) -> None:

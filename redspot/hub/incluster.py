@@ -37,10 +37,8 @@ HUB_PORT = 8081
 #: The port each service's pod listens on.
 SERVICE_PORT = 8080
 #: The services that run on Kubernetes so far; the others say what they still need.
-IN_CLUSTER_SERVICES = ("models",)
+IN_CLUSTER_SERVICES = ("models", "environments")
 NOT_YET = {
-    "environments": "its build Jobs exist, but its pod and the spawner's view of its "
-                    "catalog are not in this version yet",
     "sharing": "its service does not run in a pod of its own in this version yet",
     "warehouse": "its operator secrets cannot come from a Kubernetes Secret in this "
                  "version yet",
@@ -73,6 +71,10 @@ def check_settings(settings: dict, source: str) -> None:
         if name not in IN_CLUSTER_SERVICES:
             problems.append(f"services.{name}: {NOT_YET[name]}: set `enabled: false` "
                             f"(on Kubernetes: {', '.join(IN_CLUSTER_SERVICES)})")
+    builder = settings.get("services", {}).get("environments", {}).get("builder", "venv")
+    if "environments" in enabled_services(settings) and builder != "kubernetes":
+        problems.append(f"services.environments.builder: in a pod, environments are built "
+                        f"by Jobs: set `kubernetes` (it is {builder!r})")
     if settings.get("auth", {}).get("type") == "pam":
         problems.append("auth.type: pam signs in the machine's accounts, which a pod has "
                         "none of: use oauth (or password)")
@@ -80,13 +82,21 @@ def check_settings(settings: dict, source: str) -> None:
         raise ConfigError(source, problems)
 
 
-def _assemble(options: InCluster, settings: dict | None = None) -> Config:
+#: The variable the hub's pod has the ``redspot-spawner`` token in (the release's Secret).
+SPAWNER_TOKEN = "REDSPOT_SPAWNER_TOKEN"
+#: The services the spawner asks about a user (with that token).
+ASKED_BY_THE_SPAWNER = ("environments", "sharing")
+
+
+def _assemble(options: InCluster, settings: dict | None = None,
+              spawner_token: str = "") -> Config:
     settings = settings if settings is not None else load_settings(options.config)
     check_settings(settings, str(options.config))
     enabled = enabled_services(settings)
     ctx = Context(paths=DataPaths(options.data_dir), python=sys.executable, isolated=False,
                   service_ports={name: SERVICE_PORT for name in enabled},
-                  service_urls={name: options.service_url(name) for name in enabled})
+                  service_urls={name: options.service_url(name) for name in enabled},
+                  spawner_token=spawner_token)
     return assemble(settings, ctx, CommandLine(), config_d=None)
 
 
@@ -94,7 +104,15 @@ def build_config(options: InCluster, environ=os.environ,
                  settings: dict | None = None) -> Config:
     """The hub's configuration in its pod (pure but for reading ``options.config`` when
     ``settings`` are not given)."""
-    c = _assemble(options, settings)
+    settings = settings if settings is not None else load_settings(options.config)
+    check_settings(settings, str(options.config))
+    asked = [n for n in enabled_services(settings) if n in ASKED_BY_THE_SPAWNER]
+    token = environ.get(SPAWNER_TOKEN, "")
+    if asked and not token:
+        raise ConfigError("the hub's environment", [
+            f"{SPAWNER_TOKEN} is not set: the chart gives it from the release's Secret "
+            f"(the spawner asks {' and '.join(asked)} about users with it)"])
+    c = _assemble(options, settings, spawner_token=token)
     layer_incluster(c, options, environ)
     return c
 

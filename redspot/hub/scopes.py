@@ -9,6 +9,7 @@ from __future__ import annotations
 ENVIRONMENTS_READ = "custom:redspot:environments:read"
 ENVIRONMENTS_WRITE = "custom:redspot:environments:write"
 ENVIRONMENTS_ADMIN = "custom:redspot:environments:admin"
+ENVIRONMENTS_READY = "custom:redspot:environments:ready"
 WAREHOUSE_USE = "custom:redspot:warehouse:use"
 WAREHOUSE_ADMIN = "custom:redspot:warehouse:admin"
 SHARES_USE = "custom:redspot:shares:use"
@@ -25,6 +26,10 @@ CUSTOM_SCOPES = {
     ENVIRONMENTS_ADMIN: {
         "description": "Publish team environments and delete anyone's.",
         "subscopes": [ENVIRONMENTS_WRITE],
+    },
+    ENVIRONMENTS_READY: {
+        "description": "See which built environments any user may start a server in "
+                       "(the hub's spawner asks it; nothing else).",
     },
     WAREHOUSE_USE: {
         "description": "List the warehouse connections one's groups may use, and get "

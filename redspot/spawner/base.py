@@ -30,6 +30,10 @@ from .profiles import (
 )
 
 
+class EnvironmentsUnavailable(Exception):
+    """The environments service did not say which environments are ready."""
+
+
 class RedspotSpawnerMixin(LoggingConfigurable):
     """Instance profiles for a JupyterHub spawner. Put it first in the bases."""
 
@@ -69,13 +73,13 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         True, config=True, help="Admins may use every offered profile. Default True."
     )
 
-    environments_catalog = Unicode(
-        "",
-        config=True,
-        help="""The environment service's catalog (SQLite). When set, users may start
-        their server in any ready environment of theirs or their team's
-        (``user_options["environment"] = "owner/name"``). Set by ``redspot up`` when
-        ``services.environments`` is enabled.""",
+    services_token = Unicode(
+        "", config=True,
+        help="""The hub token the spawner asks Redspot's services with (the
+        ``redspot-spawner`` service's): the environments service which environments a
+        user may start a server in (``user_options["environment"] = "owner/name"``), the
+        sharing service what a starting pod mounts. Set by the layers with the
+        services; empty: neither is asked.""",
     )
 
     service_urls = Dict(
@@ -159,8 +163,15 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     def _options_form_default(self):
         return type(self).render_options_form
 
-    def render_options_form(self) -> str:
+    async def render_options_form(self) -> str:
         allowed = self.allowed_profiles()
+        environments = []
+        if self.environments_on:
+            try:
+                environments = await self.ready_environments()
+            except EnvironmentsUnavailable as e:
+                self.log.warning("The spawn form of %s lists no environments: %s",
+                                 self.user.name, e)
         previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
         previous = previous if isinstance(previous, dict) else {}
         preferred = previous.get("profile")
@@ -170,10 +181,10 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         return render_profiles_form(
             allowed, chosen.name if chosen else None,
             images=self.render_image_choices(), selected_image=previous.get("image"),
-            environments=[(e["id"], e["description"]) for e in self.ready_environments()],
+            environments=[(e["id"], e["description"]) for e in environments],
             selected_environment=previous.get("environment"),
             environments_page=self.service_public_urls.get("environments")
-            if self.environments_catalog else None,
+            if self.environments_on else None,
             machine=self.shared_machine(),
         )
 
@@ -182,13 +193,34 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         it has. None where each server gets what its profile says (Kubernetes)."""
         return None
 
-    def ready_environments(self) -> list[dict]:
-        """The built environments this user may start a server in (none without a catalog)."""
-        if not self.environments_catalog:
-            return []
-        from ..environments.catalog import Catalog, ready_environments
+    @property
+    def environments_on(self) -> bool:
+        """Whether users may start servers in the environments service's builds."""
+        return bool(self.service_urls.get("environments") and self.services_token)
 
-        return ready_environments(Catalog(self.environments_catalog), self.user.name)
+    async def ready_environments(self) -> list[dict]:
+        """The built environments this user may start a server in, asked of the
+        environments service (``GET api/ready/<user>``; none when it is off). Each:
+        ``{"id": "owner/name", "description", "tag", "location", "env"}``. Raises
+        EnvironmentsUnavailable when the service does not answer."""
+        if not self.environments_on:
+            return []
+        import json
+        from urllib.parse import quote
+
+        from tornado import httpclient
+
+        url = (f"{self.service_urls['environments'].rstrip('/')}/api/ready/"
+               f"{quote(self.user.name, safe='')}")
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(
+                url, headers={"Authorization": f"token {self.services_token}"},
+                request_timeout=20)
+            return json.loads(response.body)["environments"]
+        except Exception as e:  # noqa: BLE001 - said to the user, with what happened
+            raise EnvironmentsUnavailable(
+                f"the environments service did not answer which environments are ready "
+                f"({e})") from None
 
     def render_image_choices(self) -> list[str]:
         """Image names the form offers (none: the spawner has no choice of image)."""
@@ -207,28 +239,35 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     def user_option_keys(self) -> dict[str, str]:
         """The keys ``user_options`` may carry, and what each one is."""
         keys = dict(USER_OPTION_KEYS)
-        if self.environments_catalog:
+        if self.environments_on:
             keys["environment"] = "a ready environment, as owner/name"
         return keys
 
-    def _apply_user_options(self, user_options) -> None:
+    async def _apply_user_options(self, user_options) -> None:
         try:
             options = parse_user_options(user_options, self.user_option_keys())
             profile = choose_profile(self.allowed_profiles(), options, self.default_profile)
-            self.apply_options(options)
+            ready = []
+            if options.get("environment") is not None:
+                ready = await self.ready_environments()
+            self.apply_options(options, ready)
         except ProfileError as e:
             raise web.HTTPError(400, str(e)) from None
+        except EnvironmentsUnavailable as e:
+            raise web.HTTPError(503, f"{e}: start without an environment, or try again "
+                                     f"in a minute") from None
         self.log.info("%s starts with instance profile %s", self._log_name, profile.name)
         self.apply_profile(profile)
 
-    def apply_options(self, options: dict) -> None:
-        """Apply the options other than the profile (validated already by their parser)."""
+    def apply_options(self, options: dict, ready: list[dict] = ()) -> None:
+        """Apply the options other than the profile (validated already by their parser);
+        ``ready``: the environments the user may start in, when the options name one."""
         self.redspot_environment = None
         wanted = options.get("environment")
         if wanted is None:
             self.apply_environment(None)
             return
-        ready = {e["id"]: e for e in self.ready_environments()}
+        ready = {e["id"]: e for e in ready}
         if wanted not in ready:
             allowed = ", ".join(ready) or "none is ready yet"
             raise ProfileError(

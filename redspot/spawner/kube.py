@@ -99,13 +99,6 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         "sub_path": "imagenet"}]``.""",
     )
 
-    sharing_token = Unicode(
-        "", config=True,
-        help="""A hub token the spawner asks the sharing service with, for what is shared
-        with a user whose server starts (mounted read-only under
-        ``~/shared-with-me``). Set with the sharing service; empty: no shares mounted.""",
-    )
-
     # --- the user's Ray cluster (KubeRay) ------------------------------------------------
     ray_cluster = Bool(
         True, config=True,
@@ -205,8 +198,8 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         others the default image (or the one the ``image`` option names)."""
         self.image = environment["location"] if environment else next(iter(self.images.values()))
 
-    def apply_options(self, options: dict) -> None:
-        super().apply_options(options)
+    def apply_options(self, options: dict, ready: list[dict] = ()) -> None:
+        super().apply_options(options, ready)
         name = options.get("image")
         if name is not None and self.redspot_environment:
             raise ProfileError("choose an environment or an image, not both")
@@ -227,7 +220,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
 
     async def load_user_options(self):
         """Validate the request with Redspot's rules, then let KubeSpawner apply it."""
-        self._apply_user_options(self.user_options)
+        await self._apply_user_options(self.user_options)
         await super().load_user_options()
         self._apply_storage()
         await self._apply_shares()
@@ -238,7 +231,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         """What is shared with this user now, asked of the sharing service (none when it
         is off). A service that does not answer starts the server without them."""
         url = self.service_urls.get("sharing")
-        if not url or not self.sharing_token:
+        if not url or not self.services_token:
             return []
         from urllib.parse import quote
 
@@ -247,7 +240,7 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
         try:
             response = await httpclient.AsyncHTTPClient().fetch(
                 f"{url.rstrip('/')}/api/shares?recipient={quote(self.user.name, safe='')}",
-                headers={"Authorization": f"token {self.sharing_token}"}, request_timeout=20)
+                headers={"Authorization": f"token {self.services_token}"}, request_timeout=20)
         except Exception as e:  # noqa: BLE001 - a server without its shares, and why
             self.log.warning("%s's server starts without the files shared with them: the "
                              "sharing service did not answer (%s)", self.user.name, e)

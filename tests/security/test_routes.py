@@ -167,6 +167,11 @@ TABLE = [
     ("outsider", "GET", f"{E}/environments/{{env}}", {}, (403,)),
     ("outsider", "GET", f"{E}/openapi.json", {}, (403,)),
     ("bob", "GET", f"{E}/environments/{{env}}/secrets", {}, (403,)),  # no such route
+    # which environments she may start in: the hub's spawner asks, with its own token;
+    # no user may (an admin neither)
+    ("bob", "GET", f"{E}/ready/alice", {}, (403,)),
+    ("admin", "GET", f"{E}/ready/alice", {}, (403,)),
+    ("outsider", "GET", f"{E}/ready/alice", {}, (403,)),
     ("outsider", "POST", "/services/environments/", {"json": {}}, (403,)),
     ("outsider", "GET", "/services/environments/", {}, (302,)),  # the page: sign in first
     ("bob", "DELETE", "/services/environments/", {}, (403,)),

@@ -40,10 +40,16 @@ VALUE_SETS = {
             "groups": {"vision": {"users": ["ana@example.com"],
                                   "profiles": ["g5.xlarge", "p4d.24xlarge"]}},
             "spawner": {"kind": "kubernetes", "start_timeout": 900},
-            "services": {"models": {
-                "enabled": True, "artifacts_destination": "s3://acme-models/registry",
-                "backend_store_uri": "postgresql://mlflow@mlflow.cluster.rds.amazonaws.com"
-                                     ":5432/mlflow"}},
+            "services": {
+                "models": {
+                    "enabled": True, "artifacts_destination": "s3://acme-models/registry",
+                    "backend_store_uri": "postgresql://mlflow@mlflow.cluster.rds.amazonaws"
+                                         ".com:5432/mlflow"},
+                "environments": {
+                    "enabled": True, "builder": "kubernetes",
+                    "repository": f"{ECR}/redspot-env", "registry_secret": "ecr-push",
+                    "build_namespace": "redspot-builds",
+                    "bases": {"singleuser": f"{ECR}/redspot-singleuser@sha256:" + "a" * 64}}},
             "kubernetes": {
                 "images": {"cpu": f"{ECR}/redspot-singleuser:0.1.0",
                            "gpu": f"{ECR}/redspot-singleuser-gpu:0.1.0"},
@@ -145,7 +151,9 @@ def test_the_schema_refuses_bad_values_naming_the_key(values, named):
 @pytest.mark.parametrize("values, says", [
     ({"ingress": {"enabled": True}}, "ingress.hosts"),
     ({"redspot": {"services": {"environments": {"enabled": True}}}},
-     "redspot.services.environments"),
+     "redspot.services.environments.builder: on Kubernetes, environments are built by Jobs"),
+    ({"redspot": {"services": {"sharing": {"enabled": True}}}},
+     "redspot.services.sharing: does not run on Kubernetes in this version yet"),
     ({"hub": {"db": {"type": "postgres"}}}, "hub.db.url"),
 ])
 def test_what_the_schema_cannot_say_fails_the_render_with_the_key(values, says):
@@ -223,7 +231,8 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     given = {"spawner": {"kind": "kubernetes"}, "kubernetes": {}, "services": {},
              **values.get("redspot", {})}
     assert yaml.safe_load(options.config.read_text()) == given
-    tokens = {"REDSPOT_SERVICE_TOKEN_MODELS": "t" * 64}
+    tokens = {"REDSPOT_SERVICE_TOKEN_MODELS": "t" * 64,
+              "REDSPOT_SERVICE_TOKEN_ENVIRONMENTS": "e" * 64, "REDSPOT_SPAWNER_TOKEN": "s" * 64}
     in_pod = json.loads(json.dumps(incluster.build_config(options, environ=tokens),
                                    default=str))
     shown = app.build_config(app.UpOptions(data_dir=str(tmp_path / "data"),
@@ -236,7 +245,7 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
                 "ConfigurableHTTPProxy": {"should_start", "api_url"},
                 "RedspotLifecycle": {"isolated"},
                 # services run in pods of their own: compared below
-                "RedspotSpawnerMixin": {"service_urls"}}
+                "RedspotSpawnerMixin": {"service_urls", "services_token"}}
     for section in (in_pod, shown):
         section["JupyterHub"]["services"] = {
             s["name"]: {k: v for k, v in s.items() if k in ("display", "oauth_no_confirm")}
@@ -254,7 +263,18 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     assert in_pod["JupyterHub"]["spawner_class"] == "redspot-kube"
     if values.get("redspot", {}).get("services"):
         assert in_pod["RedspotSpawnerMixin"]["service_urls"] == {
-            "models": "http://redspot-models:8080/services/models/"}
+            "models": "http://redspot-models:8080/services/models/",
+            "environments": "http://redspot-environments:8080/services/environments/"}
+        # the spawner asks the environments service which are ready, with the token the
+        # chart gives the hub from the release's Secret
+        assert in_pod["RedspotSpawnerMixin"]["services_token"] == "s" * 64
+        hub = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"][
+            "containers"][0]
+        assert {"name": "REDSPOT_SPAWNER_TOKEN", "valueFrom": {"secretKeyRef": {
+            "name": "redspot-secrets", "key": "spawner-token"}}} in hub["env"]
+        with pytest.raises(Exception, match="REDSPOT_SPAWNER_TOKEN is not set"):
+            incluster.build_config(options, environ={
+                k: v for k, v in tokens.items() if k != "REDSPOT_SPAWNER_TOKEN"})
 
 
 def test_a_services_pod_runs_what_redspot_up_would_with_what_the_hub_gives_services(
@@ -294,6 +314,48 @@ def test_a_services_pod_runs_what_redspot_up_would_with_what_the_hub_gives_servi
     assert environ["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://mlflow@")
     with pytest.raises(Exception, match="services.sharing: not enabled"):
         incluster.service_process("sharing", options, environ={})
+
+
+def test_the_environments_service_submits_build_jobs_in_the_builds_namespace_only(
+        tmp_path):
+    docs = render(VALUE_SETS["eks"])
+    # of the services, only the environments one has a Kubernetes token
+    for service, mounted in (("environments", True), ("models", False)):
+        account = find(docs, "ServiceAccount", f"redspot-{service}")
+        pod = find(docs, "Deployment", f"redspot-{service}")["spec"]["template"]["spec"]
+        assert account["automountServiceAccountToken"] is mounted
+        assert pod["automountServiceAccountToken"] is mounted
+    role = find(docs, "Role", "redspot-environments-builds")
+    assert role["metadata"]["namespace"] == "redspot-builds"
+    allowed = {(group, resource, verb) for rule in role["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"]
+               for verb in rule["verbs"]}
+    # what redspot.kubernetes.BuildJobs calls, and nothing more
+    assert allowed == {
+        ("batch", "jobs", "create"), ("batch", "jobs", "get"), ("batch", "jobs", "delete"),
+        ("batch", "jobs/status", "get"), ("", "configmaps", "create"),
+        ("", "configmaps", "delete"), ("", "pods", "list"), ("", "pods/log", "get")}
+    binding = find(docs, "RoleBinding", "redspot-environments-builds")
+    assert binding["metadata"]["namespace"] == "redspot-builds"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "redspot-environments",
+                                    "namespace": "jhub"}]
+    # build pods: nobody reaches them; they reach the internet but not the metadata
+    # service
+    policy = find(docs, "NetworkPolicy", "redspot-builds")
+    assert policy["metadata"]["namespace"] == "redspot-builds"
+    assert policy["spec"]["ingress"] == []
+    assert any("169.254.169.254/32" in rule["to"][0].get("ipBlock", {}).get("except", [])
+               for rule in policy["spec"]["egress"])
+    # its pod runs the service with the kubernetes builder, as `redspot up` would
+    options = _hub_options(docs, tmp_path)
+    command, environ = incluster.service_process("environments", options, environ={
+        "REDSPOT_SERVICE_TOKEN_ENVIRONMENTS": "e" * 64})
+    assert command[1:5] == ["-m", "redspot.environments.service",
+                            f"--data-dir={tmp_path / 'data' / 'environments'}",
+                            "--builder=kubernetes"]
+    assert f"--EnvironmentsService.repository={ECR}/redspot-env" in command
+    assert "--EnvironmentsService.build_namespace=redspot-builds" in command
+    assert environ["JUPYTERHUB_SERVICE_PREFIX"] == "/services/environments/"
 
 
 def test_the_pre_puller_pulls_every_users_image_where_gpu_nodes_are():

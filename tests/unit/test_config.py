@@ -243,12 +243,21 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
     from redspot.config.layers import layer_services
 
     ctx = Context(paths=DataPaths(Path("/data")), python="/py",
-                  service_ports={"environments": 9100}, service_env={"SSL_CERT_FILE": "/ca"})
+                  service_ports={"environments": 9100}, service_env={"SSL_CERT_FILE": "/ca"},
+                  spawner_token="spawner-secret")
     c = Config()
     layer_services(c, validate_settings({"services": {"environments": {
         "enabled": True, "builder": "buildah", "registry": "reg:5000", "tls_verify": False,
         "bases": {"singleuser": "reg:5000/su@sha256:" + "a" * 64}}}}), ctx)
-    (service,) = c.JupyterHub.services
+    service, spawner = c.JupyterHub.services
+    # the spawner asks which environments are ready with a token of its own, whose only
+    # power is that question
+    assert spawner == {"name": "redspot-spawner", "api_token": "spawner-secret"}
+    assert c.RedspotSpawnerMixin.services_token == "spawner-secret"
+    spawner_role = c.JupyterHub.load_roles[0]
+    assert spawner_role["services"] == ["redspot-spawner"]
+    assert spawner_role["scopes"] == ["access:services!service=environments",
+                                      "custom:redspot:environments:ready"]
     assert service["name"] == "environments"
     assert service["url"] == "http://127.0.0.1:9100"
     assert service["command"] == [
@@ -259,7 +268,7 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
     assert service["environment"] == {"SSL_CERT_FILE": "/ca", "REDSPOT_HUB_HOME": "/hub/home"}
     assert {"custom:redspot:environments:read", "custom:redspot:environments:write",
             "custom:redspot:environments:admin"} <= set(c.JupyterHub.custom_scopes)
-    user_role, server_role, admin_role = c.JupyterHub.load_roles
+    _, user_role, server_role, admin_role = c.JupyterHub.load_roles
     assert user_role["name"] == "user"
     assert "access:services!service=environments" in user_role["scopes"]
     assert "custom:redspot:environments:write" in user_role["scopes"]
@@ -270,7 +279,8 @@ def test_layer_services_runs_the_environments_service_with_its_scopes():
             "access:services!service=environments",
             "custom:redspot:environments:write"} == set(server_role["scopes"])
     assert admin_role["users"] == ["admin"]
-    assert c.RedspotSpawnerMixin.environments_catalog == "/data/environments/catalog.sqlite"
+    assert not any("ready" in scope for role in (user_role, server_role, admin_role)
+                   for scope in role["scopes"])
     assert c.RedspotSpawnerMixin.service_urls == {
         "environments": "http://127.0.0.1:9100/services/environments/"}
     c = Config()

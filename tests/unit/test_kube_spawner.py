@@ -155,7 +155,7 @@ def test_operators_add_node_labels_priority_and_images(offline_kubeconfig):
     }
     assert pod["spec"]["priorityClassName"] == "gpu-interactive"
     assert container(pod)["image"] == "registry/singleuser-gpu:1"
-    assert 'name="image"' in spawner.render_options_form()
+    assert 'name="image"' in asyncio.run(spawner.render_options_form())
 
 
 @pytest.mark.parametrize("name", ["Alice.Smith@corp.com", "../../etc", "UPPER_case", "名前"])

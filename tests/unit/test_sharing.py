@@ -302,7 +302,7 @@ def test_everyone_may_invite_with_a_star_and_kubernetes_mounts_shares():
     assert {"servers", "read:groups"} <= set(roles["redspot-sharing-service"]["scopes"])
     assert roles["redspot-spawner"]["scopes"] == ["access:services!service=sharing",
                                                   "custom:redspot:shares:admin"]
-    assert c.RedspotKubeSpawner.sharing_token == "s"
+    assert c.RedspotSpawnerMixin.services_token == "s"
     assert c.RedspotSpawnerMixin.server_token_cache_seconds == 10
     json.dumps(c.JupyterHub.services)
 

@@ -4,6 +4,9 @@ Only the hub user is a stand-in (the edge of a pure unit test); starting real se
 is covered in tests/integration.
 """
 
+import asyncio
+import json
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -28,7 +31,7 @@ def make_spawner(name="alice", groups=(), admin=False, **config):
 
 
 def apply(spawner, options):
-    spawner.apply_user_options(spawner, options)
+    asyncio.run(spawner.apply_user_options(spawner, options))
 
 
 def test_form_data_becomes_user_options_without_the_xsrf_field():
@@ -92,26 +95,85 @@ def test_accounts_and_homes_follow_the_isolation_setting():
     assert not make_spawner(isolation="none").uses_accounts
 
 
-def test_a_server_started_without_an_environment_leaves_the_last_one(tmp_path):
-    from redspot.environments.catalog import Catalog
+class ReadyService:
+    """A stand-in for the environments service's ``api/ready/<user>`` (the edge of this
+    unit test; tests/integration/test_environments.py asks the real one)."""
 
-    catalog = Catalog(tmp_path / "catalog.sqlite")
-    catalog.add("alice", "six", {"name": "six", "base": "default", "python": ["six"],
-                                 "debian": [], "env": {"SIX": "1"}, "description": ""},
-                "env-1")
-    catalog.claim_build("env-1")
-    catalog.finish_build("env-1", location="/envs/env-1/bin/python")
-    spawner = make_spawner(environments_catalog=str(tmp_path / "catalog.sqlite"),
-                           python="/srv/runtime/bin/python")
+    def __init__(self, ready: dict[str, list[dict]], token: str):
+        from tornado import httpserver, ioloop, netutil, web
+
+        service = self
+        self.asked: list[str] = []
+
+        class Ready(web.RequestHandler):
+            def get(self, user):
+                service.asked.append(user)
+                if self.request.headers.get("Authorization") != f"token {token}":
+                    raise web.HTTPError(403)
+                self.finish(json.dumps({"environments": ready.get(user, [])}))
+
+        sockets = netutil.bind_sockets(0, "127.0.0.1")
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/services/environments/"
+        started = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            self.loop = ioloop.IOLoop.current()
+            server = httpserver.HTTPServer(web.Application(
+                [(r"/services/environments/api/ready/([^/]+)", Ready)]))
+            server.add_sockets(sockets)
+            started.set()
+            self.loop.start()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        started.wait()
+
+    def stop(self):
+        self.loop.add_callback(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def ready_service():
+    six = {"id": "alice/six", "description": "", "tag": "env-1",
+           "location": "/envs/env-1/bin/python", "env": {"SIX": "1"}}
+    service = ReadyService({"alice": [six]}, token="spawner-secret")
+    yield service
+    service.stop()
+
+
+def test_a_server_started_without_an_environment_leaves_the_last_one(ready_service):
+    spawner = make_spawner(python="/srv/runtime/bin/python",
+                           service_urls={"environments": ready_service.url},
+                           services_token="spawner-secret")
     apply(spawner, {"environment": "alice/six"})
+    assert ready_service.asked == ["alice"]
     assert spawner.cmd[0] == "/envs/env-1/bin/python"
     assert spawner.redspot_env()["SIX"] == "1"
-    apply(spawner, {})  # the next start, in the default environment
+    apply(spawner, {})  # the next start, in the default environment: nothing asked
+    assert ready_service.asked == ["alice"]
     assert spawner.cmd[0] == "/srv/runtime/bin/python"
     assert "SIX" not in spawner.redspot_env()
     with pytest.raises(web.HTTPError) as e:
         apply(spawner, {"environment": "bob/other"})
     assert "choose one of: alice/six" in e.value.log_message
+
+
+def test_the_form_lists_ready_environments_and_a_silent_service_is_a_clear_503(
+        ready_service):
+    spawner = make_spawner(service_urls={"environments": ready_service.url},
+                           services_token="spawner-secret")
+    assert 'value="alice/six"' in asyncio.run(spawner.render_options_form())
+    # a wrong token: the service refuses, the form lists none, a start in one says why
+    spawner = make_spawner(service_urls={"environments": ready_service.url},
+                           services_token="wrong")
+    assert 'value="alice/six"' not in asyncio.run(spawner.render_options_form())
+    with pytest.raises(web.HTTPError) as e:
+        apply(spawner, {"environment": "alice/six"})
+    assert e.value.status_code == 503
+    assert "the environments service did not answer" in e.value.log_message
+    assert "start without an environment" in e.value.log_message
 
 
 def test_servers_are_told_their_ray_token_services_and_idle_timeout(tmp_path):

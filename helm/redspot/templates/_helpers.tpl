@@ -110,11 +110,20 @@ Kubernetes yet fails the render (`redspot hub --show-config` says why) */}}
 {{- $on := list -}}
 {{- range $service, $settings := (.Values.redspot.services | default dict) -}}
 {{- if and (kindIs "map" $settings) $settings.enabled -}}
-{{- if not (has $service (list "models")) -}}
-{{- fail (printf "redspot.services.%s: does not run on Kubernetes in this version yet: set `enabled: false` (on Kubernetes: models)" $service) -}}
+{{- if not (has $service (list "models" "environments")) -}}
+{{- fail (printf "redspot.services.%s: does not run on Kubernetes in this version yet: set `enabled: false` (on Kubernetes: models, environments)" $service) -}}
+{{- end -}}
+{{- if and (eq $service "environments") (ne ($settings.builder | default "venv") "kubernetes") -}}
+{{- fail (printf "redspot.services.environments.builder: on Kubernetes, environments are built by Jobs: set `kubernetes` (it is %q)" ($settings.builder | default "venv")) -}}
 {{- end -}}
 {{- $on = append $on $service -}}
 {{- end -}}
 {{- end -}}
 {{- toJson $on -}}
+{{- end -}}
+
+{{/* the namespace environment builds run in (redspot.services.environments.build_namespace) */}}
+{{- define "redspot.buildNamespace" -}}
+{{- $envs := .Values.redspot.services.environments | default dict -}}
+{{- $envs.build_namespace | default "redspot-builds" -}}
 {{- end -}}
