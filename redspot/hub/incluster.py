@@ -14,7 +14,8 @@ what a pod has instead of a machine:
   folder (the hub's volume) or ``REDSPOT_HUB_DB_URL`` (PostgreSQL; the password in
   ``PGPASSWORD``, read by the driver, never in the URL);
 - servers outlive a restart of the hub (a new hub pod finds them again);
-- each Redspot service runs in a Deployment of its own (``redspot service NAME``): the
+- each Redspot service (models, environments, sharing, warehouse) runs in a Deployment of
+  its own (``redspot service NAME``): the
   hub knows it as an external service at ``http://<release>-<name>:8080`` with the token
   in ``REDSPOT_SERVICE_TOKEN_<NAME>``, and the service's command and environment come
   from the same layers as the managed service ``redspot up`` would start.
@@ -22,6 +23,7 @@ what a pod has instead of a machine:
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -36,13 +38,6 @@ from ..config.paths import DataPaths
 HUB_PORT = 8081
 #: The port each service's pod listens on.
 SERVICE_PORT = 8080
-#: The services that run on Kubernetes so far; the others say what they still need.
-IN_CLUSTER_SERVICES = ("models", "environments")
-NOT_YET = {
-    "sharing": "its service does not run in a pod of its own in this version yet",
-    "warehouse": "its operator secrets cannot come from a Kubernetes Secret in this "
-                 "version yet",
-}
 
 
 @dataclass(frozen=True)
@@ -67,12 +62,12 @@ def check_settings(settings: dict, source: str) -> None:
     if kind != "kubernetes":
         problems.append(f"spawner.kind: in a pod, servers are pods: set `kubernetes` "
                         f"(it is {kind!r})")
-    for name in enabled_services(settings):
-        if name not in IN_CLUSTER_SERVICES:
-            problems.append(f"services.{name}: {NOT_YET[name]}: set `enabled: false` "
-                            f"(on Kubernetes: {', '.join(IN_CLUSTER_SERVICES)})")
+    enabled = enabled_services(settings)
+    if "warehouse" in enabled and settings.get("warehouse", {}).get("demo", True):
+        problems.append("warehouse.demo: the demo data set is a file on one machine's "
+                        "disk, which users' pods cannot read: set `false` on Kubernetes")
     builder = settings.get("services", {}).get("environments", {}).get("builder", "venv")
-    if "environments" in enabled_services(settings) and builder != "kubernetes":
+    if "environments" in enabled and builder != "kubernetes":
         problems.append(f"services.environments.builder: in a pod, environments are built "
                         f"by Jobs: set `kubernetes` (it is {builder!r})")
     if settings.get("auth", {}).get("type") == "pam":
@@ -156,6 +151,9 @@ def service_process(name: str, options: InCluster, environ=os.environ) -> tuple[
         raise ConfigError("the service's environment", [
             f"{_token_variable(name)} is not set: the chart gives it from the release's "
             f"Secret"])
+    extra = {}
+    if name == "warehouse":
+        extra["REDSPOT_WAREHOUSE_SECRETS"] = json.dumps(_warehouse_secrets(options))
     base = c.JupyterHub.get("base_url", "/").rstrip("/") + "/"
     prefix = f"{base}services/{name}/"
     hub = options.hub_url.rstrip("/")
@@ -164,6 +162,7 @@ def service_process(name: str, options: InCluster, environ=os.environ) -> tuple[
         # Secret, the AWS role of its service account...)
         **environ,
         **service.get("environment", {}),
+        **extra,
         "JUPYTERHUB_SERVICE_NAME": name,
         "JUPYTERHUB_API_TOKEN": token,
         "JUPYTERHUB_API_URL": f"{hub}{base}hub/api",
@@ -177,6 +176,20 @@ def service_process(name: str, options: InCluster, environ=os.environ) -> tuple[
         "JUPYTERHUB_HOST": "",
     }
     return list(service["command"]), env
+
+
+def _warehouse_secrets(options: InCluster) -> dict:
+    """The operator's secrets for the warehouse's connections, read in the service's own
+    pod from the files ``redspot.yaml`` names (Secrets the chart mounts there alone:
+    ``services.warehouse.secretMounts``), as ``redspot up`` reads them on one machine."""
+    from ..warehouse.secrets import SecretsError, read_secrets
+
+    settings = load_settings(options.config)
+    try:
+        return read_secrets(settings.get("warehouse", {}).get("connections", {}))
+    except SecretsError as e:
+        raise ConfigError(str(options.config), [
+            f"{e} (mount its Secret with services.warehouse.secretMounts)"]) from None
 
 
 def layer_incluster(c: Config, options: InCluster, environ) -> None:

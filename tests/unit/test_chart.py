@@ -71,6 +71,25 @@ VALUE_SETS = {
                     "annotations": {"alb.ingress.kubernetes.io/scheme": "internet-facing"},
                     "tls": [{"secretName": "redspot-tls", "hosts": ["hub.example.com"]}]},
     },
+    "every-service": {
+        "redspot": {
+            "spawner": {"kind": "kubernetes"},
+            "services": {
+                "models": {"enabled": True}, "sharing": {"enabled": True},
+                "warehouse": {"enabled": True},
+                "environments": {
+                    "enabled": True, "builder": "kubernetes",
+                    "repository": f"{ECR}/redspot-env",
+                    "bases": {"singleuser": f"{ECR}/redspot-singleuser@sha256:" + "b" * 64}}},
+            "warehouse": {"demo": False, "connections": {"analytics": {
+                "engine": "postgresql", "address": "db.example.com:5432",
+                "database": "analytics", "groups": ["*"],
+                "credentials": {"kind": "postgres-role",
+                                "admin_dsn_file": "/etc/redspot/secrets/pg/dsn"}}}},
+        },
+        "services": {"warehouse": {"secretMounts": [
+            {"secretName": "warehouse-pg-admin", "mountPath": "/etc/redspot/secrets/pg"}]}},
+    },
     "external-postgres": {
         "hub": {"db": {"type": "postgres", "url": "postgresql://redspot@db.example.com:5432/hub",
                        "passwordSecret": {"name": "redspot-db", "key": "password"}}},
@@ -152,8 +171,8 @@ def test_the_schema_refuses_bad_values_naming_the_key(values, named):
     ({"ingress": {"enabled": True}}, "ingress.hosts"),
     ({"redspot": {"services": {"environments": {"enabled": True}}}},
      "redspot.services.environments.builder: on Kubernetes, environments are built by Jobs"),
-    ({"redspot": {"services": {"sharing": {"enabled": True}}}},
-     "redspot.services.sharing: does not run on Kubernetes in this version yet"),
+    ({"redspot": {"services": {"warehouse": {"enabled": True}}}},
+     "redspot.warehouse.demo: the demo data set is a file on one machine's disk"),
     ({"hub": {"db": {"type": "postgres"}}}, "hub.db.url"),
 ])
 def test_what_the_schema_cannot_say_fails_the_render_with_the_key(values, says):
@@ -358,6 +377,41 @@ def test_the_environments_service_submits_build_jobs_in_the_builds_namespace_onl
     assert environ["JUPYTERHUB_SERVICE_PREFIX"] == "/services/environments/"
 
 
+def test_the_warehouse_reads_its_secrets_in_its_own_pod_alone(tmp_path):
+    docs = render(VALUE_SETS["every-service"])
+    for service in ("models", "environments", "sharing", "warehouse"):
+        pod = find(docs, "Deployment", f"redspot-{service}")["spec"]["template"]["spec"]
+        secrets = [v for v in pod["volumes"] if "secret" in v]
+        assert bool(secrets) is (service == "warehouse"), service
+    pod = find(docs, "Deployment", "redspot-warehouse")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"] == {"secretName": "warehouse-pg-admin", "defaultMode": 0o440}
+    assert {"name": volume["name"], "mountPath": "/etc/redspot/secrets/pg",
+            "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    hub = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"]
+    assert not [v for v in hub["volumes"] if "secret" in v]
+    # the service's pod reads the files redspot.yaml names, as `redspot up` does
+    options = _hub_options(docs, tmp_path)
+    settings = yaml.safe_load(options.config.read_text())
+    dsn = tmp_path / "dsn"
+    dsn.write_text("postgresql://admin:pw@db.example.com:5432/analytics\n")
+    settings["warehouse"]["connections"]["analytics"]["credentials"]["admin_dsn_file"] = \
+        str(dsn)
+    options.config.write_text(yaml.safe_dump(settings))
+    token = {"REDSPOT_SERVICE_TOKEN_WAREHOUSE": "w" * 64}
+    _, environ = incluster.service_process("warehouse", options, environ=token)
+    assert json.loads(environ["REDSPOT_WAREHOUSE_SECRETS"]) == {
+        "analytics": {"admin_dsn": "postgresql://admin:pw@db.example.com:5432/analytics"}}
+    assert "pw@" not in environ["REDSPOT_WAREHOUSE_CONNECTIONS"]
+    dsn.unlink()
+    with pytest.raises(Exception, match="admin_dsn_file: cannot read .*secretMounts"):
+        incluster.service_process("warehouse", options, environ=token)
+    # the sharing service runs without the privileged helper: shares are mounts
+    command, _ = incluster.service_process("sharing", options, environ={
+        "REDSPOT_SERVICE_TOKEN_SHARING": "s" * 64})
+    assert "--deployment=kubernetes" in command
+
+
 def test_the_pre_puller_pulls_every_users_image_where_gpu_nodes_are():
     docs = render(VALUE_SETS["eks"])
     pod = find(docs, "DaemonSet", "redspot-image-puller")["spec"]["template"]["spec"]
@@ -376,12 +430,15 @@ def test_the_hub_in_a_pod_refuses_what_a_pod_cannot_do(tmp_path):
 
     path = tmp_path / "redspot.yaml"
     path.write_text(yaml.safe_dump({"auth": {"type": "pam"},
-                                    "services": {"sharing": {"enabled": True}}}))
+                                    "services": {"warehouse": {"enabled": True},
+                                                 "environments": {"enabled": True}}}))
     with pytest.raises(ConfigError) as refused:
         incluster.build_config(incluster.InCluster(path, tmp_path, "http://h:8081",
                                                    "http://p:8001"))
     text = str(refused.value)
-    assert "spawner.kind" in text and "services.sharing" in text and "auth.type" in text
+    for named in ("spawner.kind", "warehouse.demo", "services.environments.builder",
+                  "auth.type"):
+        assert named in text, text
 
 
 def test_the_database_is_postgres_with_the_password_from_its_secret(tmp_path):

@@ -104,17 +104,20 @@ capabilities:
 {{- end }}
 {{- end }}
 
-{{/* the Redspot services `redspot:` turns on, as a JSON list; one that does not run on
-Kubernetes yet fails the render (`redspot hub --show-config` says why) */}}
+{{/* the Redspot services `redspot:` turns on, as a JSON list; settings a pod cannot
+have fail the render, as `redspot hub` would refuse them */}}
 {{- define "redspot.services" -}}
 {{- $on := list -}}
 {{- range $service, $settings := (.Values.redspot.services | default dict) -}}
 {{- if and (kindIs "map" $settings) $settings.enabled -}}
-{{- if not (has $service (list "models" "environments")) -}}
-{{- fail (printf "redspot.services.%s: does not run on Kubernetes in this version yet: set `enabled: false` (on Kubernetes: models, environments)" $service) -}}
+{{- if not (has $service (list "models" "environments" "sharing" "warehouse")) -}}
+{{- fail (printf "redspot.services.%s: not a Redspot service (models, environments, sharing, warehouse)" $service) -}}
 {{- end -}}
 {{- if and (eq $service "environments") (ne ($settings.builder | default "venv") "kubernetes") -}}
 {{- fail (printf "redspot.services.environments.builder: on Kubernetes, environments are built by Jobs: set `kubernetes` (it is %q)" ($settings.builder | default "venv")) -}}
+{{- end -}}
+{{- if and (eq $service "warehouse") (ne (($.Values.redspot.warehouse | default dict).demo) false) -}}
+{{- fail "redspot.warehouse.demo: the demo data set is a file on one machine's disk, which users' pods cannot read: set `false` on Kubernetes" -}}
 {{- end -}}
 {{- $on = append $on $service -}}
 {{- end -}}
