@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -114,6 +115,22 @@ def _parser() -> argparse.ArgumentParser:
                              "what renames and chmods took away")
     for one in share_actions.choices.values():
         _add_location(one)
+
+    smoke = sub.add_parser(
+        "smoke", help="check that Redspot works end to end: spawn a server, run a Ray task",
+        description="As the user redspot-smoke (made on the first run): start a server, "
+        "connect a kernel to the user's Ray cluster, run a Ray task, stop everything, "
+        "saying each step with its time. On one machine it uses the running `redspot up` "
+        "of the data folder; in a cluster, --hub-url and $REDSPOT_SMOKE_TOKEN (the "
+        "chart's `helm test` does this).")
+    _add_location(smoke)
+    smoke.add_argument("--hub-url", help="where the proxy answers, e.g. "
+                       "http://redspot-proxy-public (token: $REDSPOT_SMOKE_TOKEN)")
+    smoke.add_argument("--profile", help="the instance profile to start (default: the "
+                       "hub's default)")
+    smoke.add_argument("--timeout", type=float, default=900,
+                       help="seconds the server may take to start (default 900: a new GPU "
+                       "node takes minutes)")
     return parser
 
 
@@ -369,10 +386,37 @@ def _cmd_shares(args) -> None:
         _fail(str(e))
 
 
+def _cmd_smoke(args) -> None:
+    from .smoke import Smoke, run
+
+    if args.hub_url:
+        token = os.environ.get("REDSPOT_SMOKE_TOKEN")
+        if not token:
+            _fail("--hub-url: set REDSPOT_SMOKE_TOKEN to the redspot-smoke service's token "
+                  "(the chart's Secret, key smoke-token)")
+        public = args.hub_url.rstrip("/") + "/"
+        api = public + "hub/api"
+    else:
+        from .config.loader import ConfigError
+        from .hub.app import UpOptions, cli_access, resolve
+
+        try:
+            paths, _, _ = resolve(UpOptions(data_dir=args.data_dir, config=args.config))
+        except ConfigError as e:
+            _fail(str(e))
+        access = cli_access(paths)
+        if not access:
+            _fail(f"no running hub uses the data folder {paths.root}; start `redspot up`, "
+                  f"or give --hub-url")
+        api, public, token = access["url"], access["public_url"], access["token"]
+    raise SystemExit(run(Smoke(api, public, token, profile=args.profile,
+                               timeout=args.timeout, say=lambda line: print(line, flush=True))))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     {"up": _cmd_up, "hub": _cmd_hub, "service": _cmd_service, "config": _cmd_config,
-     "users": _cmd_users, "shares": _cmd_shares}[args.command](args)
+     "users": _cmd_users, "shares": _cmd_shares, "smoke": _cmd_smoke}[args.command](args)
 
 
 if __name__ == "__main__":

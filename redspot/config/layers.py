@@ -20,6 +20,7 @@ from pathlib import Path
 from traitlets.config import Config
 
 from ..hub import scopes
+from ..smoke import SMOKE_USER, smoke_scopes
 from ..spawner.profiles import build_catalog
 from .loader import enabled_services, profile_rules
 from .paths import DataPaths
@@ -73,6 +74,8 @@ class Context:
     #: service which environments a user may start in, the sharing service (Kubernetes)
     #: what a starting server mounts.
     spawner_token: str = ""
+    #: The token of ``redspot smoke`` in a cluster (the chart's ``helm test``; "": none).
+    smoke_token: str = ""
     #: The operator's secrets for warehouse connections, read from their files
     #: (``redspot.warehouse.secrets``): for the warehouse service's environment alone.
     warehouse_secrets: dict = field(default_factory=dict)
@@ -168,7 +171,9 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
     services = []
     roles = []
     if ctx.cli_token:
-        cli_scopes = ["admin:users", "admin:servers", "delete:users"]
+        # `redspot smoke`: its user's server's API too
+        cli_scopes = ["admin:users", "admin:servers", "delete:users",
+                      f"access:servers!user={SMOKE_USER}"]
         if "sharing" in enabled:
             # `redspot shares`: list and revoke anyone's shares
             cli_scopes += ["access:services!service=sharing", scopes.SHARES_ADMIN]
@@ -178,6 +183,13 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         roles.append({"name": "redspot-cli", "services": ["redspot-cli"],
                       "description": "redspot users commands run by the operator",
                       "scopes": cli_scopes})
+    if ctx.smoke_token:
+        # `redspot smoke` in the chart's `helm test` pod: its own user alone
+        services.append({"name": "redspot-smoke", "api_token": ctx.smoke_token})
+        roles.append({"name": "redspot-smoke", "services": ["redspot-smoke"],
+                      "description": "redspot smoke: start a server of its own user, run "
+                                     "a Ray task, remove the user",
+                      "scopes": smoke_scopes()})
     if not enabled:
         if services:
             c.JupyterHub.services = services

@@ -654,3 +654,44 @@ def test_without_isolation_servers_run_as_the_hubs_account_and_the_hub_says_so(h
     home = hub.data_dir / "home" / "fred"
     assert stat.S_IMODE(home.stat().st_mode) == 0o700
     hub.stop_server("fred")
+
+
+def test_redspot_smoke_spawns_a_server_runs_a_ray_task_and_leaves_nothing(team_hub):
+    """The operator's smoke test, against a real `redspot up`: every step said with its
+    time, and its server and Ray head gone afterwards."""
+    result = subprocess.run(
+        [*redspot_command(), "smoke", f"--data-dir={team_hub.data_dir}",
+         f"--config={team_hub.config_file}", "--timeout=300"],
+        capture_output=True, text=True, timeout=900)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    said = [out.index(text) for text in (
+        "hub: JupyterHub", "user: redspot-smoke ", "server: ready at /user/redspot-smoke/",
+        "kernel: ", "ray: Connected to your Ray cluster", "ray: a Ray task ran on",
+        "ray: Disconnected; your Ray cluster is stopped.", "cleanup: server stopped",
+        "Smoke test passed in")]
+    assert said == sorted(said), out
+    assert re.search(r"^\[ *\d+\.\ds\] server: ready", out, re.M), out
+    admin = {"Authorization": f"token {team_hub.user_token('admin')}"}
+    user = requests.get(f"{team_hub.url}/hub/api/users/redspot-smoke", headers=admin,
+                        timeout=30).json()
+    assert user["servers"] == {}
+    assert not (team_hub.data_dir / "home" / "redspot-smoke" / ".redspot" / "ray"
+                / "head.json").exists()
+
+
+def test_redspot_smoke_names_the_step_that_failed(team_hub):
+    result = subprocess.run(
+        [*redspot_command(), "smoke", f"--data-dir={team_hub.data_dir}",
+         f"--config={team_hub.config_file}", "--profile=p4d.24xlarge"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Smoke test FAILED: POST users/redspot-smoke/server: 400" in result.stdout
+    assert "p4d.24xlarge" in result.stdout
+    assert "cleanup: server stopped" in result.stdout
+
+
+def redspot_command() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "redspot"]

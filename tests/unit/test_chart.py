@@ -412,6 +412,29 @@ def test_the_warehouse_reads_its_secrets_in_its_own_pod_alone(tmp_path):
     assert "--deployment=kubernetes" in command
 
 
+def test_helm_test_runs_redspot_smoke_with_a_token_for_its_own_user_alone(tmp_path):
+    docs = render({"smokeTest": {"profile": "m5.xlarge"}})
+    pod = find(docs, "Pod", "redspot-smoke-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (container,) = pod["spec"]["containers"]
+    assert container["args"] == ["redspot", "smoke", "--hub-url=http://redspot-proxy-public:80",
+                                 "--timeout=900", "--profile=m5.xlarge"]
+    secret = {"secretKeyRef": {"name": "redspot-secrets", "key": "smoke-token"}}
+    assert {"name": "REDSPOT_SMOKE_TOKEN", "valueFrom": secret} in container["env"]
+    hub = find(docs, "Deployment", "redspot-hub")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "REDSPOT_SMOKE_TOKEN", "valueFrom": secret} in hub["env"]
+    assert "smoke-token" in find(docs, "Secret", "redspot-secrets")["data"]
+    # the hub knows that token as the redspot-smoke service, whose scopes reach the user
+    # redspot-smoke alone
+    c = incluster.build_config(_hub_options(docs, tmp_path),
+                               environ={"REDSPOT_SMOKE_TOKEN": "k" * 64})
+    assert {"name": "redspot-smoke", "api_token": "k" * 64} in c.JupyterHub.services
+    role = next(r for r in c.JupyterHub.load_roles if r["name"] == "redspot-smoke")
+    assert role["scopes"] == ["admin:users!user=redspot-smoke",
+                              "admin:servers!user=redspot-smoke",
+                              "access:servers!user=redspot-smoke"]
+
+
 def test_the_pre_puller_pulls_every_users_image_where_gpu_nodes_are():
     docs = render(VALUE_SETS["eks"])
     pod = find(docs, "DaemonSet", "redspot-image-puller")["spec"]["template"]["spec"]
@@ -568,8 +591,7 @@ def test_helm_test_reaches_the_hub_through_the_proxy_as_a_browser_does():
     docs = render({})
     (pod,) = [d for d in docs if d["kind"] == "Pod"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
-    script = pod["spec"]["containers"][0]["command"][2]
-    assert "http://redspot-proxy-public:80" in script and "/hub/health" in script
+    assert "--hub-url=http://redspot-proxy-public:80" in pod["spec"]["containers"][0]["args"]
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
     for doc in policies:
         doc["metadata"].setdefault("namespace", "jhub")
