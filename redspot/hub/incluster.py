@@ -145,7 +145,8 @@ def service_process(name: str, options: InCluster, environ=os.environ) -> tuple[
     would start it with, and what JupyterHub gives a managed service (pure but for
     reading ``options.config``)."""
     c = _assemble(options)
-    managed = {s["name"]: s for s in c.JupyterHub.services if "command" in s}
+    services = c.JupyterHub.services if "services" in c.JupyterHub else []
+    managed = {s["name"]: s for s in services if "command" in s}
     if name not in managed:
         raise ConfigError(str(options.config), [
             f"services.{name}: not enabled (enabled: {', '.join(sorted(managed)) or 'none'})"])

@@ -49,7 +49,14 @@ VALUE_SETS = {
                     "enabled": True, "builder": "kubernetes",
                     "repository": f"{ECR}/redspot-env", "registry_secret": "ecr-push",
                     "build_namespace": "redspot-builds",
-                    "bases": {"singleuser": f"{ECR}/redspot-singleuser@sha256:" + "a" * 64}}},
+                    "bases": {"singleuser": f"{ECR}/redspot-singleuser@sha256:" + "a" * 64}},
+                "sharing": {"enabled": True},
+                "warehouse": {"enabled": True}},
+            "warehouse": {"demo": False, "connections": {"analytics": {
+                "engine": "postgresql", "address": "analytics.xxxx.rds.amazonaws.com:5432",
+                "database": "analytics", "groups": ["*"],
+                "credentials": {"kind": "postgres-role",
+                                "admin_dsn_file": "/etc/redspot/secrets/pg/dsn"}}}},
             "kubernetes": {
                 "images": {"cpu": f"{ECR}/redspot-singleuser:0.1.0",
                            "gpu": f"{ECR}/redspot-singleuser-gpu:0.1.0"},
@@ -63,32 +70,17 @@ VALUE_SETS = {
                                "key": "secret"}]},
         "proxy": {"service": {"type": "ClusterIP"}},
         "prePuller": {"enabled": True, "nodeSelector": {"karpenter.sh/nodepool": "gpu"}},
-        "services": {"models": {
-            "secretEnv": [{"name": "PGPASSWORD", "secretName": "mlflow-db", "key": "password"}],
-            "serviceAccountAnnotations": {
-                "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/redspot-models"}}},
+        "services": {
+            "models": {
+                "secretEnv": [{"name": "PGPASSWORD", "secretName": "mlflow-db",
+                               "key": "password"}],
+                "serviceAccountAnnotations": {
+                    "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/redspot-models"}},
+            "warehouse": {"secretMounts": [
+                {"secretName": "warehouse-pg-admin", "mountPath": "/etc/redspot/secrets/pg"}]}},
         "ingress": {"enabled": True, "className": "alb", "hosts": ["hub.example.com"],
                     "annotations": {"alb.ingress.kubernetes.io/scheme": "internet-facing"},
                     "tls": [{"secretName": "redspot-tls", "hosts": ["hub.example.com"]}]},
-    },
-    "every-service": {
-        "redspot": {
-            "spawner": {"kind": "kubernetes"},
-            "services": {
-                "models": {"enabled": True}, "sharing": {"enabled": True},
-                "warehouse": {"enabled": True},
-                "environments": {
-                    "enabled": True, "builder": "kubernetes",
-                    "repository": f"{ECR}/redspot-env",
-                    "bases": {"singleuser": f"{ECR}/redspot-singleuser@sha256:" + "b" * 64}}},
-            "warehouse": {"demo": False, "connections": {"analytics": {
-                "engine": "postgresql", "address": "db.example.com:5432",
-                "database": "analytics", "groups": ["*"],
-                "credentials": {"kind": "postgres-role",
-                                "admin_dsn_file": "/etc/redspot/secrets/pg/dsn"}}}},
-        },
-        "services": {"warehouse": {"secretMounts": [
-            {"secretName": "warehouse-pg-admin", "mountPath": "/etc/redspot/secrets/pg"}]}},
     },
     "external-postgres": {
         "hub": {"db": {"type": "postgres", "url": "postgresql://redspot@db.example.com:5432/hub",
@@ -250,8 +242,9 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     given = {"spawner": {"kind": "kubernetes"}, "kubernetes": {}, "services": {},
              **values.get("redspot", {})}
     assert yaml.safe_load(options.config.read_text()) == given
-    tokens = {"REDSPOT_SERVICE_TOKEN_MODELS": "t" * 64,
-              "REDSPOT_SERVICE_TOKEN_ENVIRONMENTS": "e" * 64, "REDSPOT_SPAWNER_TOKEN": "s" * 64}
+    tokens = {f"REDSPOT_SERVICE_TOKEN_{name.upper()}": name[0] * 64
+              for name in ("models", "environments", "sharing", "warehouse")}
+    tokens["REDSPOT_SPAWNER_TOKEN"] = "s" * 64
     in_pod = json.loads(json.dumps(incluster.build_config(options, environ=tokens),
                                    default=str))
     shown = app.build_config(app.UpOptions(data_dir=str(tmp_path / "data"),
@@ -282,8 +275,8 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     assert in_pod["JupyterHub"]["spawner_class"] == "redspot-kube"
     if values.get("redspot", {}).get("services"):
         assert in_pod["RedspotSpawnerMixin"]["service_urls"] == {
-            "models": "http://redspot-models:8080/services/models/",
-            "environments": "http://redspot-environments:8080/services/environments/"}
+            name: f"http://redspot-{name}:8080/services/{name}/"
+            for name in ("environments", "models", "warehouse", "sharing")}
         # the spawner asks the environments service which are ready, with the token the
         # chart gives the hub from the release's Secret
         assert in_pod["RedspotSpawnerMixin"]["services_token"] == "s" * 64
@@ -331,8 +324,12 @@ def test_a_services_pod_runs_what_redspot_up_would_with_what_the_hub_gives_servi
     # the stores as redspot.yaml says them, through MLflow's own variables
     assert environ["MLFLOW_ARTIFACTS_DESTINATION"] == "s3://acme-models/registry"
     assert environ["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://mlflow@")
-    with pytest.raises(Exception, match="services.sharing: not enabled"):
+    with pytest.raises(Exception, match="REDSPOT_SERVICE_TOKEN_SHARING is not set"):
         incluster.service_process("sharing", options, environ={})
+    (tmp_path / "minimal").mkdir()
+    minimal = _hub_options(render(VALUE_SETS["minimal"]), tmp_path / "minimal")
+    with pytest.raises(Exception, match="services.sharing: not enabled"):
+        incluster.service_process("sharing", minimal, environ={})
 
 
 def test_the_environments_service_submits_build_jobs_in_the_builds_namespace_only(
@@ -378,7 +375,7 @@ def test_the_environments_service_submits_build_jobs_in_the_builds_namespace_onl
 
 
 def test_the_warehouse_reads_its_secrets_in_its_own_pod_alone(tmp_path):
-    docs = render(VALUE_SETS["every-service"])
+    docs = render(VALUE_SETS["eks"])
     for service in ("models", "environments", "sharing", "warehouse"):
         pod = find(docs, "Deployment", f"redspot-{service}")["spec"]["template"]["spec"]
         secrets = [v for v in pod["volumes"] if "secret" in v]

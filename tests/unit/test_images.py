@@ -106,3 +106,20 @@ def test_rendered_environment_dockerfiles_are_hadolint_clean(tmp_path):
                                "env-0123456789abcdef"))
     result = lint(path)
     assert result.returncode == 0 and result.stdout == "", result.stdout
+
+
+#: What each service imports in its pod (the chart runs them all from the hub's image).
+SERVICE_NEEDS = {
+    "models": {"mlflow", "boto3"},
+    "environments": {"jupyterhub-kubespawner"},  # kubernetes_asyncio, for build Jobs
+    "warehouse": {"psycopg", "boto3"},  # PostgreSQL roles; AWS STS
+    "sharing": {"jupyterhub"},
+}
+
+
+def test_the_hub_image_has_what_every_service_imports_in_its_pod():
+    text = (REPO / "images" / "hub" / "requirements.txt").read_text()
+    pinned = {re.split(r"[\[=]", line)[0].lower() for line in text.splitlines()
+              if line.strip() and not line.startswith("#")}
+    for service, needs in SERVICE_NEEDS.items():
+        assert needs <= pinned, (service, needs - pinned)
