@@ -46,13 +46,14 @@ TEAM_SETTINGS = {
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
     "integration/test_training.py": 569, "browser/test_first_hour.py": 460,
-    "integration/test_hub.py": 448, "integration/test_environments.py": 327,
+    "integration/test_hub.py": 540, "integration/test_environments.py": 110,
     "integration/test_ray_head.py": 307, "integration/test_notebook_training.py": 253,
     "browser/test_labextension.py": 212, "integration/test_warehouse.py": 146,
     "browser/test_collaboration.py": 103, "security/test_routes.py": 100,
     "security/test_privileges.py": 100, "security/test_fuzz.py": 74,
     "integration/test_ray_remote.py": 63, "integration/test_models.py": 62,
-    "integration/test_sharing.py": 55, "security/test_lifecycle.py": 39,
+    "integration/test_sharing.py": 55, "integration/test_models_stores.py": 45,
+    "security/test_lifecycle.py": 39,
     "browser/test_subdomains.py": 39, "browser/test_model_registry_ui.py": 34,
     "browser/test_login_to_lab.py": 27, "unit/test_images.py": 15,
 }
