@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -337,3 +340,45 @@ class Browser:
         page = self.spawn_form()
         data = {"profile": profile, "_xsrf": self._xsrf(page.text), **fields}
         return self.session.post(f"{self.hub.url}/hub/spawn", data=data, timeout=60)
+
+
+class ReadyService:
+    """A stand-in for the environments service's ``api/ready/<user>`` (the edge of this
+    unit test; tests/integration/test_environments.py asks the real one)."""
+
+    def __init__(self, ready: dict[str, list[dict]], token: str):
+        from tornado import httpserver, ioloop, netutil, web
+
+        service = self
+        self.asked: list[str] = []
+
+        class Ready(web.RequestHandler):
+            def get(self, user):
+                service.asked.append(user)
+                if self.request.headers.get("Authorization") != f"token {token}":
+                    raise web.HTTPError(403)
+                self.finish(json.dumps({"environments": ready.get(user, [])}))
+
+        sockets = netutil.bind_sockets(0, "127.0.0.1")
+        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/services/environments/"
+        started = threading.Event()
+
+        def run():
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            self.loop = ioloop.IOLoop.current()
+            server = httpserver.HTTPServer(web.Application(
+                [(r"/services/environments/api/ready/([^/]+)", Ready)]))
+            server.add_sockets(sockets)
+            started.set()
+            self.loop.start()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        started.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.loop.add_callback(self.loop.stop)
+        self.thread.join(5)

@@ -19,7 +19,7 @@ from redspot.spawner.kube import RedspotKubeSpawner
 from redspot.spawner.local import RedspotLocalSpawner
 from redspot.spawner.profiles import BUILTIN_CATALOG, MiB
 from redspot.spawner.storage import STORAGE_MODES
-from tests.helpers import hub_user, stand_in_hub
+from tests.helpers import ReadyService, hub_user, stand_in_hub
 
 KUBE_VERSIONS = ("1.29.0", "1.33.0")
 DATASETS = [{"name": "imagenet", "claim": "datasets", "mount_path": "/data/imagenet",
@@ -232,3 +232,21 @@ def test_what_was_shared_with_the_user_is_mounted_read_only(mode, offline_kubeco
     assert plan["subPath"] == ("home/alice/notebooks/plan.ipynb" if mode == "shared-pvc"
                                else "notebooks/plan.ipynb")
     assert mounts["/home/jovyan/shared-with-me/alice/data"]["readOnly"] is True
+
+
+def test_a_pod_in_an_environment_runs_its_image_as_the_service_says(offline_kubeconfig):
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/redspot-env@sha256:" + "c" * 64
+    ready = {"alice": [{"id": "team/torch", "description": "", "tag": "env-2",
+                        "location": image, "env": {"TORCH_HOME": "/data/torch"}}]}
+    with ReadyService(ready, token="spawner-secret") as service:
+        config = {"service_urls": {"environments": service.url},
+                  "services_token": "spawner-secret"}
+        spawner, pod, _ = build(hub_user("alice"), {"environment": "team/torch"}, **config)
+        assert service.asked == ["alice"]
+        validate(pod)
+        assert container(pod)["image"] == image
+        env = {e["name"]: e.get("value") for e in container(pod)["env"]}
+        assert env["TORCH_HOME"] == "/data/torch"
+        with pytest.raises(web.HTTPError) as refused:
+            build(hub_user("bob"), {"environment": "team/torch"}, **config)
+        assert "none is ready yet" in refused.value.log_message

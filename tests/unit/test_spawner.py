@@ -5,8 +5,6 @@ is covered in tests/integration.
 """
 
 import asyncio
-import json
-import threading
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +13,7 @@ from traitlets.config import Config
 
 from redspot.spawner.local import RedspotLocalSpawner
 from redspot.spawner.profiles import GiB
+from tests.helpers import ReadyService
 
 
 def make_spawner(name="alice", groups=(), admin=False, **config):
@@ -95,52 +94,12 @@ def test_accounts_and_homes_follow_the_isolation_setting():
     assert not make_spawner(isolation="none").uses_accounts
 
 
-class ReadyService:
-    """A stand-in for the environments service's ``api/ready/<user>`` (the edge of this
-    unit test; tests/integration/test_environments.py asks the real one)."""
-
-    def __init__(self, ready: dict[str, list[dict]], token: str):
-        from tornado import httpserver, ioloop, netutil, web
-
-        service = self
-        self.asked: list[str] = []
-
-        class Ready(web.RequestHandler):
-            def get(self, user):
-                service.asked.append(user)
-                if self.request.headers.get("Authorization") != f"token {token}":
-                    raise web.HTTPError(403)
-                self.finish(json.dumps({"environments": ready.get(user, [])}))
-
-        sockets = netutil.bind_sockets(0, "127.0.0.1")
-        self.url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/services/environments/"
-        started = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(asyncio.new_event_loop())
-            self.loop = ioloop.IOLoop.current()
-            server = httpserver.HTTPServer(web.Application(
-                [(r"/services/environments/api/ready/([^/]+)", Ready)]))
-            server.add_sockets(sockets)
-            started.set()
-            self.loop.start()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        started.wait()
-
-    def stop(self):
-        self.loop.add_callback(self.loop.stop)
-        self.thread.join(5)
-
-
 @pytest.fixture
 def ready_service():
     six = {"id": "alice/six", "description": "", "tag": "env-1",
            "location": "/envs/env-1/bin/python", "env": {"SIX": "1"}}
-    service = ReadyService({"alice": [six]}, token="spawner-secret")
-    yield service
-    service.stop()
+    with ReadyService({"alice": [six]}, token="spawner-secret") as service:
+        yield service
 
 
 def test_a_server_started_without_an_environment_leaves_the_last_one(ready_service):
