@@ -103,9 +103,12 @@ RAY_KERNEL = textwrap.dedent("""
 
 
 def ipython_shell():
-    """The test process's IPython shell (IPython's testing app starts one per process;
-    a second ``start_ipython()`` returns None, so the first is found again)."""
+    """The test process's one IPython shell, whichever module asks first (IPython's
+    testing app starts one per process; a second ``start_ipython()`` returns None, and
+    a shell of another class beside it would be refused: one singleton per process)."""
     from IPython.core.interactiveshell import InteractiveShell
     from IPython.testing.globalipapp import start_ipython
 
+    if InteractiveShell.initialized():
+        return InteractiveShell.instance()
     return start_ipython() or InteractiveShell.instance()

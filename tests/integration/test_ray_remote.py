@@ -13,12 +13,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def shell(ray_head):
-    from IPython.core.interactiveshell import InteractiveShell
+    from tests.kernels import ipython_shell
 
     head, info = ray_head
     saved = {k: os.environ.get(k) for k in auth_env(head.token_path)}
     os.environ.update(auth_env(head.token_path))
-    ip = InteractiveShell.instance()
+    ip = ipython_shell()
     ip.extension_manager.load_extension("redspot.magics")
     ip.run_line_magic("ray_connect", info.address)
     yield ip
