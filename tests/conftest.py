@@ -45,17 +45,17 @@ TEAM_SETTINGS = {
 # waits (pytest-xdist's own order is by number of tests, which put the browser modules
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_training.py": 569, "browser/test_first_hour.py": 460,
-    "integration/test_hub.py": 540, "integration/test_environments.py": 110,
-    "integration/test_ray_head.py": 307, "integration/test_notebook_training.py": 253,
-    "browser/test_labextension.py": 212, "integration/test_warehouse.py": 146,
-    "browser/test_collaboration.py": 103, "security/test_routes.py": 100,
-    "security/test_privileges.py": 100, "security/test_fuzz.py": 74,
-    "integration/test_ray_remote.py": 63, "integration/test_models.py": 62,
-    "integration/test_sharing.py": 55, "integration/test_models_stores.py": 45,
-    "security/test_lifecycle.py": 39,
-    "browser/test_subdomains.py": 39, "browser/test_model_registry_ui.py": 34,
-    "browser/test_login_to_lab.py": 27, "unit/test_images.py": 15,
+    "integration/test_training.py": 526, "integration/test_hub.py": 520,
+    "browser/test_first_hour.py": 393, "integration/test_ray_head.py": 339,
+    "browser/test_labextension.py": 226, "integration/test_notebook_training.py": 211,
+    "integration/test_warehouse.py": 155, "integration/test_environments.py": 134,
+    "security/test_routes.py": 100, "security/test_privileges.py": 100,
+    "browser/test_collaboration.py": 92, "integration/test_ray_remote.py": 78,
+    "integration/test_sharing.py": 74, "integration/test_models.py": 66,
+    "browser/test_subdomains.py": 52, "integration/test_models_stores.py": 45,
+    "security/test_fuzz.py": 38, "browser/test_model_registry_ui.py": 38,
+    "security/test_lifecycle.py": 30, "browser/test_login_to_lab.py": 27,
+    "unit/test_images.py": 19,
 }
 
 
