@@ -30,6 +30,7 @@ in :class:`HubGuard`:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -211,6 +212,12 @@ class HubGuard:
                               "model's events and the AI gateway holds keys and calls out")
             if kind == "graphql":
                 return await self._graphql(requester, scope, receive, send)
+            if kind.split(":")[0] in ("model", "experiment", "run", "logged") \
+                    and scope["method"] not in SAFE_METHODS:
+                # MLflow answers some wrongly typed fields with a 500: checked here
+                # against the call's own message, nulls taken as "not given"
+                body = typed_body(scope["method"], inner, await _read_body(receive))
+                scope, receive = _with_body(scope, body)
             if kind.startswith("model:"):
                 match = _API.match(routes.normalize(inner))
                 call = match["call"] if match else "model-versions/get-artifact"
@@ -254,7 +261,7 @@ class HubGuard:
             self._may_add_to(requester, str(data.get("experiment_id") or DEFAULT_EXPERIMENT))
             if kind == "run:create":  # the hub's identity, not what the client says
                 data["user_id"] = requester.name
-                tags = [t for t in data.get("tags", []) if isinstance(t, dict)
+                tags = [t for t in data.get("tags") or [] if isinstance(t, dict)
                         and t.get("key") != "mlflow.user"]
                 data["tags"] = [*tags, {"key": "mlflow.user", "value": requester.name}]
                 body = json.dumps(data).encode()
@@ -432,6 +439,9 @@ class HubGuard:
         except GraphQLError as e:
             raise Refused(400, "INVALID_PARAMETER_VALUE",
                           f"the GraphQL query: {e.message}") from None
+        if data.get("variables") is not None and not isinstance(data["variables"], dict):
+            raise Refused(400, "INVALID_PARAMETER_VALUE",
+                          "a GraphQL request's variables are an object of name: value")
         runs = _graphql_run_ids(document, data.get("variables"))
         for run in runs:
             self._check(requester, "run", run, change=False)
@@ -803,6 +813,63 @@ def _change_refusal(requester: Requester, name: str, acl: ModelAcl | None) -> st
     granted = f" or members of {', '.join(acl.groups)}" if acl.groups else ""
     return (f"{requester.name} may not change the model {name!r}: it belongs to "
             f"{acl.owner}; only {acl.owner}{granted} or an admin may")
+
+
+@functools.cache
+def _request_messages() -> dict[tuple[str, str], type]:
+    """(method, path) -> the protobuf message MLflow parses that call's body into."""
+    from mlflow.protos.model_registry_pb2 import ModelRegistryService
+    from mlflow.protos.service_pb2 import MlflowService
+    from mlflow.server.handlers import get_service_endpoints
+
+    found = {}
+    for service in (MlflowService, ModelRegistryService):
+        for path, message, methods in get_service_endpoints(service, lambda cls: cls):
+            for method in methods:
+                found[(method, routes.normalize(path))] = message
+    return found
+
+
+def typed_body(method: str, path: str, body: bytes) -> bytes:
+    """``body`` as MLflow will read it, or Refused (400) naming the field whose value
+    has the wrong type. Fields given as ``null`` are left out (in MLflow's JSON, as in
+    protobuf's, null means "not given"), so no handler meets a None it does not expect."""
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    message = _request_messages().get((method, routes.normalize(path)))
+    if message is None or not body.strip():
+        return body
+    try:
+        data = json.loads(body)
+        if isinstance(data, str):
+            data = json.loads(data)
+    except ValueError:
+        raise Refused(400, "MALFORMED_REQUEST", "the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise Refused(400, "MALFORMED_REQUEST", "the request body is not a JSON object")
+    given = {k: v for k, v in data.items() if v is not None}
+    try:
+        ParseDict(given, message(), ignore_unknown_fields=True)
+    except ParseError as e:
+        raise Refused(400, "INVALID_PARAMETER_VALUE",
+                      f"{routes.normalize(path).rsplit('/mlflow/', 1)[-1]}: {e}") from None
+    return body if given == data else json.dumps(given).encode()
+
+
+def _with_body(scope, body: bytes):
+    """The request with ``body`` as its (whole) body."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    return {**scope, "headers": headers}, receive
 
 
 async def _read_body(receive) -> bytes:

@@ -111,6 +111,25 @@ def test_a_new_run_records_the_hub_user_whatever_the_client_says(guarded):
     assert {"key": "k", "value": "v"} in sent["tags"] and len(sent["tags"]) == 2
 
 
+def test_wrong_types_are_a_400_naming_the_field_and_nulls_are_not_given(guarded):
+    guard, mlflow, _ = guarded
+    before = len(mlflow.calls)
+    for path, body, field in (
+            ("runs/create", {"experiment_id": "0", "start_time": [1]}, "start_time"),
+            ("runs/search", {"experiment_ids": ["0"], "max_results": "many"}, "max_results"),
+            ("runs/log-batch", {"run_id": "r", "metrics": "loss"}, "metrics"),
+            ("registered-models/create", {"name": "m", "tags": {"k": "v"}}, "tags")):
+        status, answer = call(guard, "alice", "POST", API + path, body)
+        assert status == 400 and answer["error_code"] == "INVALID_PARAMETER_VALUE", answer
+        assert answer["message"].startswith(f"{path}: Failed to parse {field} field"), answer
+    assert len(mlflow.calls) == before  # none of them reached MLflow
+    call(guard, "bob", "POST", API + "runs/create",
+         {"experiment_id": "0", "tags": None, "start_time": None})
+    sent = json.loads(mlflow.calls[-1][2])
+    assert "start_time" not in sent and sent["tags"] == [{"key": "mlflow.user",
+                                                          "value": "bob"}]
+
+
 def test_owners_are_recorded_and_follow_renames_and_deletes(guarded):
     guard, _, store = guarded
     assert call(guard, "alice", "POST", API + "registered-models/create", {"name": "m"})[0] == 200
