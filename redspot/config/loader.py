@@ -191,9 +191,21 @@ def _check_names(settings: dict) -> list[str]:
     auth = settings.get("auth", {})
     named += [(f"auth.{key}", n) for key in ("admin_users", "allowed_users")
               for n in auth.get(key, [])]
+    password = auth.get("type", "password") == "password"
     problems = []
     for where, name in named:
         problem = name_problem(name)
+        if not problem and password:
+            # Redspot's own accounts (password sign-in) are made with these names
+            from ..hub.userstore import UserStoreError, validate_username
+
+            try:
+                validate_username(name)
+            except UserStoreError as e:
+                problem = str(e)
+        elif not problem and name != name.lower():
+            problem = (f"{name!r} has upper-case letters: the hub lower-cases names at "
+                       f"sign-in, so it would never match; write {name.lower()!r}")
         if problem:
             problems.append(f"{where}: {problem}")
     return problems

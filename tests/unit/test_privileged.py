@@ -64,6 +64,14 @@ def test_redspots_own_accounts_cannot_be_any_users_account():
     ({"groups": {"vision": {"users": ["alice", "team"]}}},
      "groups.vision.users: the name 'team' is reserved"),
     ({"auth": {"admin_users": ["root"]}}, "auth.admin_users: the name 'root' is reserved"),
+    # names the hub could never sign in: a clear error, not a traceback at start
+    ({"auth": {"admin_users": ["Alice Smith"]}},
+     "auth.admin_users: user name 'Alice Smith' is not allowed: use 1 to 64 lower-case"),
+    ({"auth": {"admin_users": ["a/b"]}}, "auth.admin_users: user name 'a/b' is not allowed"),
+    ({"auth": {"type": "oauth", "admin_users": ["Ana@Example.com"],
+               "oauth": {"provider": "github", "config": {"client_id": "x"}}}},
+     "auth.admin_users: 'Ana@Example.com' has upper-case letters: the hub lower-cases "
+     "names at sign-in, so it would never match; write 'ana@example.com'"),
     ({"spawner": {"account_prefix": ""}},
      "spawner.account_prefix: an empty prefix runs servers as the machine's own accounts"),
 ])
