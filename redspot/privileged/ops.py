@@ -616,10 +616,20 @@ class Helper:
         runtime's, by device and inode) pass the size limit."""
         output("$ " + " ".join(cmd))
         limit = self.build_max_bytes
-        preexec = _drop_to(builder.pw_uid, builder.pw_gid, limit) if self.isolated else None
+        preexec = (_drop_to(builder.pw_uid, builder.pw_gid, limit) if self.isolated
+                   else _drop_to(None, None, limit))
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=str(cwd),
                                 preexec_fn=preexec, start_new_session=True)
+        try:
+            self._follow_step(proc, deadline, watched, output, linked, limit)
+        finally:
+            # whatever the step left behind in its session (a build backend's children,
+            # a step stopped for its limits) ends with it
+            _kill_group(proc.pid)
+            proc.wait()
+
+    def _follow_step(self, proc, deadline, watched, output, linked, limit) -> None:
         reason = None
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
@@ -634,8 +644,8 @@ class Helper:
                 if now > next_size_check:
                     used = sum(tree_size(p, linked) for p in watched)
                     if used > limit:
-                        reason = (f"the build wrote {used / 2**30:.1f} GiB, more than its "
-                                  f"limit of {limit / 2**30:.1f} GiB, and was stopped")
+                        reason = (f"the build wrote {_size(used)}, more than its limit of "
+                                  f"{_size(limit)}, and was stopped")
                         break
                     next_size_check = now + 2
                 if not sel.select(timeout=1):
@@ -652,12 +662,13 @@ class Helper:
             if pending:
                 output(pending.decode(errors="replace"))
         if reason:
-            _kill_group(proc.pid)
-            proc.wait()
             raise HelperError(reason)
         code = proc.wait()
+        if code == -signal.SIGXFSZ:
+            raise HelperError(f"{os.path.basename(proc.args[0])} was stopped: it wrote a "
+                              f"file larger than the build's limit of {_size(limit)}")
         if code:
-            raise HelperError(f"{os.path.basename(cmd[0])} exited with {code}")
+            raise HelperError(f"{os.path.basename(proc.args[0])} exited with {code}")
 
     def clone_source(self) -> Path | None:
         """The virtualenv builds start from: the servers' runtime (or the hub's own
@@ -941,15 +952,22 @@ def build_env(work: Path, cache: Path) -> dict[str, str]:
     return env
 
 
-def _drop_to(uid: int, gid: int, max_bytes: int):
+def _drop_to(uid: int | None, gid: int | None, max_bytes: int):
+    """A build step's start: no file larger than ``max_bytes`` (a write past it fails),
+    and, with isolation (``uid`` given), the build account's identity alone."""
     def preexec():
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-        os.setgroups([])
-        os.setgid(gid)
-        os.setuid(uid)
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
         os.umask(0o022)
 
     return preexec
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def tree_size(path: Path, skip: frozenset = frozenset()) -> int:
@@ -976,9 +994,12 @@ def file_ids(path: Path) -> frozenset:
 
 
 def _kill_group(pgid: int) -> None:
+    """Stop every process of the group ``pgid``: SIGTERM, then SIGKILL what is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return  # none left
         time.sleep(0.5)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -296,3 +297,55 @@ def test_the_environments_page_lists_mine_and_its_form_calls_the_api(env_hub):
     bob.login("bob", USERS["bob"])
     assert "alice/page-made" not in bob.get("/services/environments/").text
     wait_built(env_hub, "alice", "alice/page-made")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: builds as a build account")
+def test_a_build_that_fills_its_space_fails_says_why_and_leaves_nothing(
+        test_root, account_prefix, monkeypatch):
+    """A package that writes past the build's size limit (RLIMIT_FSIZE: as a full disk
+    does, the write fails): the build ends failed with the reason, its folder is gone and
+    no process of it is left."""
+    import pwd
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    from redspot.environments import runtime
+    from redspot.privileged.ops import Helper, HelperError
+    from tests.helpers import processes_of
+
+    wheels = Path(tempfile.mkdtemp(prefix="rs-wheels-", dir="/tmp"))
+    wheels.chmod(0o755)
+    wheel = wheels / "redspot_bigfile-1.0-py3-none-any.whl"
+    info = "redspot_bigfile-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("redspot_bigfile/__init__.py", "")
+        z.writestr("redspot_bigfile/blob.bin", os.urandom(4 << 20))  # 4 MiB
+        z.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: redspot-bigfile\n"
+                                       "Version: 1.0\n")
+        z.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: tests\n"
+                                    "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(f"{info}/RECORD", "")
+    wheel.chmod(0o644)
+    monkeypatch.setenv("UV_FIND_LINKS", str(wheels))
+    data = Path(tempfile.mkdtemp(prefix="full-", dir=test_root))
+    data.chmod(0o711)
+    helper = Helper(data, prefix=account_prefix, isolated=True, build_max_bytes=1 << 20)
+    helper.prepare_data_dir()
+    helper.ensure_service("environments")
+    said = []
+    started = time.monotonic()
+    with pytest.raises(HelperError) as failed:
+        helper.build_venv("team", "env-00000000000000ff",
+                          [*runtime.base_requirements(), "redspot-bigfile==1.0"],
+                          output=said.append)
+    log = "\n".join(said)
+    # uv is stopped at the write past the limit (SIGXFSZ), or, where it ignores that
+    # signal, fails at it (EFBIG) and says so
+    assert ("uv was stopped: it wrote a file larger than the build's limit of 1.0 MiB"
+            in str(failed.value) or "File too large" in log), (str(failed.value), log)
+    assert time.monotonic() - started < 300
+    assert not (data / "environments" / "venvs" / "env-00000000000000ff").exists()
+    assert not (data / "environments" / "work" / "env-00000000000000ff").exists()
+    builder = pwd.getpwnam(f"{account_prefix}bld_team")
+    assert processes_of(builder.pw_uid) == []
