@@ -43,6 +43,7 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..hub import scopes
+from ..hub.leftovers import record_service
 from ..hub.serviceapi import serve_forever
 from .builders import BuildahBuilder, KubernetesBuilder, VenvBuilder
 from .catalog import Catalog
@@ -326,6 +327,7 @@ class EnvironmentsService(Application):
         url = urlparse(self.service_url)
         app = self.make_app()
         app.listen(url.port, url.hostname)
+        record_service(self.data_dir)  # a next hub stops it if this one's hub is killed
         self.log.info("Redspot environments service on %s (builder: %s)",
                       self.service_url, self.builder)
         serve_forever()

@@ -28,6 +28,7 @@ from ..config.loader import ConfigError, enabled_services, load_settings
 from ..config.paths import DataPaths, default_data_dir
 from ..hub.userstore import UserStore, generate_password
 from ..spawner.profiles import parse_size
+from .leftovers import DataFolderBusy, hold_data_folder, stop_leftover_services
 
 STARTER_CONFIG = """\
 # Redspot's configuration, written by the first `redspot up`. Every key is optional;
@@ -424,6 +425,12 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             config_file = paths.config_file
             settings = load_settings(config_file)
             isolated = isolates_users(settings)
+        try:
+            hold_data_folder(paths.state)
+        except DataFolderBusy as e:
+            raise StartupError(f"{paths.root}: {e}") from None
+        # a hub killed before (SIGKILL, out of memory) left its services running
+        stop_leftover_services(paths.root, log=log)
         python = server_python(paths, settings, isolated, log=log)
         helper, helper_proc = start_helper(paths, settings, isolated, python, log=log)
         try:

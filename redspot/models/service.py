@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..hub.leftovers import record_service
+
 
 def store_env(data_dir: Path, environ: dict) -> dict[str, str]:
     """Where MLflow keeps runs, models and artifacts, as MLflow's own variables (pure):
@@ -89,7 +91,8 @@ def main(argv=None):
     }
     mlflow = str(Path(sys.executable).parent / "mlflow")
     cmd = command(service_url, mlflow)
-    os.execve(mlflow, cmd, env)
+    record_service(args.data_dir)  # this pid, MLflow's after the exec: stopped by a next
+    os.execve(mlflow, cmd, env)    # hub if this one's hub is killed
 
 
 if __name__ == "__main__":

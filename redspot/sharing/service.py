@@ -42,6 +42,7 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..hub import scopes
+from ..hub.leftovers import record_service
 from ..hub.serviceapi import JsonApiHandler, Requester, serve_forever
 from ..spawner.storage import Layout
 from .shares import Share, ShareError, ShareStore, check_path, parse_grantee
@@ -426,6 +427,7 @@ class SharingService(Application):
         url = urlparse(self.service_url)
         app = self.make_app()
         app.listen(url.port, url.hostname)
+        record_service(self.data_dir)  # a next hub stops it if this one's hub is killed
         state = app.settings["sharing"]
         self.log.info("Redspot sharing service on %s (%d active shares)", self.service_url,
                       len(state.store.active()))

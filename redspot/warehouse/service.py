@@ -36,6 +36,7 @@ from traitlets.config import Application
 
 from .. import __version__
 from ..hub import scopes
+from ..hub.leftovers import record_service
 from ..hub.serviceapi import JsonApiHandler, serve_forever
 from .connections import Connection, from_settings
 from .pgroles import PostgresRoles, RoleError
@@ -267,6 +268,7 @@ class WarehouseService(Application):
         url = urlparse(self.service_url)
         app = self.make_app()
         app.listen(url.port, url.hostname)
+        record_service(self.data_dir)  # a next hub stops it if this one's hub is killed
         state = app.settings["warehouse"]
         self.log.info("Redspot warehouse service on %s (%d connections: %s)",
                       self.service_url, len(state.connections),

@@ -1,0 +1,168 @@
+"""One Redspot per data folder, and nothing left of the one before.
+
+``redspot up`` holds a lock on its data folder for as long as it runs
+(``hub/redspot-up.lock``): a second one on the same folder is refused with the first
+one's pid. A hub that was killed (SIGKILL, an OOM kill, a power cut of the process)
+releases the lock with its death, but the services it started run on as orphans. Each
+Redspot service says who it is when it starts (``record_service``: ``.service.json`` in
+its own folder, with its pid and the kernel's start time of that pid), and the next
+``redspot up``, holding the lock, stops each of them and its children
+(``stop_leftover_services``) before it starts its own: never two copies of a service on
+the same data.
+
+Processes are found by pid and checked by their start time (``/proc/<pid>/stat``) and
+owner, never by name: a pid the kernel has given to another process since is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+RECORD = ".service.json"
+LOCK = "redspot-up.lock"
+#: The services whose records the next hub reads (their folders: <data>/<name>).
+SERVICES = ("environments", "models", "sharing", "warehouse")
+
+
+class DataFolderBusy(RuntimeError):
+    """Another ``redspot up`` runs on this data folder."""
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks after boot), None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: fields after its ")"
+    return int(text.rsplit(")", 1)[1].split()[19])
+
+
+def record_service(folder: str | os.PathLike) -> None:
+    """Called by a service at its start: who it is, for the next hub after a crash."""
+    path = Path(folder) / RECORD
+    pid = os.getpid()
+    data = json.dumps({"pid": pid, "started": start_time(pid)})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(data)
+
+
+_HELD: dict[str, object] = {}
+
+
+def hold_data_folder(state_dir: Path) -> None:
+    """Lock the data folder for this process's life; DataFolderBusy if another process
+    holds it."""
+    path = Path(state_dir) / LOCK
+    if str(path) in _HELD:
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    lock = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise DataFolderBusy(
+            f"another redspot up (pid {holder}) runs on this data folder; stop it first, "
+            f"or give this one a data folder of its own (--data-dir)") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    _HELD[str(path)] = lock
+
+
+def _children() -> dict[int, list[int]]:
+    found: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        found.setdefault(parent, []).append(int(entry.name))
+    return found
+
+
+def _tree(pid: int) -> list[int]:
+    children, found, todo = _children(), [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def _read_record(folder: Path) -> dict | None:
+    try:
+        fd = os.open(folder / RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not (st.st_mode & 0o170000 == 0o100000) or st.st_size > 4096:
+            return None
+        data = json.loads(os.read(fd, 4096))
+        record = {"pid": int(data["pid"]), "started": int(data["started"]), "uid": st.st_uid}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    finally:
+        os.close(fd)
+    return record
+
+
+def stop_leftover_services(data_dir: Path, log=print, grace: float = 5.0) -> list[str]:
+    """Stop the services an earlier ``redspot up`` of this data folder left running
+    (call it holding the data folder's lock). Returns what it stopped, as log lines."""
+    stopped = []
+    for name in SERVICES:
+        folder = Path(data_dir) / name
+        record = _read_record(folder)
+        if record is None:
+            continue
+        pid = record["pid"]
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            owner = None
+        # the same process (its start time), run by the account that wrote the record
+        if owner is None or owner != record["uid"] or start_time(pid) != record["started"]:
+            with contextlib.suppress(OSError):
+                (folder / RECORD).unlink()
+            continue
+        tree = _tree(pid)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for member in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(member, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(
+                    Path(f"/proc/{m}").exists() and _alive(m) for m in tree):
+                time.sleep(0.1)
+            if not any(_alive(m) for m in tree):
+                break
+        line = (f"Stopped the {name} service (pid {pid}, {len(tree)} processes) that an "
+                f"earlier redspot up of this data folder left running")
+        log(line)
+        stopped.append(line)
+        with contextlib.suppress(OSError):
+            (folder / RECORD).unlink()
+    return stopped
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its parent."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

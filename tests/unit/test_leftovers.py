@@ -1,0 +1,80 @@
+"""A killed hub's services, found by their records and stopped by pid (never by name);
+a pid the kernel gave to another process since is left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from redspot.hub.leftovers import (
+    hold_data_folder,
+    start_time,
+    stop_leftover_services,
+)
+from tests.helpers import descendants, pid_alive, wait_for
+
+SLEEPER = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', " \
+          "'import time; time.sleep(120)']); time.sleep(120)"
+
+
+def orphan_with_a_child(tmp_path):
+    """A process (and its child) as a killed hub's service: its record in its folder."""
+    proc = subprocess.Popen([sys.executable, "-c", SLEEPER])
+    folder = tmp_path / "sharing"
+    folder.mkdir()
+    (folder / ".service.json").write_text(
+        json.dumps({"pid": proc.pid, "started": start_time(proc.pid)}))
+    return proc, folder
+
+
+def test_a_recorded_service_and_its_children_are_stopped(tmp_path):
+    proc, folder = orphan_with_a_child(tmp_path)
+    (child,) = wait_for(lambda: descendants(proc.pid), 10, "the service's child")
+    said = stop_leftover_services(tmp_path, log=lambda line: None, grace=2)
+    proc.wait(10)
+    assert said == [f"Stopped the sharing service (pid {proc.pid}, 2 processes) that an "
+                    f"earlier redspot up of this data folder left running"]
+    wait_for(lambda: not pid_alive(child[0]), 10, "the child to go")
+    assert not (folder / ".service.json").exists()
+
+
+def test_a_pid_given_to_another_process_is_left_alone(tmp_path):
+    proc, folder = orphan_with_a_child(tmp_path)
+    record = json.loads((folder / ".service.json").read_text())
+    (folder / ".service.json").write_text(json.dumps({**record,
+                                                      "started": record["started"] - 1}))
+    try:
+        assert stop_leftover_services(tmp_path, log=lambda line: None) == []
+        assert pid_alive(proc.pid)
+        assert not (folder / ".service.json").exists()  # a stale record is dropped
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_link_for_a_record_is_not_followed(tmp_path):
+    proc, folder = orphan_with_a_child(tmp_path)
+    real = tmp_path / "elsewhere.json"
+    (folder / ".service.json").rename(real)
+    (folder / ".service.json").symlink_to(real)
+    try:
+        assert stop_leftover_services(tmp_path, log=lambda line: None) == []
+        assert pid_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_one_redspot_per_data_folder(tmp_path):
+    hold_data_folder(tmp_path)
+    hold_data_folder(tmp_path)  # again in the same process: it holds it already
+    holder = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from redspot.hub.leftovers import hold_data_folder; "
+         "hold_data_folder(Path(sys.argv[1]))", str(tmp_path)],
+        capture_output=True, text=True, timeout=60)
+    assert holder.returncode == 1
+    assert "DataFolderBusy: another redspot up (pid " \
+        f"{os.getpid()}) runs on this data folder" in holder.stderr
