@@ -45,7 +45,7 @@ TEAM_SETTINGS = {
 # waits (pytest-xdist's own order is by number of tests, which put the browser modules
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_training.py": 526, "integration/test_hub.py": 520,
+    "integration/test_training.py": 526, "integration/test_hub.py": 680,
     "browser/test_first_hour.py": 393, "integration/test_ray_head.py": 339,
     "browser/test_labextension.py": 226, "integration/test_notebook_training.py": 211,
     "integration/test_warehouse.py": 155, "integration/test_environments.py": 134,

@@ -239,6 +239,19 @@ class Helper:
         finally:
             os.close(links)
 
+    def stop_user_processes(self, user: str) -> dict:
+        """What a user's server left running when it ended without stopping (killed, out
+        of memory): its Ray head and anything else of the user's Redspot account, by uid.
+        The machine's own accounts (PAM) are left alone: they may have other sessions."""
+        user = self._checked_user(user)
+        if not self.isolated or not self.prefix:
+            return {"stopped": 0, "enforced": False}
+        account = system_account(system_account_name(user, self.prefix))
+        if account is None or account.pw_gecos != _USER_COMMENT.format(user):
+            return {"stopped": 0, "enforced": True}
+        self._check_uid(account)
+        return {"stopped": kill_account_processes(account.pw_uid), "enforced": True}
+
     def retire_user(self, user: str) -> dict:
         """A removed user: their processes stop, the account is locked and renamed (its
         uid stays taken, so no later account owns their files), the home goes to

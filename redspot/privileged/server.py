@@ -41,6 +41,7 @@ OPERATIONS: dict[str, frozenset[str]] = {
     "ping": frozenset({"hub", *SERVICES}),
     "prepare_data_dir": frozenset({"hub"}),
     "ensure_user": frozenset({"hub"}),
+    "stop_user_processes": frozenset({"hub"}),
     "retire_user": frozenset({"hub"}),
     "restore_user": frozenset({"hub"}),
     "ensure_service": frozenset({"hub"}),

@@ -153,6 +153,36 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
 
     # --- the process --------------------------------------------------------------------
 
+    async def poll(self):
+        """The server's state; when it ended without being stopped (killed, out of
+        memory), what it started goes with it: its Ray head would otherwise run on
+        forever (a stopped server stops it; a killed one cannot)."""
+        had = self.pid
+        status = await super().poll()
+        if had and status is not None:
+            await self.stop_leftovers()
+        return status
+
+    async def stop_leftovers(self) -> None:
+        from ..compute.local import LocalRayHead
+        from ..privileged.ops import HelperError
+
+        try:
+            if self.uses_accounts:
+                done = await asyncio.to_thread(self.helper.call, "stop_user_processes",
+                                               user=self.user.name)
+                stopped = done.get("stopped", 0)
+            else:  # one account for all: the head by its own record, the hub's account's
+                head = LocalRayHead(state_dir=self.home / ".redspot" / "ray")
+                stopped = int(await asyncio.to_thread(head.stop))
+        except (HelperError, OSError) as e:
+            self.log.warning("%s's server ended; what it left running was not stopped: %s",
+                             self.user.name, e)
+            return
+        if stopped:
+            self.log.info("%s's server ended without stopping; stopped %d processes it "
+                          "left running (its Ray head)", self.user.name, stopped)
+
     def make_preexec_fn(self, name):
         home = str(self.home)
         if not self.uses_accounts:

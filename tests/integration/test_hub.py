@@ -565,6 +565,33 @@ def test_after_a_killed_hub_the_next_stops_its_services_and_one_hub_per_data_fol
     assert r.status_code == 200, r.text
 
 
+def test_a_killed_server_does_not_leave_its_ray_head_running(team_hub):
+    """The server stops its user's Ray head when it stops; killed (SIGKILL, out of
+    memory) it cannot: the hub, finding it gone, stops what it left running."""
+    from redspot.compute.local import group_alive
+    from tests.kernels import run_cell
+
+    token = team_hub.user_token("alice")
+    assert team_hub.spawn("alice", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
+    try:
+        pid = team_hub.wait_ready("alice")["state"]["pid"]
+        kernel = _start_kernel(team_hub, "alice", token)
+        out = run_cell(team_hub.url, "alice", token, "%ray_connect", kernel=kernel,
+                       timeout=180)
+        assert "Connected" in out, out
+        head = json.loads((team_hub.data_dir / "home" / "alice" / ".redspot" / "ray"
+                           / "head.json").read_text())
+        assert group_alive(head["pgid"])
+        os.kill(pid, signal.SIGKILL)
+        # the hub polls its servers every 2 s here (30 s by default)
+        wait_for(lambda: team_hub.server_model("alice") is None, 60, "the hub to notice")
+        wait_for(lambda: not group_alive(head["pgid"]), 30, "the Ray head to stop")
+        assert "stopped" in team_hub.log(tail=200) and "its Ray head" in team_hub.log(tail=200)
+    finally:
+        if team_hub.server_model("alice") is not None:
+            team_hub.stop_server("alice")
+
+
 def test_ctrl_c_stops_the_hub_the_proxy_and_every_server(hub_factory):
     from tests.helpers import pid_alive
 

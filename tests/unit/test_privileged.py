@@ -214,6 +214,7 @@ def test_who_may_ask_for_what():
     # the rest
     assert OPERATIONS["build_venv"] == OPERATIONS["build_image"] == {"environments"}
     assert "environments" not in OPERATIONS["ensure_user"]
+    assert OPERATIONS["stop_user_processes"] == {"hub"}
     assert "models" not in OPERATIONS["build_venv"]
     with pytest.raises(Refused, match="may not ask for ensure_user"):
         dispatch(None, "environments", "ensure_user", {"user": "alice"}, print)
