@@ -183,3 +183,20 @@ def spark_server(kind: str, token: str = "", memory: str = "512m"):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- S3 -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def s3_server():
+    """A real S3 API server (moto, which also serves STS) on a free port; its URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()

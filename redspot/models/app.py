@@ -529,15 +529,7 @@ class HubGuard:
 
     async def _forward(self, scope, body: bytes) -> tuple[int, list, bytes]:
         """Run MLflow's app on ``body``; its whole response (JSON, small)."""
-        sent = False
         state = {"status": 500, "headers": [], "chunks": []}
-
-        async def receive():
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
 
         async def keep(message):
             if message["type"] == "http.response.start":
@@ -546,10 +538,7 @@ class HubGuard:
             elif message["type"] == "http.response.body":
                 state["chunks"].append(message.get("body", b""))
 
-        headers = [(k, v) for k, v in scope.get("headers", [])
-                   if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await self.app({**scope, "headers": headers}, receive, keep)
+        await self.app(*_with_body(scope, body), keep)
         return state["status"], state["headers"], b"".join(state["chunks"])
 
     def _filtered(self, raw: bytes, key: str, requester: Requester) -> bytes:

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 import requests
 
-from tests.helpers import free_port, wait_for
+from tests.helpers import wait_for
 from tests.servers import postgres, postgres_missing
 
 pytestmark = [pytest.mark.integration,
@@ -27,15 +27,10 @@ S3_KEYS = {"AWS_ACCESS_KEY_ID": "registry", "AWS_SECRET_ACCESS_KEY": "registry-s
 
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
+    from tests.servers import s3_server
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with s3_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

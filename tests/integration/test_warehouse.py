@@ -291,17 +291,10 @@ def test_duckdb_reads_local_parquet(tmp_path):
 
 @pytest.fixture(scope="module")
 def s3():
-    from moto.server import ThreadedMotoServer
+    from tests.servers import s3_server
 
-    from tests.helpers import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with s3_server() as url:
+        yield url
 
 
 def test_duckdb_reads_parquet_in_s3_with_minted_credentials(s3, tmp_path, monkeypatch):
