@@ -195,7 +195,11 @@ def _cmd_config(args) -> None:
         paths, settings, config_file = resolve(UpOptions(data_dir=args.data_dir,
                                                          config=args.config))
         if args.action == "check":
+            from .config.loader import config_warnings
+
             print(f"{config_file or 'built-in defaults'}: valid")
+            for warning in config_warnings(settings):
+                print(f"  warning: {warning}")
             return
         c, *_ = build_config(UpOptions(data_dir=args.data_dir, config=args.config),
                             prepare=False)

@@ -405,8 +405,15 @@ def layer_settings(c: Config, settings: dict) -> None:
     if "account_prefix" in local:
         c.RedspotLocalSpawner.account_prefix = local["account_prefix"]
         c.RedspotLifecycle.account_prefix = local["account_prefix"]
-    if "idle_timeout" in settings.get("ray", {}):
-        c.RedspotSpawnerMixin.ray_idle_timeout = settings["ray"]["idle_timeout"]
+    culling = settings.get("culling", {})
+    ray_timeout = culling.get("ray_idle_timeout", settings.get("ray", {}).get("idle_timeout"))
+    if ray_timeout is not None:
+        c.RedspotSpawnerMixin.ray_idle_timeout = ray_timeout
+    for key, trait in (("server_idle_timeout", "server_idle_timeout"),
+                       ("gpu_server_idle_timeout", "gpu_server_idle_timeout"),
+                       ("profiles", "profile_idle_timeouts")):
+        if key in culling:
+            setattr(c.RedspotSpawnerMixin, trait, culling[key])
 
     layer_kubernetes(c, settings.get("kubernetes", {}))
 

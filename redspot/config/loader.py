@@ -271,3 +271,14 @@ def load_settings(path: str | Path | None) -> dict:
         kind = type(settings).__name__
         raise ConfigError(source, [f"expected a mapping of settings, got {kind}"])
     return validate_settings(settings, source)
+
+
+def config_warnings(settings: dict) -> list[str]:
+    """What still works in ``settings`` but should change (deprecated keys), as lines."""
+    warnings = []
+    if "idle_timeout" in settings.get("ray", {}):
+        moved = "ignored: culling.ray_idle_timeout is set" if "ray_idle_timeout" in \
+            settings.get("culling", {}) else "still read"
+        warnings.append(f"ray.idle_timeout is deprecated ({moved}): write it as "
+                        f"culling.ray_idle_timeout")
+    return warnings

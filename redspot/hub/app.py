@@ -419,6 +419,10 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
     isolated = isolates_users(settings)
     helper = helper_proc = None
     if prepare:
+        from ..config.loader import config_warnings
+
+        for warning in config_warnings(settings):
+            log(f"WARNING: {warning}")
         prepare_data_dir(paths, isolated, write_starter=options.config is None)
         if config_file is None and paths.config_file.exists():
             # the starter file just written: this first start runs with it too

@@ -63,6 +63,7 @@ def hold_data_folder(state_dir: Path) -> None:
     path = Path(state_dir) / LOCK
     if str(path) in _HELD:
         return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     lock = os.fdopen(fd, "r+")
     try:

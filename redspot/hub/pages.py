@@ -38,7 +38,7 @@ DOC_PAGES = {
     "jupyterlab": "The Redspot panel in JupyterLab",
     "configuration": "Configuration reference (redspot.yaml)",
     "security": "Security and isolation",
-    "operations": "Operations: faults that lose nothing",
+    "operations": "Operations: idle machines, faults that lose nothing",
     "kubernetes": "Redspot on Kubernetes",
 }
 

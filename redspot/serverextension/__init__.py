@@ -24,6 +24,7 @@ import atexit
 import json
 import logging
 import os
+from datetime import UTC, datetime
 
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
@@ -99,7 +100,7 @@ def _load_jupyter_server_extension(serverapp):
     ])
     serverapp.log.info("Redspot server extension %s loaded", __version__)
     atexit.register(_stop_ray_head, serverapp.log)
-    _watch_ray_head(serverapp.log)
+    _watch_ray_head(serverapp.log, serverapp.web_app.settings)
     keep_links(serverapp.log)
 
 
@@ -111,24 +112,50 @@ def _stop_ray_head(log):
         log.info("Stopped this user's Ray head")
 
 
-def _watch_ray_head(log):
-    """Stop the user's local head once no kernel has used it for the idle timeout.
+def _watch_ray_head(log, settings: dict):
+    """Stop the user's local head once no kernel has used it for the idle timeout, and
+    count what it runs as the server's activity.
 
     Kernels let go of the head at the idle timeout (``RaySession.watch_idle``); the head
-    stops two checks later, when every kernel that was connected has disconnected.
+    stops two checks later, when every kernel that was connected has disconnected. A head
+    that runs a submitted job (a ``%%ray_train --submit`` run outlives its kernel) is in
+    use: it is not stopped, and the server is not idle (``last_activity_times``, which the
+    server's own idle shutdown and the hub's activity reports read), so neither cuts it.
     """
     from ..compute.local import LocalRayHead
     from ..compute.session import idle_check_interval, idle_timeout
 
     timeout = idle_timeout()
-    if not timeout or os.environ.get("REDSPOT_RAY_CLUSTER"):  # Kubernetes: KubeRay's job
+    if os.environ.get("REDSPOT_RAY_CLUSTER"):  # Kubernetes: KubeRay's job
         return None
-    interval = idle_check_interval(timeout)
+    interval = idle_check_interval(timeout) if timeout else 60
 
-    def check():
-        if LocalRayHead().stop_if_idle(timeout + 2 * interval):
+    async def check():
+        head = LocalRayHead()
+        if await _runs_jobs():
+            head.touch()
+            settings.setdefault("last_activity_times", {})["redspot-ray"] = \
+                datetime.now(UTC)
+        elif timeout and head.stop_if_idle(timeout + 2 * interval):
             log.info("Stopped this user's Ray head: unused for %d s", timeout)
 
     callback = PeriodicCallback(check, interval * 1000)
     callback.start()
     return callback
+
+
+async def _runs_jobs() -> bool:
+    """Whether the user's local head runs a submitted job (pending or running)."""
+    from .dashboard import user_dashboard
+    from .platform import _dashboard_json
+
+    dashboard = user_dashboard()
+    if dashboard is None:
+        return False
+    try:
+        jobs = await _dashboard_json(*dashboard, "/api/jobs/")
+    except (OSError, ValueError):
+        return False
+    return any(job.get("type", "SUBMISSION") == "SUBMISSION"
+               and job.get("status") in ("PENDING", "RUNNING")
+               for job in (jobs if isinstance(jobs, list) else []))

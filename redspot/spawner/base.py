@@ -30,6 +30,24 @@ from .profiles import (
 )
 
 
+def idle_args(timeout: int) -> list[str]:
+    """The single-user server's own idle shutdown, after ``timeout`` s (pure): kernels
+    idle that long are culled (never one running a cell, connected or not), then the
+    server, idle that long with no kernel or terminal left, stops itself, and the hub
+    sees it gone. Redspot's server extension counts the user's Ray cluster running
+    something as activity (``redspot.serverextension``)."""
+    if not timeout:
+        return []
+    interval = max(5, min(60, timeout // 4))
+    return [f"--ServerApp.shutdown_no_activity_timeout={timeout}",
+            f"--MappingKernelManager.cull_idle_timeout={timeout}",
+            f"--MappingKernelManager.cull_interval={interval}",
+            "--MappingKernelManager.cull_connected=True",
+            "--MappingKernelManager.cull_busy=False",
+            f"--TerminalManager.cull_inactive_timeout={timeout}",
+            f"--TerminalManager.cull_interval={interval}"]
+
+
 class EnvironmentsUnavailable(Exception):
     """The environments service did not say which environments are ready."""
 
@@ -101,6 +119,30 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         help="""Seconds without use after which the user's Ray cluster stops (0: never).
         Reaches the server as ``REDSPOT_RAY_IDLE_TIMEOUT``.""",
     )
+
+    server_idle_timeout = Integer(
+        28800, config=True,
+        help="""Seconds an idle server runs before it stops itself (0: never): its idle
+        kernels are culled, then the server shuts down. A kernel running a cell, a
+        terminal, a request, or the user's Ray cluster running something keeps it up.
+        Set by the layers from ``culling.server_idle_timeout``.""",
+    )
+    gpu_server_idle_timeout = Integer(
+        3600, config=True,
+        help="The same for profiles with GPUs (``culling.gpu_server_idle_timeout``).",
+    )
+    profile_idle_timeouts = Dict(
+        value_trait=Integer(), config=True,
+        help="Seconds by profile name, over the two above (``culling.profiles``).",
+    )
+
+    def idle_timeout_of(self, profile: Profile | None) -> int:
+        """The idle limit of a server of ``profile`` (0: never)."""
+        if profile is None:
+            return self.server_idle_timeout
+        if profile.name in self.profile_idle_timeouts:
+            return self.profile_idle_timeouts[profile.name]
+        return self.gpu_server_idle_timeout if profile.gpus else self.server_idle_timeout
 
     server_token_cache_seconds = Integer(
         0, config=True,
@@ -315,6 +357,7 @@ class RedspotSpawnerMixin(LoggingConfigurable):
 
     def get_args(self):
         args = super().get_args()
+        args += idle_args(self.idle_timeout_of(self.profile))
         if self.server_token_cache_seconds:
             args.append(f"--HubOAuth.cache_max_age={self.server_token_cache_seconds}")
         groups = {g.name for g in self.user.groups}

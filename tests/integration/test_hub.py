@@ -592,6 +592,35 @@ def test_a_killed_server_does_not_leave_its_ray_head_running(team_hub):
             team_hub.stop_server("alice")
 
 
+def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory):
+    """culling: a server idle past its profile's limit stops (its idle kernel culled
+    first) and the hub sees it gone; one whose kernel runs a cell stays."""
+    import contextlib
+    import threading
+
+    from tests.kernels import run_cell
+
+    hub = hub_factory({"culling": {"server_idle_timeout": 20}},
+                      users={"ivy": "ivy-password-1", "jon": "jon-password-2"},
+                      config_d={"50-poll.py": "c.Spawner.poll_interval = 2\n"})
+    tokens = {name: hub.user_token(name) for name in ("ivy", "jon")}
+    for name, token in tokens.items():
+        assert hub.spawn(name, token, {}).status_code in (201, 202)
+    for name, token in tokens.items():
+        hub.wait_ready(name)
+        _start_kernel(hub, name, token)
+    def busy():
+        with contextlib.suppress(ConnectionError):  # its server stops at the end
+            run_cell(hub.url, "jon", tokens["jon"], "import time; time.sleep(150)",
+                     timeout=200)
+
+    threading.Thread(target=busy, daemon=True).start()
+    # ivy's kernel is culled after 20 s idle; her server checks every minute
+    wait_for(lambda: hub.server_model("ivy") is None, 150, "ivy's idle server to stop")
+    assert hub.server_model("jon")["ready"], "jon's server, running a cell, was stopped"
+    hub.stop_server("jon")
+
+
 def test_ctrl_c_stops_the_hub_the_proxy_and_every_server(hub_factory):
     from tests.helpers import pid_alive
 

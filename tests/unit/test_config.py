@@ -39,8 +39,8 @@ def test_empty_settings_are_valid():
     ({"hub": {"colour": "red"}},
      "hub: unknown key 'colour'; allowed keys: api_port, base_url, data_dir, ip, log_level, "
      "port, proxy_api_port"),
-    ({"huub": {}}, "(top level): unknown key 'huub'; allowed keys: auth, groups, hub, kubernetes, "
-                   "profiles, ray, services, spawner"),
+    ({"huub": {}}, "(top level): unknown key 'huub'; allowed keys: auth, culling, groups, hub, "
+                   "kubernetes, profiles, ray, services, spawner"),
     ({"hub": {"port": "eighty"}}, "hub.port: expected an integer, got 'eighty'"),
     ({"hub": {"port": 70000}}, "hub.port: 70000 is greater than the maximum of 65535"),
     ({"auth": {"type": "ldap"}}, "auth.type: 'ldap' is not allowed; allowed: password, pam, oauth"),
@@ -513,3 +513,36 @@ def test_the_registry_command_and_stores(tmp_path):
                 "MLFLOW_ARTIFACTS_DESTINATION": "s3://bucket/mlflow"}
     assert store_env(tmp_path, operator) == {
         **operator, "MLFLOW_REGISTRY_STORE_URI": "postgresql://db/mlflow"}
+
+
+def test_culling_gives_each_profile_its_idle_limit_and_reads_the_old_ray_key():
+    from redspot.config.layers import layer_settings
+    from redspot.config.loader import config_warnings
+    from redspot.spawner.base import idle_args
+    from redspot.spawner.local import RedspotLocalSpawner
+    from redspot.spawner.profiles import BUILTIN_CATALOG
+
+    settings = validate_settings({"culling": {"gpu_server_idle_timeout": 1800,
+                                              "profiles": {"m5.xlarge": 0}},
+                                  "ray": {"idle_timeout": 900}})
+    c = Config()
+    layer_settings(c, settings)
+    spawner = RedspotLocalSpawner(config=c)
+    assert spawner.ray_idle_timeout == 900
+    assert config_warnings(settings) == [
+        "ray.idle_timeout is deprecated (still read): write it as culling.ray_idle_timeout"]
+    assert spawner.idle_timeout_of(BUILTIN_CATALOG["r5.4xlarge"]) == 28800
+    assert spawner.idle_timeout_of(BUILTIN_CATALOG["p3.2xlarge"]) == 1800
+    assert spawner.idle_timeout_of(BUILTIN_CATALOG["m5.xlarge"]) == 0
+    assert idle_args(0) == []
+    assert idle_args(1800) == [
+        "--ServerApp.shutdown_no_activity_timeout=1800",
+        "--MappingKernelManager.cull_idle_timeout=1800",
+        "--MappingKernelManager.cull_interval=60",
+        "--MappingKernelManager.cull_connected=True",
+        "--MappingKernelManager.cull_busy=False",
+        "--TerminalManager.cull_inactive_timeout=1800",
+        "--TerminalManager.cull_interval=60"]
+    settings = validate_settings({"culling": {"ray_idle_timeout": 60},
+                                  "ray": {"idle_timeout": 900}})
+    assert "ignored: culling.ray_idle_timeout is set" in config_warnings(settings)[0]
