@@ -163,14 +163,12 @@ class LocalRayHead:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=env,
                                         start_new_session=True)
-            left = max(1.0, timeout - (time.monotonic() - began))
-            try:
-                code = proc.wait(left)
-            except subprocess.TimeoutExpired:
+            code = self._wait_started(proc, log, began + timeout)
+            if code is None:
                 self._kill_group(proc.pid)
                 self._forget_private(private)
                 raise RayHeadError(f"the Ray head did not start in {timeout} s; see "
-                                   f"{log}") from None
+                                   f"{log}")
             if not code:
                 break
             self._kill_group(proc.pid)
@@ -194,6 +192,21 @@ class LocalRayHead:
         with contextlib.suppress(OSError):
             self.timing_path.write_text(f"{time.monotonic() - began:.1f}")
         return info
+
+    @staticmethod
+    def _wait_started(proc, log: Path, deadline: float) -> int | None:
+        """``ray start``'s exit code, 0 as soon as it says the runtime started (on a busy
+        machine the command itself was seen to linger for minutes after that, the head
+        running), None at the deadline."""
+        while time.monotonic() < deadline:
+            code = proc.poll()
+            if code is not None:
+                return code
+            with contextlib.suppress(OSError):
+                if b"Ray runtime started." in log.read_bytes():
+                    return 0
+            time.sleep(0.25)
+        return None
 
     @property
     def timing_path(self) -> Path:
