@@ -828,6 +828,18 @@ def typed_body(method: str, path: str, body: bytes) -> bytes:
     message = _request_messages().get((method, routes.normalize(path)))
     if message is None or not body.strip():
         return body
+    data = _json_object(body)
+    given = {k: v for k, v in data.items() if v is not None}
+    try:
+        ParseDict(given, message(), ignore_unknown_fields=True)
+    except ParseError as e:
+        raise Refused(400, "INVALID_PARAMETER_VALUE",
+                      f"{routes.normalize(path).rsplit('/mlflow/', 1)[-1]}: {e}") from None
+    return body if given == data else json.dumps(given).encode()
+
+
+def _json_object(body: bytes) -> dict:
+    """A request's JSON object (decoded twice when a client sent it as a JSON string)."""
     try:
         data = json.loads(body)
         if isinstance(data, str):
@@ -836,13 +848,7 @@ def typed_body(method: str, path: str, body: bytes) -> bytes:
         raise Refused(400, "MALFORMED_REQUEST", "the request body is not JSON") from None
     if not isinstance(data, dict):
         raise Refused(400, "MALFORMED_REQUEST", "the request body is not a JSON object")
-    given = {k: v for k, v in data.items() if v is not None}
-    try:
-        ParseDict(given, message(), ignore_unknown_fields=True)
-    except ParseError as e:
-        raise Refused(400, "INVALID_PARAMETER_VALUE",
-                      f"{routes.normalize(path).rsplit('/mlflow/', 1)[-1]}: {e}") from None
-    return body if given == data else json.dumps(given).encode()
+    return data
 
 
 def _with_body(scope, body: bytes):
@@ -887,14 +893,7 @@ def _request_data(scope, body: bytes, snake: bool = True) -> dict:
     if scope["method"] == "GET" and query:
         data = {k: v[0] for k, v in query.items()}
     elif body.strip():
-        try:
-            data = json.loads(body)
-            if isinstance(data, str):
-                data = json.loads(data)
-        except ValueError:
-            raise Refused(400, "MALFORMED_REQUEST", "the request body is not JSON") from None
-        if not isinstance(data, dict):
-            raise Refused(400, "MALFORMED_REQUEST", "the request body is not a JSON object")
+        data = _json_object(body)
     else:
         data = {}
     if not snake:
