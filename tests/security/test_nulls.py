@@ -43,11 +43,14 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def alice_up(realm):
-    """alice's server, for the server extension's routes (started here if it is not)."""
+    """alice's server, for the server extension's routes: started here if it is not,
+    and then stopped again (the other modules of the suite start it themselves)."""
     r = realm.spawn("alice", realm.tokens["alice"], {"profile": "m5.xlarge"})
     assert r.status_code in (201, 202, 400), r.text  # 400: it runs already
     realm.wait_ready("alice")
-    return realm
+    yield realm
+    if r.status_code in (201, 202):
+        realm.stop_server("alice")
 
 
 def variants(body: dict):
