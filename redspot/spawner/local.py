@@ -159,8 +159,10 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         forever (a stopped server stops it; a killed one cannot)."""
         had = self.pid
         status = await super().poll()
-        if had and status is not None:
-            await self.stop_leftovers()
+        if had and status is not None and not getattr(self, "_stop_pending", False):
+            # found dead, not stopped: in the background, so the hub's poll goes on
+            task = asyncio.ensure_future(self.stop_leftovers())
+            self._leftovers_task = task  # referenced until it is done
         return status
 
     async def stop_leftovers(self) -> None:

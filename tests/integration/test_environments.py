@@ -330,7 +330,15 @@ def test_a_build_that_fills_its_space_fails_says_why_and_leaves_nothing(
     monkeypatch.setenv("UV_FIND_LINKS", str(wheels))
     data = Path(tempfile.mkdtemp(prefix="full-", dir=test_root))
     data.chmod(0o711)
-    helper = Helper(data, prefix=account_prefix, isolated=True, build_max_bytes=1 << 20)
+    # the servers' Python, as `redspot up` gives the helper: the hub's own when every
+    # account can run it, else the prepared runtime (a checkout in a private folder)
+    server_python = None
+    if runtime.hub_environment_blocker() is not None:
+        from tests.conftest import runtime_dir
+
+        server_python = runtime.prepare_runtime(runtime_dir(test_root), log=lambda _: None)
+    helper = Helper(data, prefix=account_prefix, isolated=True, build_max_bytes=1 << 20,
+                    server_python=server_python)
     helper.prepare_data_dir()
     helper.ensure_service("environments")
     said = []
