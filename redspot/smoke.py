@@ -80,16 +80,27 @@ class Smoke:
 
     async def _api(self, method: str, path: str, body=None, ok=(200, 201, 202, 204),
                    timeout: float = 60):
+        """The hub's REST API."""
+        return await self._call(f"{self.api_url.rstrip('/')}/{path}", f"{method} {path}",
+                                "the hub", method, body, ok, timeout)
+
+    async def _server_api(self, method: str, path: str, body=None, ok=(200, 201, 204)):
+        """The smoke user's server's REST API, through the proxy."""
+        return await self._call(self._server_url(path), f"server: {method} {path}",
+                                "the server", method, body, ok, 60)
+
+    async def _call(self, url, what, who, method, body, ok, timeout):
+        """``method url`` with the token; its JSON answer (None for a 404 that is
+        ``ok``), or SmokeFailed saying ``what`` was answered."""
         response = await self._client.fetch(
-            f"{self.api_url.rstrip('/')}/{path}", method=method, raise_error=False,
-            headers={"Authorization": f"token {self.token}"}, request_timeout=timeout,
+            url, method=method, raise_error=False, request_timeout=timeout,
+            headers={"Authorization": f"token {self.token}"},
             body=json.dumps(body) if body is not None else None,
-            allow_nonstandard_methods=True)
+            allow_nonstandard_methods=True, follow_redirects=False)
         if response.code == 599:
-            raise SmokeFailed(f"{method} {path}: the hub did not answer "
-                              f"({response.error})")
+            raise SmokeFailed(f"{what}: {who} did not answer ({response.error})")
         if response.code not in ok:
-            raise SmokeFailed(f"{method} {path}: {response.code} "
+            raise SmokeFailed(f"{what}: {response.code} "
                               f"{(response.body or b'').decode(errors='replace')[:500]}")
         if response.code == 404:
             return None  # asked for, and not there
@@ -170,17 +181,6 @@ class Smoke:
 
     def _server_url(self, path: str) -> str:
         return f"{self.public_url.rstrip('/')}/user/{quote(self.user, safe='')}/{path}"
-
-    async def _server_api(self, method: str, path: str, body=None, ok=(200, 201, 204)):
-        response = await self._client.fetch(
-            self._server_url(path), method=method, raise_error=False,
-            headers={"Authorization": f"token {self.token}"}, request_timeout=60,
-            body=json.dumps(body) if body is not None else None,
-            follow_redirects=False)
-        if response.code not in ok:
-            raise SmokeFailed(f"server: {method} {path}: {response.code} "
-                              f"{(response.body or b'').decode(errors='replace')[:500]}")
-        return json.loads(response.body) if response.body else None
 
     async def execute(self, kernel: str, code: str, timeout: float) -> str:
         """Run ``code`` in the kernel (its websocket, as JupyterLab does); its output.

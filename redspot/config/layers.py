@@ -187,8 +187,8 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
         # `redspot smoke` in the chart's `helm test` pod: its own user alone
         services.append({"name": "redspot-smoke", "api_token": ctx.smoke_token})
         roles.append({"name": "redspot-smoke", "services": ["redspot-smoke"],
-                      "description": "redspot smoke: start a server of its own user, run "
-                                     "a Ray task, remove the user",
+                      "description": "redspot smoke: start its own user's server and "
+                                     "run a Ray task there",
                       "scopes": smoke_scopes()})
     if not enabled:
         if services:

@@ -34,14 +34,19 @@ class DataFolderBusy(RuntimeError):
     """Another ``redspot up`` runs on this data folder."""
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces
+    and parentheses): state, parent, ...; None if the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks after boot), None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: fields after its ")"
-    return int(text.rsplit(")", 1)[1].split()[19])
+    fields = _stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def record_service(folder: str | os.PathLike) -> None:
@@ -84,13 +89,9 @@ def hold_data_folder(state_dir: Path) -> None:
 def _children() -> dict[int, list[int]]:
     found: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        found.setdefault(parent, []).append(int(entry.name))
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields:
+            found.setdefault(int(fields[1]), []).append(int(entry.name))
     return found
 
 
@@ -146,10 +147,11 @@ def stop_leftover_services(data_dir: Path, log=print, grace: float = 5.0) -> lis
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(member, sig)
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(
-                    Path(f"/proc/{m}").exists() and _alive(m) for m in tree):
+            while any(_alive(m) for m in tree):
+                if time.monotonic() > deadline:
+                    break
                 time.sleep(0.1)
-            if not any(_alive(m) for m in tree):
+            else:
                 break
         line = (f"Stopped the {name} service (pid {pid}, {len(tree)} processes) that an "
                 f"earlier redspot up of this data folder left running")
@@ -162,8 +164,5 @@ def stop_leftover_services(data_dir: Path, log=print, grace: float = 5.0) -> lis
 
 def _alive(pid: int) -> bool:
     """Running, and not a zombie waiting for its parent."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"

@@ -983,27 +983,23 @@ def _size(n: int) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def tree_size(path: Path, skip: frozenset = frozenset()) -> int:
-    """The bytes the files under ``path`` take, less those in ``skip`` (device, inode)."""
-    total = 0
+def _file_stats(path: Path):
+    """``lstat`` of each file under ``path`` (those gone meanwhile left out)."""
     for folder, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(folder, name))
-                if (st.st_dev, st.st_ino) not in skip:
-                    total += st.st_blocks * 512
-    return total
+                yield os.lstat(os.path.join(folder, name))
+
+
+def tree_size(path: Path, skip: frozenset = frozenset()) -> int:
+    """The bytes the files under ``path`` take, less those in ``skip`` (device, inode)."""
+    return sum(st.st_blocks * 512 for st in _file_stats(path)
+               if (st.st_dev, st.st_ino) not in skip)
 
 
 def file_ids(path: Path) -> frozenset:
     """(device, inode) of every file under ``path``."""
-    ids = set()
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(folder, name))
-                ids.add((st.st_dev, st.st_ino))
-    return frozenset(ids)
+    return frozenset((st.st_dev, st.st_ino) for st in _file_stats(path))
 
 
 def _kill_group(pgid: int) -> None:

@@ -147,7 +147,7 @@ def _watch_ray_head(log, settings: dict):
 async def _runs_jobs() -> bool:
     """Whether the user's local head runs a submitted job (pending or running)."""
     from .dashboard import user_dashboard
-    from .platform import _dashboard_json
+    from .platform import _dashboard_json, submitted_and_running
 
     dashboard = user_dashboard()
     if dashboard is None:
@@ -156,6 +156,5 @@ async def _runs_jobs() -> bool:
         jobs = await _dashboard_json(*dashboard, "/api/jobs/")
     except (OSError, ValueError):
         return False
-    return any(job.get("type", "SUBMISSION") == "SUBMISSION"
-               and job.get("status") in ("PENDING", "RUNNING")
-               for job in (jobs if isinstance(jobs, list) else []))
+    return any(submitted_and_running(job) for job in (jobs if isinstance(jobs, list)
+                                                      else []))

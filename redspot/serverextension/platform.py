@@ -177,6 +177,13 @@ def resources(summary: list[dict], status: dict) -> dict:
     return shown
 
 
+def submitted_and_running(job: dict) -> bool:
+    """A job of Ray's Jobs API that was submitted (not a kernel's own connection) and
+    has not ended."""
+    return job.get("type", "SUBMISSION") == "SUBMISSION" and \
+        job.get("status") in ("PENDING", "RUNNING")
+
+
 def runs(tasks: dict, actors: dict, jobs: list) -> list[dict]:
     """What runs on the cluster (pure): ``%%ray_remote`` cells (tasks of ``run_cell``),
     ``%%ray_train`` runs (a Ray Train controller and its workers; a submitted one is its
@@ -192,8 +199,7 @@ def runs(tasks: dict, actors: dict, jobs: list) -> list[dict]:
                       "progress": None})
     submitted = {}
     for job in jobs if isinstance(jobs, list) else []:
-        if job.get("type", "SUBMISSION") != "SUBMISSION" or \
-                job.get("status") not in ("PENDING", "RUNNING"):
+        if not submitted_and_running(job):
             continue
         train = (job.get("metadata") or {}).get("redspot") == "ray_train"
         run = {"kind": "train" if train else "job",

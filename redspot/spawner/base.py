@@ -247,22 +247,28 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         EnvironmentsUnavailable when the service does not answer."""
         if not self.environments_on:
             return []
-        import json
         from urllib.parse import quote
 
-        from tornado import httpclient
-
-        url = (f"{self.service_urls['environments'].rstrip('/')}/api/ready/"
-               f"{quote(self.user.name, safe='')}")
         try:
-            response = await httpclient.AsyncHTTPClient().fetch(
-                url, headers={"Authorization": f"token {self.services_token}"},
-                request_timeout=20)
-            return json.loads(response.body)["environments"]
+            answer = await self.ask_service(
+                "environments", f"api/ready/{quote(self.user.name, safe='')}")
+            return answer["environments"]
         except Exception as e:  # noqa: BLE001 - said to the user, with what happened
             raise EnvironmentsUnavailable(
                 f"the environments service did not answer which environments are ready "
                 f"({e})") from None
+
+    async def ask_service(self, name: str, path: str) -> dict:
+        """``GET path`` of the Redspot service ``name`` with the spawner's own token
+        (``services_token``); its JSON answer. Raises what the request raised."""
+        import json
+
+        from tornado import httpclient
+
+        response = await httpclient.AsyncHTTPClient().fetch(
+            f"{self.service_urls[name].rstrip('/')}/{path}", request_timeout=20,
+            headers={"Authorization": f"token {self.services_token}"})
+        return json.loads(response.body)
 
     def render_image_choices(self) -> list[str]:
         """Image names the form offers (none: the spawner has no choice of image)."""

@@ -17,8 +17,6 @@ Built on KubeSpawner, fed by the same profile and group rules as the local spawn
 
 from __future__ import annotations
 
-import json
-
 from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
@@ -235,17 +233,14 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
             return []
         from urllib.parse import quote
 
-        from tornado import httpclient
-
         try:
-            response = await httpclient.AsyncHTTPClient().fetch(
-                f"{url.rstrip('/')}/api/shares?recipient={quote(self.user.name, safe='')}",
-                headers={"Authorization": f"token {self.services_token}"}, request_timeout=20)
+            answer = await self.ask_service(
+                "sharing", f"api/shares?recipient={quote(self.user.name, safe='')}")
         except Exception as e:  # noqa: BLE001 - a server without its shares, and why
             self.log.warning("%s's server starts without the files shared with them: the "
                              "sharing service did not answer (%s)", self.user.name, e)
             return []
-        return json.loads(response.body)["shares"]
+        return answer["shares"]
 
     async def _apply_shares(self) -> None:
         shares = await self.fetch_shares()

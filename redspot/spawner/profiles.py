@@ -462,8 +462,9 @@ def kubespawner_override(
         "mem_guarantee": f"{resources['mem_guarantee'] // MiB}M",
         "mem_limit": f"{resources['mem_limit'] // MiB}M",
     }
-    if _extended(profile):
-        override["extra_resource_limits"] = _extended(profile)
+    extended = _extended(profile)
+    if extended:
+        override["extra_resource_limits"] = extended
     if profile.gpus:
         override["tolerations"] = [dict(GPU_TOLERATION)]
     if profile.priority_class:
