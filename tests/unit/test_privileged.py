@@ -215,6 +215,9 @@ def test_who_may_ask_for_what():
     assert OPERATIONS["build_venv"] == OPERATIONS["build_image"] == {"environments"}
     assert "environments" not in OPERATIONS["ensure_user"]
     assert OPERATIONS["stop_user_processes"] == {"hub"}
+    for service in ("environments", "sharing", None):
+        with pytest.raises(Refused, match="may not ask for stop_user_processes"):
+            dispatch(None, service, "stop_user_processes", {"user": "alice"}, print)
     assert "models" not in OPERATIONS["build_venv"]
     with pytest.raises(Refused, match="may not ask for ensure_user"):
         dispatch(None, "environments", "ensure_user", {"user": "alice"}, print)
