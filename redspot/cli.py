@@ -3,6 +3,7 @@
     redspot up [--ip IP] [--port PORT] [--data-dir DIR] [--config FILE] [--keep-servers]
     redspot config check|show|schema [--config FILE] [--data-dir DIR]
     redspot users list|add|approve|passwd|remove|restore [NAME] [--data-dir DIR]
+    redspot usage [--since 30d] [--until now] [--by user|group|profile] [--json]
 """
 
 from __future__ import annotations
@@ -131,6 +132,20 @@ def _parser() -> argparse.ArgumentParser:
     smoke.add_argument("--timeout", type=float, default=900,
                        help="seconds the server may take to start (default 900: a new GPU "
                        "node takes minutes)")
+    usage = sub.add_parser(
+        "usage", help="hours and cost of servers and Ray nodes, per user, group or profile",
+        description="A report from Redspot's usage log: the hours each user's servers and "
+        "Ray nodes ran in a period, and what they cost at their profiles' prices. Use the "
+        "same data folder as `redspot up` (in a cluster: `kubectl exec` into the hub, "
+        "which reads $REDSPOT_HUB_DB_URL).")
+    _add_location(usage)
+    usage.add_argument("--since", default="30d",
+                       help="start of the period: a date (2026-11-01), a date and time in "
+                       "UTC (2026-11-01T08:00), or a span ago (7d, 12h). Default 30d")
+    usage.add_argument("--until", default="now", help="end of the period (default now)")
+    usage.add_argument("--by", choices=["user", "group", "profile"], default="user",
+                       help="one line per user (default), group or profile")
+    usage.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -390,6 +405,40 @@ def _cmd_shares(args) -> None:
         _fail(str(e))
 
 
+def _cmd_usage(args) -> None:
+    from .config.loader import ConfigError
+    from .hub.app import UpOptions, resolve
+    from .usage import UsageLog, format_report, parse_when, summarise
+
+    try:
+        since, until = parse_when(args.since), parse_when(args.until)
+    except ValueError as e:
+        _fail(str(e))
+    if until <= since:
+        _fail(f"--until ({args.until}) must come after --since ({args.since})")
+    url = os.environ.get("REDSPOT_HUB_DB_URL")
+    if not url:
+        try:
+            paths, _, _ = resolve(UpOptions(data_dir=args.data_dir, config=args.config))
+        except ConfigError as e:
+            _fail(str(e))
+        if not paths.usage_db.exists():
+            _fail(f"{paths.usage_db}: no usage log; nothing has run on this data folder's "
+                  "hub yet, or it is another data folder (--data-dir)")
+        url = f"sqlite:///{paths.usage_db}"
+    log = UsageLog(url)
+    try:
+        lines = summarise(log.records(since, until), since, until, by=args.by)
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps({"since": since, "until": until, "by": args.by,
+                          "currency": "USD", "lines": [x.to_dict() for x in lines]},
+                         indent=2))
+    else:
+        print(format_report(lines, since, until, args.by))
+
+
 def _cmd_smoke(args) -> None:
     from .smoke import Smoke, run
 
@@ -420,7 +469,8 @@ def _cmd_smoke(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     {"up": _cmd_up, "hub": _cmd_hub, "service": _cmd_service, "config": _cmd_config,
-     "users": _cmd_users, "shares": _cmd_shares, "smoke": _cmd_smoke}[args.command](args)
+     "users": _cmd_users, "shares": _cmd_shares, "usage": _cmd_usage,
+     "smoke": _cmd_smoke}[args.command](args)
 
 
 if __name__ == "__main__":

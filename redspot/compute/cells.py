@@ -13,8 +13,10 @@ import ast
 import builtins
 import functools
 import io
+import os
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -188,6 +190,7 @@ def run_cell(spec: tuple, *ref_values) -> dict:
     channel, names of ``ref_values``). Output goes live through the channel (a
     :class:`~.channel.ChannelAddress` or a :class:`~.channel.RelayAddress`); what could
     not go comes back in the result."""
+    from ..cost import Node
     from .channel import RemoteOutput
     from .shipping import unpack_inputs
 
@@ -199,6 +202,7 @@ def run_cell(spec: tuple, *ref_values) -> dict:
         if not remote.emit(event):
             kept.append(event)
 
+    started = time.monotonic()
     try:
         inputs = unpack_inputs(inline, dict(zip(ref_names, ref_values, strict=True)))
         result = execute(code, inputs, writes, last_expression, emit)
@@ -206,4 +210,8 @@ def run_cell(spec: tuple, *ref_values) -> dict:
         streamed = remote.close()
     result["streamed"] = streamed
     result["output"] = kept
+    # where it ran and for how long: the kernel prices it (redspot.cost)
+    node = Node.from_env(os.environ)
+    result["node"] = node.to_dict() if node else None
+    result["seconds"] = time.monotonic() - started
     return result

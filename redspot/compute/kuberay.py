@@ -19,6 +19,7 @@ Nothing here talks to a cluster.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..spawner.profiles import (
@@ -103,7 +104,8 @@ def _pod_template(spec: RayClusterSpec, profile: Profile, container: str,
         {"name": "RAY_AUTH_MODE", "value": "token"},
         {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
             "name": spec.token_secret, "key": "token"}}},
-        {"name": "REDSPOT_PROFILE", "value": profile.name},
+        # the node's profile and price: a run prices itself (redspot.cost)
+        *({"name": k, "value": v} for k, v in profile.server_env().items()),
         *({"name": k, "value": v} for k, v in sorted(spec.env.items())),
     ]
     pod = {
@@ -127,7 +129,29 @@ def _pod_template(spec: RayClusterSpec, profile: Profile, container: str,
         pod["tolerations"] = [dict(GPU_TOLERATION)]
     if profile.priority_class:
         pod["priorityClassName"] = profile.priority_class
-    return {"metadata": {"labels": _labels(spec)}, "spec": pod}
+    labels = {**_labels(spec), PROFILE_LABEL: profile.name}
+    return {"metadata": {"labels": labels}, "spec": pod}
+
+
+#: The label a Ray node's pod carries with its profile (the usage log reads it).
+PROFILE_LABEL = "redspot.io/profile"
+
+
+def ray_nodes(pods: Iterable[Mapping], catalog: Mapping[str, Profile]
+              ) -> dict[str, tuple[str, float | None]]:
+    """A user's running Ray nodes from their pods (as the API lists them, plain dicts):
+    pod name -> (profile, price an hour), for the usage log. Pods not yet running cost
+    nothing yet; a profile gone from the catalog has no price."""
+    nodes = {}
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        if status.get("phase") != "Running":
+            continue
+        name = (meta.get("labels") or {}).get(PROFILE_LABEL, "")
+        profile = catalog.get(name)
+        nodes[meta.get("name", "")] = (name or "unknown",
+                                       profile.price if profile else None)
+    return nodes
 
 
 def ray_cluster(spec: RayClusterSpec) -> dict:

@@ -108,6 +108,8 @@ class RemoteRun:
         self.channel_address = None
         self.output = RunOutput()
         self.started = time.monotonic()
+        #: what the run's task reserved: cpus, gpus, memory (bytes; 0: none asked)
+        self.reserved: dict = {}
         self._result: dict | None = None
         self._lock = threading.Lock()
 
@@ -153,6 +155,18 @@ class RemoteRun:
         for event in result.get("output", ()):
             self.output(event)
         return result
+
+    def cost(self) -> str:
+        """What the finished run cost (:func:`redspot.cost.cost_sentence`): the share of
+        its node it reserved x the node's price x the time it ran there; empty when it
+        did not run on a Redspot node."""
+        from ..cost import Node, Use, cost_sentence
+
+        result = self._result or {}
+        node = Node.from_dict(result.get("node") or {})
+        if node is None:
+            return ""
+        return cost_sentence([Use(node, **self.reserved)], result.get("seconds", 0.0))
 
     def cancel(self) -> None:
         """Stop the run: KeyboardInterrupt in the cell, then its worker killed if it does
@@ -325,6 +339,7 @@ class RaySession:
             raise NotConnected("not connected to a Ray cluster: run %ray_connect")
         self.touch()
         run = RemoteRun(self)
+        run.reserved = {"cpus": cpus, "gpus": gpus, "memory": memory or 0}
         self._runs.add(run)
         run.channel_address = self.outlet.open(run.output)
         spec = (code, writes, last_expression, shipment.inline, run.channel_address,

@@ -100,6 +100,7 @@ def layer_defaults(c: Config, ctx: Context) -> None:
     c.JupyterHub.hub_ip = "127.0.0.1"
     c.JupyterHub.hub_port = 8081
     c.JupyterHub.db_url = f"sqlite:///{paths.hub_db}"
+    c.RedspotSpawnerMixin.usage_db_url = f"sqlite:///{paths.usage_db}"
     c.JupyterHub.cookie_secret_file = str(paths.cookie_secret)
     c.JupyterHub.pid_file = str(paths.hub_pid)
     c.JupyterHub.template_paths = [str(TEMPLATES)]
@@ -383,6 +384,9 @@ def layer_settings(c: Config, settings: dict) -> None:
     spawner.admins_use_all_profiles = rules.admins_use_all
 
     groups = settings.get("groups", {})
+    caps = {name: dict(group["caps"]) for name, group in groups.items() if group.get("caps")}
+    if caps:
+        spawner.group_caps = caps
     if groups:
         c.JupyterHub.load_groups = {
             name: {

@@ -143,6 +143,14 @@ def _check_consistency(settings: dict) -> list[str]:
             profile_rules(settings, catalog).check(catalog)
         except ProfileError as e:
             problems.append(str(e) if str(e).startswith("groups.") else f"profiles.{e}")
+        from ..spawner.caps import check_cap_config
+
+        try:
+            check_cap_config({name: group["caps"] for name, group in
+                              settings.get("groups", {}).items() if group.get("caps")},
+                             catalog)
+        except ProfileError as e:
+            problems.append(str(e))
     problems.extend(_check_kubernetes(settings.get("kubernetes", {})))
     auth = settings.get("auth", {})
     if auth.get("type") == "oauth" and "oauth" not in auth:

@@ -33,6 +33,11 @@ class DataPaths:
         return self.state / "jupyterhub.sqlite"
 
     @property
+    def usage_db(self) -> Path:
+        """Redspot's usage log (``redspot.usage``): servers' and Ray nodes' hours."""
+        return self.state / "usage.sqlite"
+
+    @property
     def cookie_secret(self) -> Path:
         return self.state / "jupyterhub_cookie_secret"
 

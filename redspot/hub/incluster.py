@@ -209,6 +209,8 @@ def layer_incluster(c: Config, options: InCluster, environ) -> None:
     c.JupyterHub.port = 8000
     if environ.get("REDSPOT_HUB_DB_URL"):
         c.JupyterHub.db_url = environ["REDSPOT_HUB_DB_URL"]
+        # the usage log is a table of its own in the hub's database
+        c.RedspotSpawnerMixin.usage_db_url = environ["REDSPOT_HUB_DB_URL"]
     if environ.get("JPY_COOKIE_SECRET"):
         # JupyterHub reads the variable before the file
         c.JupyterHub.cookie_secret_file = ""

@@ -1,5 +1,5 @@
-"""Redspot's pages in the hub: the home page after sign-in, the docs, and the admin's
-"set a password" action for accounts added on the admin page.
+"""Redspot's pages in the hub: the home page after sign-in, the docs, the admin's
+"set a password" action for accounts added on the admin page, and the usage report.
 
 =================================================  ==========  ===========================
 route (under ``/hub/``)                            method      who may
@@ -9,6 +9,8 @@ route (under ``/hub/``)                            method      who may
 ``redspot/docs/``, ``redspot/docs/<page>``         GET         any signed-in user
 ``redspot/accounts/<name>/password``               POST        admins (``admin:users``),
                                                                with the page's XSRF token
+``redspot/usage``                                  GET         admins (``admin:users``):
+                                                               everyone's hours and cost
 =================================================  ==========  ===========================
 
 Every other ``/hub/redspot/…`` path is 404 (``ROUTES`` is the whole table).
@@ -44,7 +46,7 @@ DOC_PAGES = {
 
 
 def home_links(server_url: str, running: bool, services: dict[str, str],
-               base_url: str) -> list[dict]:
+               base_url: str, admin: bool = False) -> list[dict]:
     """The links of a user's home page (pure): what each is, where, and whether it can
     be used now (``note`` says why not, or what to do first)."""
     links = [{
@@ -68,6 +70,11 @@ def home_links(server_url: str, running: bool, services: dict[str, str],
                       "note": ""})
     links.append({"id": "docs", "title": "Documentation", "href": f"{base_url}redspot/docs/",
                   "text": "how to use Redspot, and the examples to start from", "note": ""})
+    if admin:
+        links.append({"id": "usage", "title": "Usage and cost", "href":
+                      f"{base_url}redspot/usage",
+                      "text": "hours and cost per user, group and profile (admins)",
+                      "note": ""})
     return links
 
 
@@ -97,7 +104,8 @@ class RedspotHomeHandler(HomeHandler):
             profile=profile,
             server_url=server_url,
             spawn_url=f"{self.hub.base_url}spawn/{user.escaped_name}",
-            links=home_links(server_url, running, services, self.hub.base_url),
+            links=home_links(server_url, running, services, self.hub.base_url,
+                             admin=bool(user.admin)),
             accounts_without_password=accounts,
             new_password=None,
         )
@@ -113,8 +121,8 @@ def _profile_of(spawner) -> dict | None:
     profile = catalog.get(name)
     if profile is None:
         return {"name": name, "summary": ""}
-    return {"name": profile.title, "summary": profile.summary,
-            "description": profile.description}
+    summary = ", ".join(x for x in (profile.summary, profile.price_label) if x)
+    return {"name": profile.title, "summary": summary, "description": profile.description}
 
 
 class AccountPasswordHandler(BaseHandler):
@@ -138,6 +146,57 @@ class AccountPasswordHandler(BaseHandler):
         page = await self.render_template(
             "redspot-password.html", account=name, new_password=password)
         self.finish(page)
+
+
+class UsageHandler(BaseHandler):
+    """``/hub/redspot/usage?since=30d&until=now&by=user``: hours and cost from the usage
+    log, per user, group or profile, as a page or (``format=json``) as JSON."""
+
+    @needs_scope("admin:users")
+    async def get(self):
+        from ..usage import GROUPINGS, format_report, parse_when, summarise
+
+        since_text = self.get_argument("since", "30d")
+        until_text = self.get_argument("until", "now")
+        by = self.get_argument("by", "user")
+        if by not in GROUPINGS:
+            raise web.HTTPError(400, f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
+        try:
+            since, until = parse_when(since_text), parse_when(until_text)
+        except ValueError as e:
+            raise web.HTTPError(400, f"since/until: {e}") from None
+        if until <= since:
+            raise web.HTTPError(400, f"until ({until_text}) must come after since "
+                                     f"({since_text})")
+        log = getattr(self.current_user.spawner, "usage_log", None)
+        if log is None:
+            raise web.HTTPError(404, "this hub keeps no usage log "
+                                     "(RedspotSpawnerMixin.usage_db_url is empty)")
+        lines = summarise(log.records(since, until), since, until, by=by)
+        if self.get_argument("format", "") == "json":
+            self.set_header("Content-Type", "application/json")
+            self.finish({"since": since, "until": until, "by": by, "currency": "USD",
+                         "lines": [x.to_dict() for x in lines]})
+            return
+        picks = " · ".join(
+            f'<a href="?since={html.escape(since_text)}&amp;until={html.escape(until_text)}'
+            f'&amp;by={g}">by {g}</a>' if g != by else f"<strong>by {g}</strong>"
+            for g in GROUPINGS)
+        body = (
+            '<form method="get" class="form-inline" id="redspot-usage-period">'
+            f'<label>From <input name="since" value="{html.escape(since_text)}"></label> '
+            f'<label>to <input name="until" value="{html.escape(until_text)}"></label> '
+            f'<input type="hidden" name="by" value="{by}">'
+            '<button class="btn btn-primary btn-sm">Show</button></form>'
+            f"<p>{picks}</p>"
+            '<p><small>Dates are UTC (2026-11-01, 2026-11-01T08:00) or spans ago (7d, '
+            "12h). Costs are hours × each profile's price when it started (US dollars); "
+            "on one machine a Ray head shares its server's machine and costs nothing "
+            "more. The same report: <code>redspot usage</code>.</small></p>"
+            f'<pre id="redspot-usage">{html.escape(format_report(lines, since, until, by))}'
+            "</pre>")
+        self.finish(await self.render_template("redspot-docs.html", title="Usage and cost",
+                                               body=body))
 
 
 class DocsHandler(BaseHandler):
@@ -190,4 +249,5 @@ ROUTES = [
     (r"/redspot/docs/([a-z]+)", DocsHandler),
     (r"/redspot/docs/images/([a-z0-9][a-z0-9-]*\.png)", DocImageHandler),
     (r"/redspot/accounts/([^/]+)/password", AccountPasswordHandler),
+    (r"/redspot/usage", UsageHandler),
 ]

@@ -294,6 +294,11 @@ class RayRun:
             result = self._run.wait(self._timeout)
         finally:
             self._run.output.detach()
+        if self._run.reserved.get("gpus") and "error" not in result:
+            # the runs that cost the most say what they cost
+            cost = self._run.cost()
+            if cost:
+                print(cost)
         return self._magics._finish(result)
 
 

@@ -16,6 +16,7 @@ from tornado import web
 from traitlets import Any, Bool, Dict, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .caps import CapReached, Seat, check_cap_config, check_caps
 from .form import render_profiles_form
 from .profiles import (
     USER_OPTION_KEYS,
@@ -91,6 +92,22 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         True, config=True, help="Admins may use every offered profile. Default True."
     )
 
+    group_caps = Dict(
+        value_trait=Dict(), config=True,
+        help="""Per group, the most servers of a profile and the most GPUs its members
+        may hold at once: ``{"gpu-team": {"servers": {"p3.2xlarge": 2}, "gpus": 4}}``.
+        A spawn past one is refused (429) naming the cap and who holds the seats.
+        Default: no caps. Set by the layers from ``groups.<name>.caps``.""",
+    )
+
+    usage_db_url = Unicode(
+        "", config=True,
+        help="""The database of Redspot's usage log (``redspot.usage``): servers' and Ray
+        nodes' start and stop, with profile and price, for ``redspot usage`` and the
+        admin page. Set by the layers: ``sqlite:///<data>/hub/usage.sqlite`` on one
+        machine, the hub's own database on Kubernetes. Empty: no log.""",
+    )
+
     services_token = Unicode(
         "", config=True,
         help="""The hub token the spawner asks Redspot's services with (the
@@ -136,6 +153,53 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         help="Seconds by profile name, over the two above (``culling.profiles``).",
     )
 
+    # --- the usage log -------------------------------------------------------------------
+
+    _usage_logs: dict = {}  # URL -> UsageLog, one engine per database in the hub
+
+    @property
+    def usage_log(self):
+        """The usage log (``redspot.usage.UsageLog``), or None when there is none."""
+        if not self.usage_db_url:
+            return None
+        logs = RedspotSpawnerMixin._usage_logs
+        if self.usage_db_url not in logs:
+            from ..usage import UsageLog
+
+            logs[self.usage_db_url] = UsageLog(self.usage_db_url)
+        return logs[self.usage_db_url]
+
+    def note_usage(self, what: str, ray_nodes: dict | None = None) -> None:
+        """Write to the usage log: ``start`` or ``stop`` of this server, or ``ray``:
+        the user's Ray nodes seen now (name -> (profile, price)). A log that cannot be
+        written is said in the hub's log and never fails the server."""
+        log = self.usage_log
+        if log is None:
+            return
+        groups = [g.name for g in self.user.groups]
+        try:
+            if what == "start" and self.profile is not None:
+                log.start("server", self.user.name, groups, self.profile.name,
+                          self.profile.price, server=self.name)
+            elif what == "stop":
+                log.stop("server", self.user.name, server=self.name)
+                if not self.name:  # the user's Ray cluster goes with their default server
+                    log.reconcile("ray", self.user.name, groups, {})
+            elif what == "ray":
+                log.reconcile("ray", self.user.name, groups, ray_nodes or {})
+        except Exception:  # noqa: BLE001 - the server goes on; the log says why
+            self.log.exception("Could not write %s of %s to the usage log", what,
+                               self._log_name)
+
+    async def start(self):
+        url = await super().start()
+        self.note_usage("start")
+        return url
+
+    def run_post_stop_hook(self):
+        self.note_usage("stop")
+        return super().run_post_stop_hook()
+
     def idle_timeout_of(self, profile: Profile | None) -> int:
         """The idle limit of a server of ``profile`` (0: never)."""
         if profile is None:
@@ -177,6 +241,14 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             raise ValueError(f"profile_catalog: {e}") from None
         return proposal.value
 
+    @validate("group_caps")
+    def _check_caps(self, proposal):
+        try:
+            check_cap_config(proposal.value, self.catalog)
+        except ProfileError as e:
+            raise ValueError(f"group_caps: {e}") from None
+        return proposal.value
+
     @property
     def catalog(self) -> dict[str, Profile]:
         return build_catalog(self.profile_catalog)
@@ -198,6 +270,27 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     def allowed_profiles(self) -> list[Profile]:
         groups = [g.name for g in self.user.groups]
         return allowed_profiles(self.catalog, self.rules, groups, bool(self.user.admin))
+
+    def seats(self) -> list[Seat]:
+        """The servers other than this one that run or start now, with their profiles
+        (the hub's users in memory hold every active server)."""
+        users = self.user.settings.get("users") or {}
+        seats = []
+        for user in list(users.values()):
+            for spawner in list(user.spawners.values()):
+                profile = getattr(spawner, "profile", None)
+                if spawner is self or profile is None or not spawner.active:
+                    continue
+                seats.append(Seat(user.name, tuple(g.name for g in user.groups), profile))
+        return seats
+
+    def check_caps(self, profile: Profile) -> None:
+        """Raise CapReached if a server of ``profile`` passes a cap of the user's groups.
+        Called with no wait between it and ``apply_profile``, so that two spawns at
+        once cannot both take the last seat."""
+        if self.group_caps:
+            check_caps(self.group_caps, [g.name for g in self.user.groups], profile,
+                       self.seats())
 
     # --- the form ---------------------------------------------------------------------
 
@@ -299,6 +392,10 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             if options.get("environment") is not None:
                 ready = await self.ready_environments()
             self.apply_options(options, ready)
+            self.check_caps(profile)
+        except CapReached as e:
+            self.log.warning("%s was refused %s: %s", self._log_name, profile.name, e)
+            raise web.HTTPError(429, str(e)) from None
         except ProfileError as e:
             raise web.HTTPError(400, str(e)) from None
         except EnvironmentsUnavailable as e:

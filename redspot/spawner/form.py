@@ -17,6 +17,8 @@ _STYLE = """
   .redspot-profile .summary { font-family: monospace; font-size: .9em; }
   .redspot-profile .gpu { color: #2a7a2a; font-weight: bold; }
   .redspot-profile .description { color: #555; font-size: .9em; margin: .25rem 0 0 0; }
+  .redspot-profile .price { font-size: .9em; margin: .25rem 0 0 0; }
+  .redspot-profile .price small { color: #777; }
   .redspot-profile .here { color: #8a6d00; font-size: .85em; margin: .25rem 0 0 0; }
 </style>
 """
@@ -54,6 +56,7 @@ def render_profiles_form(profiles: list[Profile], selected: str | None,
             f"<strong>{escape(profile.title)}</strong>"
             f'<div class="summary{gpu}">{escape(profile.summary)}</div>'
             f'<p class="description">{escape(profile.description)}</p>'
+            + _price(profile)
             + (f'<p class="here">Here: shares this machine\'s {escape(machine.summary)}</p>'
                if machine and machine.falls_short_of(profile) else "")
             + "</label>"
@@ -105,3 +108,11 @@ def render_profiles_form(profiles: list[Profile], selected: str | None,
         + environment_select
         + image_select
     )
+
+
+def _price(profile: Profile) -> str:
+    """The card's price line: what an hour costs and where the figure comes from."""
+    if profile.price is None:
+        return ""
+    source = f" <small>({escape(profile.price_source)})</small>" if profile.price_source else ""
+    return f'<p class="price">{escape(profile.price_label)}{source}</p>'

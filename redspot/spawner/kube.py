@@ -21,7 +21,7 @@ from kubespawner import KubeSpawner
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default, validate
 
 from .. import __version__
-from ..compute.kuberay import RayClusterSpec, WorkerGroup, ray_cluster_name
+from ..compute.kuberay import RayClusterSpec, WorkerGroup, ray_cluster_name, ray_nodes
 from .base import RedspotSpawnerMixin
 from .profiles import NodeOverhead, ProfileError, kubespawner_profile, parse_size
 from .storage import STORAGE_MODES, Dataset, KubeStorage, Layout, kube_volumes, share_mounts
@@ -324,6 +324,23 @@ class RedspotKubeSpawner(RedspotSpawnerMixin, KubeSpawner):
             except Exception:
                 self.log.exception("Could not make the RayCluster of %s", self.user.name)
         return url
+
+    async def poll(self):
+        """The server's state; while it runs, the usage log is told which Ray nodes of
+        the user's cluster run (its pods, each labelled with its profile)."""
+        status = await super().poll()
+        if status is None and self.ray_cluster and self.usage_log is not None:
+            try:
+                pods = await self.api.list_namespaced_pod(
+                    self.namespace,
+                    label_selector=f"ray.io/cluster={ray_cluster_name(self.user.name)}")
+                pods = self.api.api_client.sanitize_for_serialization(pods)["items"]
+            except Exception as e:  # noqa: BLE001 - the server runs on; said in the log
+                self.log.warning("Could not list the Ray nodes of %s for the usage log: %s",
+                                 self.user.name, e)
+            else:
+                self.note_usage("ray", ray_nodes(pods, self.catalog))
+        return status
 
     async def stop(self, now=False):
         await super().stop(now=now)

@@ -159,11 +159,30 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         forever (a stopped server stops it; a killed one cannot)."""
         had = self.pid
         status = await super().poll()
+        if status is None and self.usage_log is not None:
+            self.note_usage("ray", self.ray_nodes())
         if had and status is not None and not getattr(self, "_stop_pending", False):
             # found dead, not stopped: in the background, so the hub's poll goes on
             task = asyncio.ensure_future(self.stop_leftovers())
             self._leftovers_task = task  # referenced until it is done
         return status
+
+    def ray_nodes(self) -> dict:
+        """The user's Ray head, if it runs, for the usage log: ``{"head": (profile,
+        0.0)}``. It shares its server's machine, whose hours are the server's, so it
+        costs nothing more. Read from its record in the user's home."""
+        import json
+
+        from ..compute.local import group_alive
+
+        try:
+            info = json.loads((self.home / ".redspot" / "ray" / "head.json").read_text())
+            pgid = int(info["pgid"])
+        except (OSError, ValueError, TypeError, KeyError):
+            return {}
+        if pgid <= 1 or not group_alive(pgid):
+            return {}
+        return {"head": (self.profile.name if self.profile else "unknown", 0.0)}
 
     async def stop_leftovers(self) -> None:
         from ..compute.local import LocalRayHead

@@ -46,6 +46,10 @@ class Profile:
     #: Elastic Fabric Adapter interfaces its pods get on Kubernetes (``vpc.amazonaws.com/
     #: efa``, from AWS's EFA device plugin): NCCL across nodes on p4d and p5.
     efa: int = 0
+    #: What an hour of this profile costs, in US dollars (None: not known).
+    price: float | None = None
+    #: Where ``price`` comes from (the built-in list prices say so; empty: the operator's).
+    price_source: str = ""
 
     @property
     def title(self) -> str:
@@ -68,7 +72,14 @@ class Profile:
             "memory": self.memory,
             "gpus": self.gpus,
             "gpu_model": self.gpu_model,
+            "price": self.price,
+            "price_source": self.price_source,
         }
+
+    @property
+    def price_label(self) -> str:
+        """``$3.06 an hour``, or empty when the price is not known."""
+        return "" if self.price is None else f"{format_money(self.price)} an hour"
 
     def server_env(self) -> dict[str, str]:
         """The environment a server started with this profile gets (Ray reads it later)."""
@@ -78,7 +89,32 @@ class Profile:
             "REDSPOT_MEMORY": str(self.memory),
             "REDSPOT_GPUS": str(self.gpus),
             "REDSPOT_GPU_MODEL": self.gpu_model,
+            "REDSPOT_PRICE": "" if self.price is None else repr(float(self.price)),
+            "REDSPOT_PRICE_SOURCE": self.price_source,
         }
+
+
+#: Where the built-in prices come from. They are list prices, dated: an operator with
+#: other prices (a discount, another region, spot) sets ``price`` on each profile.
+PRICE_SOURCE = "AWS EC2 on-demand list price, Linux, us-east-1, as of May 2024"
+
+#: US dollars an hour, from PRICE_SOURCE.
+BUILTIN_PRICES = {
+    "m5.xlarge": 0.192, "m5.4xlarge": 0.768, "r5.4xlarge": 1.008, "x1.16xlarge": 6.669,
+    "g5.xlarge": 1.006, "p3.2xlarge": 3.06, "p3.8xlarge": 12.24, "g5.12xlarge": 5.672,
+    "p4d.24xlarge": 32.7726,
+}
+
+
+def format_money(amount: float) -> str:
+    """US dollars: ``$3.06``; amounts under a dollar keep three significant digits
+    (``$0.0123``, ``$0.0000431``), so that a short run's cost is not shown as ``$0.00``."""
+    if amount >= 1 or amount <= 0:
+        return f"${amount:,.2f}"
+    text = f"{amount:.{max(2, 2 - math.floor(math.log10(amount)))}f}"
+    while len(text.split(".")[1]) > 2 and text.endswith("0"):
+        text = text[:-1]
+    return f"${text}"
 
 
 def _p(name, vcpus, memory_gib, gpus=0, gpu_model="", description=""):
@@ -89,6 +125,8 @@ def _p(name, vcpus, memory_gib, gpus=0, gpu_model="", description=""):
         gpus=gpus,
         gpu_model=gpu_model,
         description=description,
+        price=BUILTIN_PRICES[name],
+        price_source=PRICE_SOURCE,
     )
 
 
@@ -119,6 +157,8 @@ _PROFILE_FIELDS = {
     "node_labels": dict,
     "priority_class": str,
     "efa": int,
+    "price": (int, float),
+    "price_source": str,
 }
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{0,62}$")
 
@@ -194,6 +234,9 @@ def make_profile(name: str, fields: Mapping, base: Profile | None = None) -> Pro
             values["memory"] = parse_size(values["memory"])
         except ProfileError as e:
             raise ProfileError(f"profile {name!r}: memory: {e}") from None
+    if "price" in values and "price_source" not in values:
+        # the operator's price: no longer the built-in list price's source
+        values["price_source"] = ""
     if "node_labels" in values:
         values["node_labels"] = {str(k): str(v) for k, v in values["node_labels"].items()}
     if base is None:
@@ -212,6 +255,8 @@ def make_profile(name: str, fields: Mapping, base: Profile | None = None) -> Pro
         raise ProfileError(f"profile {name!r}: gpus must be 0 or more")
     if profile.efa < 0:
         raise ProfileError(f"profile {name!r}: efa must be 0 or more")
+    if profile.price is not None and profile.price < 0:
+        raise ProfileError(f"profile {name!r}: price must be 0 or more (US dollars an hour)")
     return profile
 
 

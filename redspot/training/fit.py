@@ -43,6 +43,8 @@ class TrainResult:
     checkpoint: str | None = None
     checkpoint_dir: str | None = None
     seconds: float = 0.0
+    #: what the run cost, and how that was counted (empty: not on Redspot's nodes)
+    cost: str = ""
 
     def state_dict(self):
         """The last checkpoint as one plain state dict (ZeRO partitions gathered)."""
@@ -59,8 +61,20 @@ class TrainResult:
                             if k != "checkpoint")
         checkpoint = f"<br>checkpoint: <code>{escape(self.checkpoint)}</code>" \
             if self.checkpoint else ""
+        cost = f"<br>{escape(self.cost)}" if self.cost else ""
         return (f"Training run <code>{escape(self.run_id)}</code> finished in "
-                f"{self.seconds:.1f} s: {escape(metrics)}{checkpoint}")
+                f"{self.seconds:.1f} s: {escape(metrics)}{checkpoint}{cost}")
+
+
+def training_cost(nodes: dict[int, dict], spec, seconds: float) -> str:
+    """What a run cost: each worker's share of its node (its CPUs and GPUs) x the
+    node's price x the run's time (:mod:`redspot.cost`)."""
+    from ..cost import Node, Use, cost_sentence
+
+    uses = [Use(node, cpus=spec.cpus_per_worker, gpus=spec.gpus_per_worker)
+            for node in (Node.from_dict(n) for _, n in sorted(nodes.items()))
+            if node is not None]
+    return cost_sentence(uses, seconds)
 
 
 def default_checkpoint_dir() -> str:
@@ -111,6 +125,7 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
     live = display if display is not None else live_display(run_id, steps)
     history: list[dict] = []
     printed: dict[int, collections.deque] = {}
+    nodes: dict[int, dict] = {}  # rank -> the node it ran on
 
     def sink(event):
         if event[0] == "report":
@@ -121,6 +136,8 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
             _keep_lines(printed, event[2])
         elif event[0] == "status":
             live.status(event[1])
+        elif event[0] == "node":
+            nodes[event[1]] = event[2]
 
     outlet, own_outlet = (session.outlet, False) if session is not None else (None, True)
     if outlet is None:
@@ -159,6 +176,7 @@ def fit(train_loop, workers: int = 2, gpus_per_worker: int = 0, cpus_per_worker:
                           checkpoint=checkpoints[-1] if checkpoints else None,
                           checkpoint_dir=checkpoint_url,
                           seconds=time.perf_counter() - start)
+    outcome.cost = training_cost(nodes, spec, outcome.seconds)
     live.finish(outcome, None)
     return outcome
 

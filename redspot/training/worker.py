@@ -253,6 +253,11 @@ def run_worker(config: dict) -> None:
     loop = cloudpickle.loads(config["loop"])
     ctx = TrainContext(config["settings"], config["user_config"])
     _current = ctx
+    from ..cost import Node
+
+    node = Node.from_env(os.environ)  # where this worker runs: the run's cost
+    if node is not None:
+        ctx._output.emit(("node", ctx.rank, node.to_dict()))
     ctx.status(f"{ctx.world_size} worker{'s' if ctx.world_size > 1 else ''} running "
                "your cell")
     saved = sys.stdout, sys.stderr

@@ -55,7 +55,7 @@ def test_empty_settings_are_valid():
     ({"profiles": {"offered": ["m5.xlarge"], "default": "p3.2xlarge"}},
      "profiles.default: profile 'p3.2xlarge' is not offered; offered: m5.xlarge"),
     ({"groups": {"gpu": {"members": ["alice"]}}},
-     "groups.gpu: unknown key 'members'; allowed keys: description, profiles, users"),
+     "groups.gpu: unknown key 'members'; allowed keys: caps, description, profiles, users"),
     ({"auth": {"type": "oauth"}}, "auth.oauth: required when auth.type is oauth"),
     ({"auth": {"type": "pam", "signup": "open"}},
      "auth.signup: only applies to auth.type password"),

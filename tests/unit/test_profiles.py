@@ -4,6 +4,7 @@ import pytest
 
 from redspot.spawner.profiles import (
     BUILTIN_CATALOG,
+    PRICE_SOURCE,
     GiB,
     ProfileError,
     ProfileNotAllowed,
@@ -160,4 +161,5 @@ def test_server_env_advertises_the_profile():
     assert env == {
         "REDSPOT_PROFILE": "g5.xlarge", "REDSPOT_CPUS": "4", "REDSPOT_MEMORY": str(16 * GiB),
         "REDSPOT_GPUS": "1", "REDSPOT_GPU_MODEL": "NVIDIA A10G",
+        "REDSPOT_PRICE": "1.006", "REDSPOT_PRICE_SOURCE": PRICE_SOURCE,
     }
