@@ -35,7 +35,8 @@ PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22",
 TEAM_SETTINGS = {
     "profiles": {"default": "m5.xlarge", "everyone": ["m5.xlarge"]},
     "groups": {
-        "gpu-team": {"users": ["alice", "carol"], "profiles": ["g5.xlarge", "p3.2xlarge"]},
+        "gpu-team": {"users": ["alice", "carol"], "profiles": ["g5.xlarge", "p3.2xlarge"],
+                     "caps": {"servers": {"p3.2xlarge": 1}}},
     },
 }
 

@@ -168,7 +168,7 @@ class UsageHandler(BaseHandler):
         if until <= since:
             raise web.HTTPError(400, f"until ({until_text}) must come after since "
                                      f"({since_text})")
-        log = getattr(self.current_user.spawner, "usage_log", None)
+        log = self.usage_log()
         if log is None:
             raise web.HTTPError(404, "this hub keeps no usage log "
                                      "(RedspotSpawnerMixin.usage_db_url is empty)")
@@ -197,6 +197,24 @@ class UsageHandler(BaseHandler):
             "</pre>")
         self.finish(await self.render_template("redspot-docs.html", title="Usage and cost",
                                                body=body))
+
+
+    def usage_log(self):
+        """The spawners' usage log (``usage_db_url`` as the hub's config sets it for
+        its spawner class), or None."""
+        from ..spawner.base import RedspotSpawnerMixin
+
+        spawner_class = self.settings.get("spawner_class")
+        if not (isinstance(spawner_class, type)
+                and issubclass(spawner_class, RedspotSpawnerMixin)):
+            return None
+        config = self.settings.get("config") or {}
+        url = spawner_class.class_traits()["usage_db_url"].default_value
+        for cls in reversed(spawner_class.mro()):  # the most specific section wins
+            section = config.get(cls.__name__) if hasattr(config, "get") else None
+            if section and "usage_db_url" in section:
+                url = section["usage_db_url"]
+        return RedspotSpawnerMixin.usage_log_at(url) if url else None
 
 
 class DocsHandler(BaseHandler):

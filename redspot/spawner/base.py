@@ -160,14 +160,17 @@ class RedspotSpawnerMixin(LoggingConfigurable):
     @property
     def usage_log(self):
         """The usage log (``redspot.usage.UsageLog``), or None when there is none."""
-        if not self.usage_db_url:
-            return None
+        return self.usage_log_at(self.usage_db_url) if self.usage_db_url else None
+
+    @staticmethod
+    def usage_log_at(url: str):
+        """The hub's one UsageLog of the database at ``url``."""
         logs = RedspotSpawnerMixin._usage_logs
-        if self.usage_db_url not in logs:
+        if url not in logs:
             from ..usage import UsageLog
 
-            logs[self.usage_db_url] = UsageLog(self.usage_db_url)
-        return logs[self.usage_db_url]
+            logs[url] = UsageLog(url)
+        return logs[url]
 
     def note_usage(self, what: str, ray_nodes: dict | None = None) -> None:
         """Write to the usage log: ``start`` or ``stop`` of this server, or ``ray``:

@@ -345,6 +345,101 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
     assert not state.exists()
 
 
+# --- cost and caps -------------------------------------------------------------------------
+
+
+def test_a_spawn_past_the_groups_cap_is_refused_naming_the_cap_and_the_holder(team_hub):
+    """gpu-team may run one p3.2xlarge at once: carol's is refused while alice's runs,
+    naming the cap and alice, and carol may start another profile."""
+    tokens = {name: team_hub.user_token(name) for name in ("alice", "carol")}
+    assert team_hub.spawn("alice", tokens["alice"],
+                          {"profile": "p3.2xlarge"}).status_code in (201, 202)
+    try:
+        team_hub.wait_ready("alice")
+        r = team_hub.spawn("carol", tokens["carol"], {"profile": "p3.2xlarge"})
+        assert r.status_code == 429, r.text
+        assert r.json()["message"] == (
+            "your group 'gpu-team' may run at most 1 server of profile p3.2xlarge at once, "
+            "and all are taken: alice. Try again when one stops, or choose another profile.")
+        assert team_hub.server_model("carol") is None
+        r = team_hub.spawn("carol", tokens["carol"], {"profile": "g5.xlarge"})
+        assert r.status_code in (201, 202), r.text
+        team_hub.wait_ready("carol")
+    finally:
+        for name in ("alice", "carol"):
+            if team_hub.server_model(name) is not None:
+                team_hub.stop_server(name)
+    # the seat is free again
+    r = team_hub.spawn("carol", tokens["carol"], {"profile": "p3.2xlarge"})
+    assert r.status_code in (201, 202), r.text
+    team_hub.wait_ready("carol")
+    team_hub.stop_server("carol")
+
+
+def test_a_gpu_cell_says_what_it_cost_and_the_usage_report_counts_the_server(team_hub):
+    """On a g5.xlarge (1 GPU advertised to Ray here), a ``%%ray_remote --gpus 1`` cell
+    ends saying what it cost; the usage log has alice's server and Ray head, and the
+    admin page and ``redspot usage`` report them at the profile's price."""
+    from tests.kernels import run_cell
+
+    token = team_hub.user_token("alice")
+    assert team_hub.spawn("alice", token, {"profile": "g5.xlarge"}).status_code in (201, 202)
+    try:
+        team_hub.wait_ready("alice")
+        kernel = _start_kernel(team_hub, "alice", token)
+        out = run_cell(team_hub.url, "alice", token, "%ray_connect", kernel=kernel,
+                       timeout=180)
+        assert "Connected" in out, out
+        out = run_cell(team_hub.url, "alice", token,
+                       "%%ray_remote --gpus 1\nimport time; time.sleep(1); x = 1",
+                       kernel=kernel, timeout=120)
+        match = re.search(r"Cost: about \$([0-9.]+) for ([0-9.]+) s of 1 GPU \(of 1\) on "
+                          r"g5\.xlarge at \$1\.01 an hour \(AWS EC2 on-demand list price", out)
+        assert match, out
+        assert float(match.group(1)) == pytest.approx(1.006 * float(match.group(2)) / 3600,
+                                                      rel=0.02)
+        assert float(match.group(2)) >= 1
+        # a CPU cell says nothing of cost
+        out = run_cell(team_hub.url, "alice", token, "%%ray_remote\ny = 2", kernel=kernel,
+                       timeout=120)
+        assert "Cost" not in out, out
+        # the hub polls every 2 s here: it has seen her Ray head
+        from redspot.usage import UsageLog
+
+        log = UsageLog(f"sqlite:///{team_hub.data_dir}/hub/usage.sqlite")
+        wait_for(lambda: log.is_open("ray", "alice", "head"), 30, "the head in the log")
+    finally:
+        team_hub.stop_server("alice")
+    records = [r for r in log.records() if r.user == "alice"]
+    server = [r for r in records if r.kind == "server" and r.profile == "g5.xlarge"][-1]
+    assert server.price == 1.006 and server.stopped and server.groups == ("gpu-team",)
+    head = [r for r in records if r.kind == "ray"][-1]
+    assert head.server == "head" and head.stopped and head.price == 0.0
+    assert not any(r.stopped is None for r in records)  # all closed with the server
+
+    # the admin page: hours and cost per user; anyone else is refused
+    admin = Browser(team_hub)
+    admin.login("admin", (team_hub.data_dir / "hub" / "admin-password").read_text().strip())
+    assert 'href="/hub/redspot/usage"' in admin.get("/hub/home").text
+    page = admin.get("/hub/redspot/usage?since=1h&format=json")
+    assert page.status_code == 200, re.findall(r"<p>[^<]*</p>", page.text)
+    line = next(x for x in page.json()["lines"] if x["key"] == "alice")
+    assert line["server_hours"] > 0 and line["ray_hours"] > 0 and line["cost"] > 0
+    html_page = admin.get("/hub/redspot/usage?by=profile")
+    assert html_page.status_code == 200 and "g5.xlarge" in html_page.text
+    assert admin.get("/hub/redspot/usage?since=yesterday").status_code == 400
+    bob = Browser(team_hub)
+    bob.login("bob", PASSWORDS["bob"])
+    assert bob.get("/hub/redspot/usage").status_code == 403
+    assert 'redspot/usage"' not in bob.get("/hub/home").text
+    # the command line reads the same log
+    report = json.loads(redspot("usage", "--data-dir", str(team_hub.data_dir), "--since",
+                                "1h", "--by", "group", "--json").stdout)
+    assert any(x["key"] == "gpu-team" and x["cost"] > 0 for x in report["lines"]), report
+    text = redspot("usage", "--data-dir", str(team_hub.data_dir)).stdout
+    assert "alice" in text and "Usage from" in text, text
+
+
 # --- isolation ---------------------------------------------------------------------------
 
 

@@ -124,6 +124,11 @@ def test_a_notebook_trains_with_zero3_and_registers_the_checkpoint(train_hub, ac
                    for w in waiting), waiting
         # CPU workers are told they are: no DeepSpeed guess, no warning per worker
         assert "Setting accelerator to CPU" not in out, out
+        # it says what it cost: each worker's share of the server's machine, priced
+        cost = cell("print(run.cost)")
+        assert cost.startswith("Cost: about $"), cost
+        assert "of 2 workers, each 25% of the machine on m5.xlarge at $0.192 an hour" \
+            in cost, cost
 
         out = cell(REGISTER, timeout=300)
         assert "RESULT " in out, out

@@ -155,6 +155,10 @@ TABLE = [
     ("bob", "POST", "/hub/redspot/accounts/alice/password", {}, (403,)),
     ("outsider", "POST", "/hub/redspot/accounts/alice/password", {}, (302, 401, 403)),
     ("outsider", "GET", "/hub/home", {}, (302,)),
+    # everyone's usage and cost is for admins
+    ("bob", "GET", "/hub/redspot/usage", {}, (403,)),
+    ("bob", "GET", "/hub/redspot/usage?format=json", {}, (403,)),
+    ("outsider", "GET", "/hub/redspot/usage", {}, (302, 401, 403)),
     ("outsider", "GET", "/hub/redspot/docs/security", {}, (302,)),
     ("outsider", "GET", "/hub/redspot/docs/images/panel.png", {}, (302,)),
     # her environment
