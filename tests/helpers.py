@@ -251,6 +251,23 @@ class Hub:
             method, f"{self.url}/hub/api{path}", headers=headers, timeout=30, **kwargs
         )
 
+    def metrics(self, path: str = "/hub/metrics") -> dict:
+        """The metrics at ``path`` (the hub's, or ``/services/<name>/metrics``), read with
+        Prometheus' token: ``{(name, (("label", "value"), ...)): value}``; each metric's
+        family name (its HELP line) maps to None even without samples."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        token = (self.data_dir / "hub" / "metrics-token").read_text().strip()
+        r = requests.get(f"{self.url}{path}", headers={"Authorization": f"token {token}"},
+                         timeout=30)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        found: dict = {}
+        for family in text_string_to_metric_families(r.text):
+            found[family.name + ("_total" if family.type == "counter" else "")] = None
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return found
+
     def user_token(self, name: str) -> str:
         """A token of ``name`` (added to the hub first, as a first sign-in would)."""
         r = self.api("POST", f"/users/{name}")

@@ -76,6 +76,8 @@ class Context:
     spawner_token: str = ""
     #: The token of ``redspot smoke`` in a cluster (the chart's ``helm test``; "": none).
     smoke_token: str = ""
+    #: The token Prometheus scrapes the hub's and the services' metrics with ("": none).
+    metrics_token: str = ""
     #: The operator's secrets for warehouse connections, read from their files
     #: (``redspot.warehouse.secrets``): for the warehouse service's environment alone.
     warehouse_secrets: dict = field(default_factory=dict)
@@ -191,6 +193,13 @@ def layer_services(c: Config, settings: dict, ctx: Context) -> None:
                       "description": "redspot smoke: start its own user's server and "
                                      "run a Ray task there",
                       "scopes": smoke_scopes()})
+    if ctx.metrics_token:
+        # Prometheus: the hub's /hub/metrics and each service's /metrics, nothing else
+        services.append({"name": "redspot-metrics", "api_token": ctx.metrics_token})
+        roles.append({"name": "redspot-metrics", "services": ["redspot-metrics"],
+                      "description": "Prometheus: read the hub's and the services' metrics",
+                      "scopes": [scopes.METRICS, *(f"access:services!service={name}"
+                                                   for name in enabled)]})
     if not enabled:
         if services:
             c.JupyterHub.services = services

@@ -38,6 +38,11 @@ class DataPaths:
         return self.state / "usage.sqlite"
 
     @property
+    def metrics_token(self) -> Path:
+        """The token Prometheus scrapes the metrics with (0600, made on first start)."""
+        return self.state / "metrics-token"
+
+    @property
     def cookie_secret(self) -> Path:
         return self.state / "jupyterhub_cookie_secret"
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hub import scopes
+from ..metrics import service_metrics
 from .builders import Builder, BuildFailed
 from .catalog import (
     TEAM,
@@ -204,6 +205,9 @@ class EnvironmentManager:
         log = self._logs[tag] = BuildLog(path)
         started = time.monotonic()
         log.write(f"Building {tag} with the {self.builder.kind} builder")
+        metrics = service_metrics("environments")
+        metrics["redspot_builds_running"].inc()
+        outcome = "failed"
         try:
             location = await self.builder.build(spec, tag, log.write, owner=owner)
         except BuildFailed as e:
@@ -215,7 +219,12 @@ class EnvironmentManager:
         else:
             log.write(f"Built {tag} in {time.monotonic() - started:.1f} s: {location}")
             self.catalog.finish_build(tag, location=location)
+            outcome = "ready"
         finally:
+            metrics["redspot_builds_running"].dec()
+            metrics["redspot_builds_total"].labels(self.builder.kind, outcome).inc()
+            metrics["redspot_build_duration_seconds"].labels(
+                self.builder.kind, outcome).observe(time.monotonic() - started)
             await log.close()
 
     def delete(self, who: Requester, owner: str, name: str) -> None:

@@ -44,7 +44,8 @@ from traitlets.config import Application
 from .. import __version__
 from ..hub import scopes
 from ..hub.leftovers import record_service
-from ..hub.serviceapi import serve_forever
+from ..hub.serviceapi import MetricsHandler, serve_forever
+from ..metrics import service_metrics
 from .builders import BuildahBuilder, KubernetesBuilder, VenvBuilder
 from .catalog import Catalog
 from .manager import TEAM, EnvironmentManager, Refused, Requester
@@ -278,6 +279,7 @@ class EnvironmentsService(Application):
                           server_python=sys.executable)
 
     def make_app(self) -> web.Application:
+        service_metrics("environments")  # exposed from the start, at 0
         if not self.data_dir:
             raise SystemExit("redspot-environments: --data-dir is required")
         root = Path(self.data_dir)
@@ -311,6 +313,7 @@ class EnvironmentsService(Application):
                  LogHandler),
                 (url_path_join(api, "ready", r"([^/]+)"), ReadyHandler),
                 (url_path_join(api, "openapi.json"), OpenApiHandler),
+                (url_path_join(self.prefix, "metrics"), MetricsHandler),
                 (self.prefix.rstrip("/") + "/?", PageHandler),
                 (url_path_join(self.prefix, ".*"), UnlistedHandler),
             ],

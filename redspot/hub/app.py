@@ -303,6 +303,21 @@ def prepare_warehouse(paths: DataPaths, settings: dict) -> dict:
         raise StartupError(str(e)) from None
 
 
+def ensure_metrics_token(paths: DataPaths) -> str:
+    """The token Prometheus scrapes with, made on first start and kept (0600, the
+    operator's: ``hub/metrics-token``), so that a scrape config keeps working."""
+    path = paths.metrics_token
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
 def ensure_admins(paths: DataPaths, settings: dict) -> dict[str, str]:
     """Create the admin accounts on first start; return {name: generated password}.
 
@@ -464,6 +479,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
             isolated=isolated,
             cli_token=secrets.token_hex(32),
             spawner_token=secrets.token_hex(32),
+            metrics_token=ensure_metrics_token(paths),
             hub_home=public_hub_home(settings),
             warehouse_secrets=warehouse_secrets,
         )
@@ -472,7 +488,7 @@ def build_config(options: UpOptions, prepare: bool = True, log=print):
         # spawner's service and role as a start would
         ctx = Context(paths=paths, python=sys.executable, isolated=isolated,
                       service_ports={name: 0 for name in settings.get("services", {})},
-                      spawner_token=MADE_AT_START)
+                      spawner_token=MADE_AT_START, metrics_token=MADE_AT_START)
     config_d = (config_file.parent if config_file else paths.root) / "jupyterhub_config.d"
     c = assemble(settings, ctx, options.cli, config_d)
     url = f"http://{c.JupyterHub.ip}:{c.JupyterHub.port}{c.JupyterHub.get('base_url', '/')}"

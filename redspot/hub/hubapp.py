@@ -9,6 +9,7 @@ first users see:
 - once the hub and its services answer, it says so, with the address
   (``ready_message``);
 - Redspot's pages (``pages.py``): its home page, where sign-in lands, and the docs;
+  and Redspot's metrics on ``/hub/metrics`` (``redspot.metrics``);
 - on stop, the services and the users' servers stop together instead of one after
   the other (``cleanup``);
 - Ctrl-C or SIGTERM while it starts stops what has started (``start``).
@@ -41,6 +42,18 @@ class RedspotHub(JupyterHub):
         from .pages import ROUTES
 
         self.handlers[:0] = self.add_url_prefix(self.hub_prefix, ROUTES)
+        self.init_redspot_metrics()
+
+    def init_redspot_metrics(self):
+        """Redspot's metrics on /hub/metrics from the start (``redspot.metrics``)."""
+        from ..spawner.base import RedspotSpawnerMixin, configured, register_hub_metrics
+        from ..spawner.profiles import build_catalog
+
+        if isinstance(self.spawner_class, type) and \
+                issubclass(self.spawner_class, RedspotSpawnerMixin):
+            catalog = build_catalog(configured(self.spawner_class, self.config,
+                                               "profile_catalog"))
+            register_hub_metrics(self.users, catalog)
 
     async def start_service(self, service_name, service, ssl_context=None):
         if not self._hub_routed:

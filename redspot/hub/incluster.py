@@ -81,19 +81,23 @@ def check_settings(settings: dict, source: str) -> None:
 SPAWNER_TOKEN = "REDSPOT_SPAWNER_TOKEN"
 #: The variable the hub's pod and the ``helm test`` pod have ``redspot smoke``'s token in.
 SMOKE_TOKEN = "REDSPOT_SMOKE_TOKEN"
+#: The variable the hub's pod has Prometheus' token in (the release's Secret).
+METRICS_TOKEN = "REDSPOT_METRICS_TOKEN"
 #: The services the spawner asks about a user (with that token).
 ASKED_BY_THE_SPAWNER = ("environments", "sharing")
 
 
 def _assemble(options: InCluster, settings: dict | None = None,
-              spawner_token: str = "", smoke_token: str = "") -> Config:
+              spawner_token: str = "", smoke_token: str = "",
+              metrics_token: str = "") -> Config:
     settings = settings if settings is not None else load_settings(options.config)
     check_settings(settings, str(options.config))
     enabled = enabled_services(settings)
     ctx = Context(paths=DataPaths(options.data_dir), python=sys.executable, isolated=False,
                   service_ports={name: SERVICE_PORT for name in enabled},
                   service_urls={name: options.service_url(name) for name in enabled},
-                  spawner_token=spawner_token, smoke_token=smoke_token)
+                  spawner_token=spawner_token, smoke_token=smoke_token,
+                  metrics_token=metrics_token)
     return assemble(settings, ctx, CommandLine(), config_d=None)
 
 
@@ -111,7 +115,8 @@ def build_config(options: InCluster, environ=os.environ,
             f"(the spawner asks {' and '.join(asked)} about users with it)"])
     # `helm test` (redspot smoke) with the token the chart gives both pods
     c = _assemble(options, settings, spawner_token=token,
-                  smoke_token=environ.get(SMOKE_TOKEN, ""))
+                  smoke_token=environ.get(SMOKE_TOKEN, ""),
+                  metrics_token=environ.get(METRICS_TOKEN, ""))
     layer_incluster(c, options, environ)
     return c
 

@@ -202,18 +202,13 @@ class UsageHandler(BaseHandler):
     def usage_log(self):
         """The spawners' usage log (``usage_db_url`` as the hub's config sets it for
         its spawner class), or None."""
-        from ..spawner.base import RedspotSpawnerMixin
+        from ..spawner.base import RedspotSpawnerMixin, configured
 
         spawner_class = self.settings.get("spawner_class")
         if not (isinstance(spawner_class, type)
                 and issubclass(spawner_class, RedspotSpawnerMixin)):
             return None
-        config = self.settings.get("config") or {}
-        url = spawner_class.class_traits()["usage_db_url"].default_value
-        for cls in reversed(spawner_class.mro()):  # the most specific section wins
-            section = config.get(cls.__name__) if hasattr(config, "get") else None
-            if section and "usage_db_url" in section:
-                url = section["usage_db_url"]
+        url = configured(spawner_class, self.settings.get("config") or {}, "usage_db_url")
         return RedspotSpawnerMixin.usage_log_at(url) if url else None
 
 

@@ -14,6 +14,8 @@ WAREHOUSE_USE = "custom:redspot:warehouse:use"
 WAREHOUSE_ADMIN = "custom:redspot:warehouse:admin"
 SHARES_USE = "custom:redspot:shares:use"
 SHARES_ADMIN = "custom:redspot:shares:admin"
+#: JupyterHub's own scope for its metrics: Redspot's services ask it for theirs too.
+METRICS = "read:metrics"
 
 CUSTOM_SCOPES = {
     ENVIRONMENTS_READ: {

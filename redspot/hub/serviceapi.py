@@ -70,6 +70,27 @@ class JsonApiHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps({"status": status_code, "message": message}))
 
 
+class MetricsHandler(HubOAuthenticated, web.RequestHandler):
+    """``GET <service>/metrics``: the service's Prometheus metrics (``redspot.metrics``),
+    for a hub token with ``read:metrics``."""
+
+    def get_login_url(self):
+        raise web.HTTPError(403, "send a hub token with read:metrics")
+
+    @web.authenticated
+    def get(self):
+        from ..metrics import exposition
+        from . import scopes
+
+        model = self.current_user
+        if scopes.METRICS not in (model.get("scopes") or ()):
+            raise web.HTTPError(403, f"{model['name']} lacks the scope {scopes.METRICS}")
+        body, content_type = exposition()
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(body)
+
+
 def serve_forever() -> None:
     """Run the current loop until SIGINT or SIGTERM (also when SIGINT was ignored at
     start, as for a service of a `make up &` in a script)."""

@@ -38,6 +38,8 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
+from ..hub import scopes
+from ..metrics import service_metrics
 from ..origin import SAFE_METHODS, cross_origin_problem
 from . import routes, ui
 from .permissions import (
@@ -104,6 +106,19 @@ class HubIdentity:
                          bool(model.get("admin")))
 
 
+    async def metrics_reader(self, headers: dict[str, str]) -> str:
+        """The name of who asks for the metrics, if their token has ``read:metrics``."""
+        token = _token_from(headers)
+        model = await self.hub_auth.user_for_token(token, sync=False) if token else None
+        if not model:
+            raise Refused(401, "UNAUTHENTICATED", "a hub token with read:metrics is needed")
+        if not self.hub_auth.check_scopes(self.hub_auth.access_scopes, model) \
+                or scopes.METRICS not in (model.get("scopes") or ()):
+            raise Refused(403, "PERMISSION_DENIED",
+                          f"{model['name']} may not read the metrics (needs {scopes.METRICS})")
+        return model["name"]
+
+
 def _token_from(headers: dict[str, str]) -> str | None:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
@@ -149,6 +164,8 @@ class HubGuard:
         secure = headers.get("x-forwarded-proto", scope.get("scheme", "http")) == "https"
         if self.login is not None and inner == "/oauth_callback":
             return await self._oauth_callback(scope, headers, secure, send)
+        if inner == "/metrics" and scope["method"] == "GET":
+            return await self._metrics(headers, send)
         browser = (self.login is not None and not _token_from(headers)
                    and scope["method"] == "GET" and "text/html" in headers.get("accept", ""))
 
@@ -230,6 +247,18 @@ class HubGuard:
                     "Refused %s %s (%d): %s", scope["method"], inner, e.status, e.message)
             return await _reply(send, e.status, e.code, e.message)
         return await self.app(scope, receive, send)
+
+    async def _metrics(self, headers, send):
+        """``GET /metrics``: the registry's metrics, for a hub token with
+        ``read:metrics`` (Prometheus' service's), not MLflow's."""
+        try:
+            await self.identity.metrics_reader(headers)
+        except Refused as e:
+            return await _reply(send, e.status, e.code, e.message)
+        from ..metrics import exposition
+
+        body, content_type = exposition()
+        return await _respond(send, 200, body, [(b"content-type", content_type.encode())])
 
     # --- experiments, runs, logged models and artifacts -----------------------------------
 
@@ -523,6 +552,7 @@ class HubGuard:
             elif call == "model-versions/create":
                 for object_kind, object_id in _sources(data):
                     self.store.link(object_kind, object_id, name)
+                service_metrics("models")["redspot_model_registrations_total"].inc()
             elif kind == "model:search":
                 raw = self._filtered(raw, SEARCHES[call], requester)
         await _respond(send, status, raw, headers)
@@ -1016,6 +1046,7 @@ def create_app():
     store = PermissionStore(os.environ["REDSPOT_MODELS_PERMISSIONS_DB"])
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/models/")
     identity = HubIdentity()
+    service_metrics("models")  # exposed from the start, at 0
     secret = Path(os.environ["REDSPOT_MODELS_COOKIE_SECRET_FILE"]).read_bytes()
     login = BrowserLogin(identity.hub_auth, secret, "/" + prefix.strip("/"))
     hub_home = os.environ.get("REDSPOT_HUB_HOME") or (

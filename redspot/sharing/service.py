@@ -43,7 +43,8 @@ from traitlets.config import Application
 from .. import __version__
 from ..hub import scopes
 from ..hub.leftovers import record_service
-from ..hub.serviceapi import JsonApiHandler, Requester, serve_forever
+from ..hub.serviceapi import JsonApiHandler, MetricsHandler, Requester, serve_forever
+from ..metrics import service_metrics
 from ..spawner.storage import Layout
 from .shares import Share, ShareError, ShareStore, check_path, parse_grantee
 
@@ -131,6 +132,7 @@ class SharesHandler(ApiHandler):
                                      "own files already")
         await self.sharing.check_grantee(grantee)
         share = await self.sharing.share(owner, path, grantee, who.name)
+        service_metrics("sharing")["redspot_shares_total"].labels("made").inc()
         self.write_json(self.share_model(share), status=201)
 
 
@@ -153,6 +155,7 @@ class ShareHandler(ApiHandler):
         stop = self.get_argument("stop_servers", "") in ("1", "true")
         if share.active:
             share = await self.sharing.revoke(share, who.name)
+            service_metrics("sharing")["redspot_shares_total"].labels("revoked").inc()
         model = self.share_model(share)
         model["stopped_servers"] = (await self.sharing.stop_recipients(share)
                                     if stop and self.sharing.kubernetes else [])
@@ -392,6 +395,7 @@ class SharingService(Application):
                           isolated=False) if socket or not self.isolated else None
 
     def make_app(self) -> web.Application:
+        service_metrics("sharing")  # exposed from the start, at 0
         if not self.data_dir:
             raise SystemExit("redspot-sharing: --data-dir is required")
         kubernetes = self.deployment == "kubernetes"
@@ -417,6 +421,7 @@ class SharingService(Application):
                 (url_path_join(api, "grantees"), GranteesHandler),
                 (url_path_join(api, "check"), CheckHandler),
                 (url_path_join(api, "openapi.json"), OpenApiHandler),
+                (url_path_join(self.prefix, "metrics"), MetricsHandler),
                 (url_path_join(self.prefix, ".*"), UnlistedHandler),
                 (self.prefix.rstrip("/"), UnlistedHandler),
             ],

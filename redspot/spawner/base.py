@@ -12,6 +12,10 @@ User options are untrusted input, handled in three steps:
 
 from __future__ import annotations
 
+import asyncio
+import datetime
+import time
+
 from tornado import web
 from traitlets import Any, Bool, Dict, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
@@ -190,16 +194,85 @@ class RedspotSpawnerMixin(LoggingConfigurable):
                     log.reconcile("ray", self.user.name, groups, {})
             elif what == "ray":
                 log.reconcile("ray", self.user.name, groups, ray_nodes or {})
+            if what == "ray":
+                RedspotSpawnerMixin._ray_seen[self.user.name] = [
+                    profile for profile, _ in (ray_nodes or {}).values()]
+            elif what == "stop" and not self.name:
+                RedspotSpawnerMixin._ray_seen.pop(self.user.name, None)
         except Exception:  # noqa: BLE001 - the server goes on; the log says why
             self.log.exception("Could not write %s of %s to the usage log", what,
                                self._log_name)
 
+    # --- metrics (redspot.metrics): the hub's own, on /hub/metrics ----------------------
+
+    #: user -> the profiles of their Ray nodes seen at the last poll (the Ray gauges)
+    _ray_seen: dict = {}
+
+    def register_collector(self) -> None:
+        """The hub's metrics (``redspot.metrics``), once per hub: ``RedspotHub`` does it
+        at start; a hub of JupyterHub's own class, at the first spawn."""
+        users = self.user.settings.get("users")
+        if users is not None:
+            register_hub_metrics(users, self.catalog)
+
     async def start(self):
-        url = await super().start()
+        from ..metrics import hub_metrics
+
+        self.register_collector()
+        profile = self.profile.name if self.profile else "unknown"
+        started = time.monotonic()
+        try:
+            url = await super().start()
+        except BaseException:
+            hub_metrics()["redspot_spawns_total"].labels(profile, "failed").inc()
+            raise
+        self._started_here = True
         self.note_usage("start")
+        self._ready_watch = asyncio.ensure_future(self._watch_ready(profile, started))
         return url
 
+    async def _watch_ready(self, profile: str, started: float) -> None:
+        """Until the server answers (JupyterHub marks it ready) or its start ends: the
+        spawn's outcome and, when ready, how long it took."""
+        from ..metrics import hub_metrics
+
+        metrics = hub_metrics()
+        while self.active and not self.ready:
+            await asyncio.sleep(0.25)
+        if self.ready:
+            metrics["redspot_spawns_total"].labels(profile, "ready").inc()
+            metrics["redspot_spawn_duration_seconds"].labels(profile).observe(
+                time.monotonic() - started)
+        else:
+            metrics["redspot_spawns_total"].labels(profile, "failed").inc()
+
+    async def poll(self):
+        """The server's state. A server started by this hub that ended by itself with
+        status 0, unused for at least its idle limit as far as the hub knows, stopped
+        itself after that limit: a cull (one shut down from JupyterLab was used just
+        before)."""
+        status = await super().poll()
+        if status is not None and getattr(self, "_started_here", False):
+            self._started_here = False
+            if status == 0 and not getattr(self, "_stop_pending", False) \
+                    and self._idle_for_its_limit():
+                from ..metrics import hub_metrics
+
+                hub_metrics()["redspot_servers_culled_total"].labels(
+                    self.profile.name if self.profile else "unknown").inc()
+                self.log.info("%s stopped itself after its idle limit", self._log_name)
+        return status
+
+    def _idle_for_its_limit(self) -> bool:
+        limit = self.idle_timeout_of(self.profile)
+        last = self.orm_spawner.last_activity if self.orm_spawner else None
+        if not limit or last is None:
+            return False
+        idle = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - last
+        return idle.total_seconds() >= limit
+
     def run_post_stop_hook(self):
+        self._started_here = False
         self.note_usage("stop")
         return super().run_post_stop_hook()
 
@@ -397,6 +470,9 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             self.apply_options(options, ready)
             self.check_caps(profile)
         except CapReached as e:
+            from ..metrics import hub_metrics
+
+            hub_metrics()["redspot_spawn_refusals_total"].labels(e.group, e.kind).inc()
             self.log.warning("%s was refused %s: %s", self._log_name, profile.name, e)
             raise web.HTTPError(429, str(e)) from None
         except ProfileError as e:
@@ -492,6 +568,43 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         super().clear_state()
         self.profile = None
         self.redspot_environment = None
+
+
+def register_hub_metrics(users, catalog: dict) -> None:
+    """Register the hub's metrics, their gauges read from ``users`` (the hub's UserDict)
+    and the Ray nodes its spawners saw."""
+    from ..metrics import register_hub
+
+    register_hub(lambda: _active_servers(users),
+                 lambda: dict(RedspotSpawnerMixin._ray_seen), lambda: catalog)
+
+
+def configured(spawner_class: type, config, name: str):
+    """A trait's value for ``spawner_class`` from the hub's ``config`` (the most specific
+    class's section wins, as traitlets does), else its default."""
+    value = spawner_class.class_traits()[name].default()
+    for cls in reversed(spawner_class.mro()):
+        section = config.get(cls.__name__) if hasattr(config, "get") else None
+        if section and name in section:
+            value = section[name]
+    return value
+
+
+def _active_servers(users) -> list[tuple]:
+    """(user, profile, last activity as a timestamp, GPUs) of each server that runs or
+    starts: what the hub's gauges show at a scrape."""
+    found = []
+    for user in list(users.values()):
+        for spawner in list(user.spawners.values()):
+            if not spawner.active:
+                continue
+            profile = getattr(spawner, "profile", None)
+            last = spawner.orm_spawner.last_activity if spawner.orm_spawner else None
+            # JupyterHub keeps UTC without a zone
+            stamp = last.replace(tzinfo=datetime.UTC).timestamp() if last else None
+            found.append((user.name, profile.name if profile else None, stamp,
+                          profile.gpus if profile else 0))
+    return found
 
 
 def _options_from_form(form_data: dict) -> dict:

@@ -37,7 +37,8 @@ from traitlets.config import Application
 from .. import __version__
 from ..hub import scopes
 from ..hub.leftovers import record_service
-from ..hub.serviceapi import JsonApiHandler, serve_forever
+from ..hub.serviceapi import JsonApiHandler, MetricsHandler, serve_forever
+from ..metrics import service_metrics
 from .connections import Connection, from_settings
 from .pgroles import PostgresRoles, RoleError
 
@@ -84,6 +85,8 @@ class CredentialsHandler(ApiHandler):
                      f"{', '.join(connection.groups) or 'of no one: admins only'}); yours: "
                      f"{', '.join(usable) or 'none'}")
         credential = await self.warehouse.issue(connection, who.name, user)
+        service_metrics("warehouse")["redspot_warehouse_grants_total"].labels(
+            connection.name, connection.engine).inc()
         self.write_json(credential)
 
 
@@ -239,6 +242,7 @@ class WarehouseService(Application):
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/warehouse/")
 
     def make_app(self) -> web.Application:
+        service_metrics("warehouse")  # exposed from the start, at 0
         if not self.data_dir:
             raise SystemExit("redspot-warehouse: --data-dir is required")
         HubOAuth.instance(cache_max_age=TOKEN_CACHE_SECONDS)
@@ -258,6 +262,7 @@ class WarehouseService(Application):
                  CredentialsHandler),
                 (url_path_join(api, "grants"), GrantsHandler),
                 (url_path_join(api, "openapi.json"), OpenApiHandler),
+                (url_path_join(self.prefix, "metrics"), MetricsHandler),
                 (url_path_join(self.prefix, ".*"), UnlistedHandler),
                 (self.prefix.rstrip("/"), UnlistedHandler),
             ],

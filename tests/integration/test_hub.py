@@ -356,8 +356,11 @@ def test_a_spawn_past_the_groups_cap_is_refused_naming_the_cap_and_the_holder(te
                           {"profile": "p3.2xlarge"}).status_code in (201, 202)
     try:
         team_hub.wait_ready("alice")
+        refusals = ("redspot_spawn_refusals_total", (("cap", "servers"), ("group", "gpu-team")))
+        before = team_hub.metrics().get(refusals) or 0
         r = team_hub.spawn("carol", tokens["carol"], {"profile": "p3.2xlarge"})
         assert r.status_code == 429, r.text
+        assert team_hub.metrics()[refusals] == before + 1
         assert r.json()["message"] == (
             "your group 'gpu-team' may run at most 1 server of profile p3.2xlarge at once, "
             "and all are taken: alice. Try again when one stops, or choose another profile.")
@@ -408,8 +411,14 @@ def test_a_gpu_cell_says_what_it_cost_and_the_usage_report_counts_the_server(tea
 
         log = UsageLog(f"sqlite:///{team_hub.data_dir}/hub/usage.sqlite")
         wait_for(lambda: log.is_open("ray", "alice", "head"), 30, "the head in the log")
+        # and in the metrics: her cluster, its node and what its profile has
+        metrics = team_hub.metrics()
+        assert metrics[("redspot_ray_nodes", (("profile", "g5.xlarge"),))] == 1
+        assert metrics[("redspot_ray_clusters", ())] >= 1
+        assert metrics[("redspot_ray_gpus", ())] >= 1 and metrics[("redspot_server_gpus", ())] >= 1
     finally:
         team_hub.stop_server("alice")
+    assert ("redspot_ray_nodes", (("profile", "g5.xlarge"),)) not in team_hub.metrics()
     records = [r for r in log.records() if r.user == "alice"]
     server = [r for r in records if r.kind == "server" and r.profile == "g5.xlarge"][-1]
     assert server.price == 1.006 and server.stopped and server.groups == ("gpu-team",)
