@@ -251,20 +251,21 @@ class RedspotSpawnerMixin(LoggingConfigurable):
         status 0, unused for at least its idle limit as far as the hub knows, stopped
         itself after that limit: a cull (one shut down from JupyterLab was used just
         before)."""
+        profile = self.profile  # a spawner whose process ended clears its state
         status = await super().poll()
         if status is not None and getattr(self, "_started_here", False):
             self._started_here = False
             if status == 0 and not getattr(self, "_stop_pending", False) \
-                    and self._idle_for_its_limit():
+                    and self._idle_for_its_limit(profile):
                 from ..metrics import hub_metrics
 
                 hub_metrics()["redspot_servers_culled_total"].labels(
-                    self.profile.name if self.profile else "unknown").inc()
+                    profile.name if profile else "unknown").inc()
                 self.log.info("%s stopped itself after its idle limit", self._log_name)
         return status
 
-    def _idle_for_its_limit(self) -> bool:
-        limit = self.idle_timeout_of(self.profile)
+    def _idle_for_its_limit(self, profile: Profile | None) -> bool:
+        limit = self.idle_timeout_of(profile)
         last = self.orm_spawner.last_activity if self.orm_spawner else None
         if not limit or last is None:
             return False
