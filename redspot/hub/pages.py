@@ -40,7 +40,7 @@ DOC_PAGES = {
     "jupyterlab": "The Redspot panel in JupyterLab",
     "configuration": "Configuration reference (redspot.yaml)",
     "security": "Security and isolation",
-    "operations": "Operations: idle machines, cost and caps, faults that lose nothing",
+    "operations": "Operations: idle machines, cost and caps, metrics, faults",
     "kubernetes": "Redspot on Kubernetes",
 }
 

@@ -245,6 +245,7 @@ def test_the_hub_applies_the_values_as_redspot_config_show_does(name, tmp_path):
     tokens = {f"REDSPOT_SERVICE_TOKEN_{name.upper()}": name[0] * 64
               for name in ("models", "environments", "sharing", "warehouse")}
     tokens["REDSPOT_SPAWNER_TOKEN"] = "s" * 64
+    tokens["REDSPOT_METRICS_TOKEN"] = "m" * 64  # Prometheus', as `redspot up` makes one
     in_pod = json.loads(json.dumps(incluster.build_config(options, environ=tokens),
                                    default=str))
     shown = app.build_config(app.UpOptions(data_dir=str(tmp_path / "data"),
