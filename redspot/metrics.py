@@ -34,7 +34,8 @@ CATALOG: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         "counter", "Spawns refused by a group's cap, by group and cap (servers, gpus)",
         ("group", "cap"), "hub"),
     "redspot_servers_culled_total": (
-        "counter", "Servers that stopped themselves after their idle limit, by profile",
+        "counter", "Servers that stopped themselves (their idle limit; or File > Shut Down, "
+        "which the hub cannot tell apart), by profile",
         ("profile",), "hub"),
     "redspot_servers_running": (
         "gauge", "Servers running or starting now, by profile", ("profile",), "hub"),

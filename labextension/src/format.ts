@@ -208,6 +208,37 @@ export function formatDuration(seconds: number): string {
   return m ? `${h} h ${m} min` : `${h} h`;
 }
 
+/** What `GET redspot/api/idle` answers (redspot/serverextension/idle.py). */
+export interface IIdle {
+  timeout: number;
+  idle: number;
+  stops_in: number | null;
+  warn: boolean;
+  warn_before: number;
+  kernels: number;
+}
+
+/** The warning shown a few minutes before an idle server stops itself. */
+export function idleWarning(state: IIdle): string {
+  const left = state.stops_in ?? 0;
+  const when = left < 60 ? 'in under a minute' : `in about ${formatDuration(Math.ceil(left / 60) * 60)}`;
+  const kernels = state.kernels
+    ? ` Its ${state.kernels === 1 ? 'kernel stops' : `${state.kernels} kernels stop`} with it: save your work.`
+    : '';
+  return (
+    `This server has been idle for ${formatDuration(Math.floor(state.idle / 60) * 60 || state.idle)} ` +
+    `and stops itself ${when} (its idle limit is ${formatDuration(state.timeout)}).${kernels}`
+  );
+}
+
+/** How often to ask: often enough to warn in time, rarely when nothing stops it. */
+export function idlePollInterval(state: IIdle | null): number {
+  if (!state || !state.timeout) {
+    return 60_000;
+  }
+  return Math.max(5_000, Math.min(30_000, (state.warn_before * 1000) / 4));
+}
+
 /** How long ago a time (seconds since the epoch) was, from `now` (milliseconds). */
 export function ago(when: number | null, now: number = Date.now()): string {
   if (when === null) {

@@ -17,6 +17,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { serverURL } from './api';
 import { sqlCell } from './format';
 import { RedspotModel } from './model';
+import { IdleWarning } from './idle';
 import { COMMANDS, RedspotPanel } from './panel';
 import { shareDialog } from './share';
 import { RayStatus } from './status';
@@ -162,6 +163,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
     // the status bar follows the cluster even while the panel is closed
     model.ray.start();
+    // a few minutes before an idle server stops itself, its user is told
+    new IdleWarning().start();
   }
 };
 

@@ -103,7 +103,9 @@ class MachineSection extends Section {
     super('machine', 'Machine');
     this.follow(model.info);
     // what this server uses now: jupyter-resource-usage's, not ours
-    this.metrics = new Poller<IMetrics>(() => requestAPI<IMetrics>('', {}, 'api/metrics/v1'), 5_000);
+    // asking is not use: an open panel must not keep an idle server up
+    this.metrics = new Poller<IMetrics>(
+      () => requestAPI<IMetrics>('v1?no_track_activity=1', {}, 'api/metrics'), 5_000);
     this.follow(this.metrics);
   }
 

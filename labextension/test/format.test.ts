@@ -13,7 +13,9 @@ import {
   quoteIdentifier,
   rayStateLabel,
   sharePath,
-  sqlCell
+  sqlCell,
+  idlePollInterval,
+  idleWarning
 } from '../src/format';
 
 const GiB = 1024 ** 3;
@@ -127,5 +129,30 @@ describe('sharing', () => {
     expect(sharePath('/notebooks/plan.ipynb')).toBe('notebooks/plan.ipynb');
     expect(sharePath('data/')).toBe('data');
     expect(sharePath('')).toBe('');
+  });
+});
+
+describe('the idle warning', () => {
+  const state = { timeout: 3600, idle: 3420, stops_in: 180, warn: true, warn_before: 300, kernels: 2 };
+
+  it('says how long the server was idle, when it stops, and that its kernels go too', () => {
+    expect(idleWarning(state)).toBe(
+      'This server has been idle for 57 min and stops itself in about 3 min (its idle ' +
+        'limit is 1 h). Its 2 kernels stop with it: save your work.'
+    );
+    expect(idleWarning({ ...state, stops_in: 20, kernels: 0 })).toBe(
+      'This server has been idle for 57 min and stops itself in under a minute (its ' +
+        'idle limit is 1 h).'
+    );
+    expect(idleWarning({ ...state, timeout: 40, idle: 25, stops_in: 15, kernels: 1 })).toContain(
+      'idle for 25 s and stops itself in under a minute (its idle limit is 40 s). Its kernel stops'
+    );
+  });
+
+  it('asks often enough to warn in time', () => {
+    expect(idlePollInterval(null)).toBe(60_000);
+    expect(idlePollInterval({ ...state, timeout: 0 })).toBe(60_000);
+    expect(idlePollInterval(state)).toBe(30_000);
+    expect(idlePollInterval({ ...state, warn_before: 20 })).toBe(5_000);
   });
 });

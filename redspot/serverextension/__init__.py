@@ -9,6 +9,10 @@
 ``/redspot/api/ray``, ``…/environments``, ``…/models``, ``…/warehouse``, ``…/grantees``
     the Redspot panel's: my Ray cluster (and Start/Stop), environments, models, the
     warehouse's connections and catalog, whom I may share with (``platform.py``).
+``/redspot/api/idle``
+    how long the server has been idle and when it stops itself, for JupyterLab's
+    warning; a POST keeps it (``idle.py``). Reads (GET) are not use: an open tab's
+    polls do not keep an idle server up.
 ``/redspot/ray/dashboard/…``
     the user's Ray dashboard, proxied: the browser reaches it behind the hub's login, and
     the server adds the cluster's token, which the browser never sees.
@@ -34,6 +38,7 @@ from tornado.ioloop import PeriodicCallback
 from .. import __version__
 from ..info import server_info
 from .dashboard import DashboardProxyHandler
+from .idle import IdleHandler, reads_are_not_use
 from .platform import (
     EnvironmentsHandler,
     GranteesHandler,
@@ -97,7 +102,9 @@ def _load_jupyter_server_extension(serverapp):
         (url_path_join(base, "redspot", "api", "warehouse")
          + "/([^/]+)/(schemas|tables|columns)", WarehouseHandler),
         (url_path_join(base, "redspot", "api", "grantees"), GranteesHandler),
+        (url_path_join(base, "redspot", "api", "idle"), IdleHandler),
     ])
+    reads_are_not_use()
     serverapp.log.info("Redspot server extension %s loaded", __version__)
     atexit.register(_stop_ray_head, serverapp.log)
     _watch_ray_head(serverapp.log, serverapp.web_app.settings)

@@ -247,30 +247,22 @@ class RedspotSpawnerMixin(LoggingConfigurable):
             metrics["redspot_spawns_total"].labels(profile, "failed").inc()
 
     async def poll(self):
-        """The server's state. A server started by this hub that ended by itself with
-        status 0, unused for at least its idle limit as far as the hub knows, stopped
-        itself after that limit: a cull (one shut down from JupyterLab was used just
-        before)."""
+        """The server's state. A server started by this hub, with an idle limit, that
+        ended by itself with status 0 (not stopped by the hub, not killed, not crashed)
+        stopped itself: its idle shutdown, a cull. (File > Shut Down in JupyterLab ends
+        the same way; the hub cannot tell them apart.)"""
         profile = self.profile  # a spawner whose process ended clears its state
         status = await super().poll()
         if status is not None and getattr(self, "_started_here", False):
             self._started_here = False
             if status == 0 and not getattr(self, "_stop_pending", False) \
-                    and self._idle_for_its_limit(profile):
+                    and self.idle_timeout_of(profile):
                 from ..metrics import hub_metrics
 
                 hub_metrics()["redspot_servers_culled_total"].labels(
                     profile.name if profile else "unknown").inc()
-                self.log.info("%s stopped itself after its idle limit", self._log_name)
+                self.log.info("%s stopped itself (its idle limit)", self._log_name)
         return status
-
-    def _idle_for_its_limit(self, profile: Profile | None) -> bool:
-        limit = self.idle_timeout_of(profile)
-        last = self.orm_spawner.last_activity if self.orm_spawner else None
-        if not limit or last is None:
-            return False
-        idle = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - last
-        return idle.total_seconds() >= limit
 
     def run_post_stop_hook(self):
         self._started_here = False
