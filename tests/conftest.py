@@ -46,12 +46,13 @@ TEAM_SETTINGS = {
 # waits (pytest-xdist's own order is by number of tests, which put the browser modules
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_training.py": 526, "integration/test_hub.py": 610,
+    "integration/test_training.py": 526, "integration/test_hub.py": 670,
     "browser/test_first_hour.py": 393, "integration/test_ray_head.py": 339,
     "browser/test_labextension.py": 226, "integration/test_notebook_training.py": 211,
     "integration/test_warehouse.py": 155, "integration/test_environments.py": 134,
     "security/test_routes.py": 100, "security/test_privileges.py": 100,
-    "security/test_nulls.py": 60, "integration/test_operations.py": 170,
+    "security/test_nulls.py": 60, "integration/test_operations.py": 400,
+    "browser/test_idle_warning.py": 150, "security/test_metrics.py": 75,
     "browser/test_collaboration.py": 92, "integration/test_ray_remote.py": 78,
     "integration/test_sharing.py": 74, "integration/test_models.py": 66,
     "browser/test_subdomains.py": 52, "integration/test_models_stores.py": 45,

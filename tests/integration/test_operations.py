@@ -65,7 +65,8 @@ def test_after_a_killed_hub_the_next_stops_its_services_and_one_hub_per_data_fol
 
 def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory):
     """culling: a server idle past its profile's limit stops (its idle kernel culled
-    first) and the hub sees it gone; one whose kernel runs a cell stays."""
+    first) and the hub sees it gone; one whose kernel runs a ``%%ray_remote`` cell
+    stays."""
     import contextlib
     import threading
 
@@ -81,10 +82,13 @@ def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory
         hub.wait_ready(name)
         start_kernel(hub.url, name, token)
 
+    out = run_cell(hub.url, "jon", tokens["jon"], "%ray_connect", timeout=180)
+    assert "Connected" in out, out
+
     def busy():
         with contextlib.suppress(ConnectionError):  # its server stops at the end
-            run_cell(hub.url, "jon", tokens["jon"], "import time; time.sleep(150)",
-                     timeout=200)
+            run_cell(hub.url, "jon", tokens["jon"],
+                     "%%ray_remote\nimport time; time.sleep(150)", timeout=200)
 
     threading.Thread(target=busy, daemon=True).start()
     # ivy's kernel is culled after 20 s idle; her server checks every minute
@@ -94,3 +98,44 @@ def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory
     culled = ("redspot_servers_culled_total", (("profile", "m5.xlarge"),))
     assert hub.metrics().get(culled) == 1, hub.log(tail=80)
     hub.stop_server("jon")
+
+
+def test_a_submitted_ray_job_keeps_an_idle_server_and_its_head_up(hub_factory):
+    """A job submitted to the user's Ray head (a ``%%ray_train --submit`` run outlives
+    its kernel) is use: with no kernel left, the server and its head stay up while it
+    runs, and the server stops itself once it has ended."""
+    import time
+
+    from redspot.compute.local import group_alive
+    from tests.kernels import run_cell
+
+    hub = hub_factory({"culling": {"server_idle_timeout": 20, "ray_idle_timeout": 20}},
+                      users={"kai": "kai-password-1"},
+                      config_d={"50-poll.py": "c.Spawner.poll_interval = 2\n"})
+    token = hub.user_token("kai")
+    assert hub.spawn("kai", token, {}).status_code in (201, 202)
+    hub.wait_ready("kai")
+    kernel = start_kernel(hub.url, "kai", token)
+    out = run_cell(hub.url, "kai", token, "%ray_connect", kernel=kernel, timeout=180)
+    assert "Connected" in out, out
+    out = run_cell(hub.url, "kai", token, (
+        "from redspot.training.jobs import jobs_client\n"
+        "session = get_ipython().find_magic('ray_connect').__self__.session\n"
+        "jobs = jobs_client(session.dashboard)\n"
+        "print('JOB', jobs.submit(\"python -c 'import time; time.sleep(70)'\"))"),
+        kernel=kernel, timeout=120)
+    assert "JOB " in out, out
+    submitted = time.monotonic()
+    head = json.loads((hub.data_dir / "home" / "kai" / ".redspot" / "ray"
+                       / "head.json").read_text())
+    r = requests.delete(f"{hub.url}/user/kai/api/kernels/{kernel}", timeout=30,
+                        headers={"Authorization": f"token {token}"})
+    assert r.status_code == 204, r.text
+    # idle but for the job: past its 20 s limit and the server's check (every minute)
+    while time.monotonic() - submitted < 65:
+        assert hub.server_model("kai") is not None, "the server was stopped mid-job"
+        time.sleep(5)
+    assert group_alive(head["pgid"]), "the Ray head was stopped mid-job"
+    # the job ends at 70 s: then the server is idle, and stops itself, its head with it
+    wait_for(lambda: hub.server_model("kai") is None, 180, "kai's server to stop")
+    wait_for(lambda: not group_alive(head["pgid"]), 60, "kai's Ray head to stop")

@@ -20,9 +20,8 @@ RULES = yaml.safe_load((FILES / "redspot-alerts.yaml").read_text())
 
 
 def _jupyterhub_metrics() -> set[str]:
-    from prometheus_client.metrics import MetricWrapperBase
-
     import jupyterhub.metrics as hub
+    from prometheus_client.metrics import MetricWrapperBase
 
     names = set()
     for value in vars(hub).values():
