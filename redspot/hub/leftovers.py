@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -49,14 +50,59 @@ def start_time(pid: int) -> int | None:
     return int(fields[19]) if fields else None
 
 
-def record_service(folder: str | os.PathLike) -> None:
-    """Called by a service at its start: who it is, for the next hub after a crash."""
+def record_service(folder: str | os.PathLike) -> int:
+    """Called by a service at its start: who it is, for the next hub after a crash.
+    First, what a killed run of this service left (``stop_orphans``); how many."""
+    stopped = stop_orphans(Path(folder))
+    if stopped:
+        print(f"Stopped {_processes(stopped)} that a killed run of this service left "
+              "running", file=sys.stderr, flush=True)
     path = Path(folder) / RECORD
     pid = os.getpid()
     data = json.dumps({"pid": pid, "started": start_time(pid)})
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(data)
+    return stopped
+
+
+def stop_orphans(folder: Path, grace: float = 5.0, uid: int | None = None) -> int:
+    """What the last run of the service of ``folder`` left when it was killed. JupyterHub
+    starts a service in a session of its own and restarts it when it exits; killed
+    (SIGKILL, out of memory), its children run on as orphans (MLflow's server, holding
+    the port the next run needs). They keep the group of the killed one: its pid. Those
+    this account (or ``uid``) owns, started since it started, are stopped (SIGTERM,
+    then SIGKILL); a recorded process that still runs is another copy's, and is left
+    alone."""
+    record = _read_record(folder)
+    if record is None or record["pid"] == os.getpid():
+        return 0
+    if start_time(record["pid"]) == record["started"]:
+        return 0  # it runs: not a killed run's
+    uid = os.getuid() if uid is None else uid
+    found = []
+    for entry in Path("/proc").iterdir():
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if not fields or int(fields[2]) != record["pid"] or int(fields[19]) < record["started"]:
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid == uid:
+                found.append(int(entry.name))
+    _stop(found, grace)
+    return len(found)
+
+
+def _stop(pids: list[int], grace: float) -> None:
+    """SIGTERM, then SIGKILL to what is left after ``grace`` s; back once all are gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not any(_alive(pid) for pid in pids):
+            return
 
 
 _HELD: dict[str, object] = {}
@@ -138,21 +184,18 @@ def stop_leftover_services(data_dir: Path, log=print, grace: float = 5.0) -> lis
             owner = None
         # the same process (its start time), run by the account that wrote the record
         if owner is None or owner != record["uid"] or start_time(pid) != record["started"]:
+            # gone (or another's now): what it started may run on, orphaned
+            orphans = stop_orphans(folder, grace, uid=record["uid"])
+            if orphans:
+                line = (f"Stopped {_processes(orphans)} that a killed {name} service "
+                        f"(pid {pid}) left running")
+                log(line)
+                stopped.append(line)
             with contextlib.suppress(OSError):
                 (folder / RECORD).unlink()
             continue
         tree = _tree(pid)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for member in tree:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(member, sig)
-            deadline = time.monotonic() + grace
-            while any(_alive(m) for m in tree):
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.1)
-            else:
-                break
+        _stop(tree, grace)
         line = (f"Stopped the {name} service (pid {pid}, {len(tree)} processes) that an "
                 f"earlier redspot up of this data folder left running")
         log(line)
@@ -160,6 +203,10 @@ def stop_leftover_services(data_dir: Path, log=print, grace: float = 5.0) -> lis
         with contextlib.suppress(OSError):
             (folder / RECORD).unlink()
     return stopped
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" + ("" if n == 1 else "es")
 
 
 def _alive(pid: int) -> bool:

@@ -451,3 +451,89 @@ def test_private_models_stay_hidden_in_graphql_and_the_listing(models_hub):
                       headers={"Authorization": f"Bearer {models_hub.tokens['bob']}"},
                       timeout=30)
     assert r.status_code == 400 and "GraphQL" in r.json()["message"]
+
+
+UPLOAD = textwrap.dedent("""
+    import sys, torch
+    from redspot.models import client as registry
+
+    said = []
+
+    def progress(done, total, what):
+        if what == "uploading" and done > (8 << 20) and not said:
+            said.append(1)
+            print("UPLOADING", flush=True)
+
+    # 256 MiB of weights: the upload takes a while
+    registry.register(torch.nn.Linear(8192, 8192), sys.argv[1], progress=progress,
+                      lineage={})
+    print("REGISTERED", flush=True)
+""")
+
+
+def test_a_registry_killed_mid_upload_leaves_no_version_and_comes_back(models_hub, tmp_path):
+    """The registry's process killed (SIGKILL) while a model's files upload: the client
+    fails, JupyterHub starts the service again, what was registered before is there, no
+    version of the half upload exists, and none may be made of it."""
+    import signal
+    import time
+
+    pytest.importorskip("torch")
+    hub = models_hub
+    assert api(hub, "alice", "POST", "registered-models/create",
+               json={"name": "kept-m"}).status_code == 200
+    record = hub.data_dir / "models" / ".service.json"
+    old = json.loads(record.read_text())["pid"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"{hub.url}/services/models",
+           "MLFLOW_TRACKING_TOKEN": hub.tokens["alice"], "HOME": str(tmp_path),
+           # fail at once rather than retry for minutes
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+    client = subprocess.Popen([sys.executable, "-c", UPLOAD, "killed-m"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in client.stdout:
+            lines.append(line)
+            if line.startswith("UPLOADING"):
+                break
+        assert lines and lines[-1].startswith("UPLOADING"), "".join(lines)[-3000:]
+        os.kill(old, signal.SIGKILL)
+        rest = client.communicate(timeout=300)[0]
+    finally:
+        if client.poll() is None:
+            client.kill()
+    assert client.returncode != 0 and "REGISTERED" not in rest, rest[-3000:]
+
+    # JupyterHub starts it again, on the same port: what the killed one left is stopped
+    def back():
+        try:
+            new = json.loads(record.read_text())["pid"]
+        except (OSError, ValueError):
+            return False
+        return new != old and api(hub, "alice", "GET",
+                                  "registered-models/search").status_code == 200
+    started = time.monotonic()
+    wait_for(back, 240, "the registry to come back")
+    assert time.monotonic() - started < 240
+    assert "Service models exited with status -9" in hub.log(tail=2000)
+
+    assert api(hub, "alice", "GET", "registered-models/get",
+               params={"name": "kept-m"}).status_code == 200
+    assert api(hub, "alice", "GET", "registered-models/get",
+               params={"name": "killed-m"}).status_code == 404
+    versions = api(hub, "alice", "GET", "model-versions/search",
+                   params={"filter": "name='killed-m'"}).json()
+    assert versions.get("model_versions", []) == []
+    # the logged model of the half upload: left unfinished, and no version may point at it
+    found = api(hub, "alice", "POST", "logged-models/search", json={
+        "experiment_ids": [api(hub, "alice", "GET", "experiments/get-by-name", params={
+            "experiment_name": "alice/models"}).json()["experiment"]["experiment_id"]],
+        "filter": "name = 'killed-m'"}).json()["models"]
+    assert [m["info"]["status"] for m in found] in (["LOGGED_MODEL_PENDING"],
+                                                    ["LOGGED_MODEL_UPLOAD_FAILED"]), found
+    model_id = found[0]["info"]["model_id"]
+    assert api(hub, "alice", "POST", "registered-models/create",
+               json={"name": "killed-m"}).status_code == 200
+    r = api(hub, "alice", "POST", "model-versions/create", json={
+        "name": "killed-m", "source": f"models:/{model_id}", "model_id": model_id})
+    assert r.status_code == 400 and "did not finish" in r.json()["message"], r.text

@@ -78,3 +78,31 @@ def test_one_redspot_per_data_folder(tmp_path):
     assert holder.returncode == 1
     assert "DataFolderBusy: another redspot up (pid " \
         f"{os.getpid()}) runs on this data folder" in holder.stderr
+
+
+def test_a_killed_services_orphans_are_stopped_by_its_next_run_and_by_the_next_hub(tmp_path):
+    """JupyterHub restarts a service that was killed; what the killed one started (MLflow's
+    server, on the port the next run needs) runs on in its process group."""
+    import signal
+
+    from redspot.hub.leftovers import record_service, stop_orphans
+
+    for stop in ("next run", "next hub"):
+        proc = subprocess.Popen([sys.executable, "-c", SLEEPER], start_new_session=True)
+        folder = tmp_path / stop.replace(" ", "-") / "models"
+        folder.mkdir(parents=True)
+        (folder / ".service.json").write_text(
+            json.dumps({"pid": proc.pid, "started": start_time(proc.pid)}))
+        (child,) = wait_for(lambda proc=proc: descendants(proc.pid), 10, "the child")
+        assert stop_orphans(folder) == 0  # the service runs: not a killed run's
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        assert pid_alive(child[0])  # orphaned, still in the killed one's group
+        if stop == "next run":
+            assert record_service(folder) == 1
+            assert json.loads((folder / ".service.json").read_text())["pid"] == os.getpid()
+        else:
+            said = stop_leftover_services(folder.parent, log=lambda line: None, grace=2)
+            assert said == [f"Stopped 1 process that a killed models service (pid "
+                            f"{proc.pid}) left running"]
+        wait_for(lambda child=child: not pid_alive(child[0]), 10, "the orphan to go")
