@@ -14,6 +14,7 @@ on its first line, or it is dropped. Messages are JSON lines, never pickles::
     {"t": "display", "data": {…}, "metadata": {…}}
     {"t": "report", "metrics": {…}}               a training run's progress
     {"t": "status", "text": "…"}                  what a training run is doing now
+    {"t": "node", "rank": N, "node": {…}}         where a training worker runs (its cost)
     {"t": "end"}                                  the run's last message
 
 The kernel delivers a run's events, in order, to the sink the run was opened with.
@@ -224,6 +225,8 @@ class OutputChannel(_Runs):
                         run.sink(("report", message["metrics"]))
                     elif kind == "status":
                         run.sink(("status", str(message["text"])))
+                    elif kind == "node":
+                        run.sink(("node", int(message["rank"]), dict(message["node"])))
             except (OSError, ValueError, KeyError):
                 log.exception("Output of run %s was cut short", run_id)
             finally:
@@ -320,6 +323,8 @@ class RemoteOutput:
             message = {"t": "report", "metrics": event[1]}
         elif event[0] == "status":
             message = {"t": "status", "text": event[1]}
+        elif event[0] == "node":
+            message = {"t": "node", "rank": event[1], "node": event[2]}
         else:
             message = {"t": "display", "data": event[1], "metadata": event[2]}
         with self._lock:

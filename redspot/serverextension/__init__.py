@@ -38,7 +38,7 @@ from tornado.ioloop import PeriodicCallback
 from .. import __version__
 from ..info import server_info
 from .dashboard import DashboardProxyHandler
-from .idle import IdleHandler, reads_are_not_use
+from .idle import IdleHandler, check_idle_on_time, reads_are_not_use
 from .platform import (
     EnvironmentsHandler,
     GranteesHandler,
@@ -105,6 +105,7 @@ def _load_jupyter_server_extension(serverapp):
         (url_path_join(base, "redspot", "api", "idle"), IdleHandler),
     ])
     reads_are_not_use()
+    check_idle_on_time(serverapp)
     serverapp.log.info("Redspot server extension %s loaded", __version__)
     atexit.register(_stop_ray_head, serverapp.log)
     _watch_ray_head(serverapp.log, serverapp.web_app.settings)

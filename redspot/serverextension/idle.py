@@ -40,6 +40,25 @@ def reads_are_not_use() -> None:
     APIHandler.update_api_activity = update_api_activity
 
 
+def check_idle_on_time(serverapp) -> None:
+    """Make the server look at its idle time every ``idle_check_interval`` seconds: a
+    server with a 1-minute limit ran up to 2 (call it from the extension's load, before
+    the server sets up its own look)."""
+    from tornado.ioloop import PeriodicCallback
+
+    from ..spawner.base import idle_check_interval as check_interval
+
+    def init_shutdown_no_activity() -> None:
+        timeout = serverapp.shutdown_no_activity_timeout
+        if timeout > 0:
+            serverapp.log.info("Will shut down after %d seconds with no kernels (looking "
+                               "every %d s).", timeout, check_interval(timeout))
+            PeriodicCallback(serverapp.shutdown_no_activity,
+                             check_interval(timeout) * 1000).start()
+
+    serverapp.init_shutdown_no_activity = init_shutdown_no_activity
+
+
 def idle_state(timeout: int, last_activity: datetime, now: datetime, kernels: int,
                busy_kernels: int) -> dict:
     """What the front end shows (pure): seconds idle, seconds left before the server

@@ -35,6 +35,13 @@ from .profiles import (
 )
 
 
+def idle_check_interval(timeout: int) -> int:
+    """Seconds between two looks at whether a server (or its kernels) is idle past its
+    limit: a quarter of the limit, 5 to 60 (the server extension makes jupyter-server,
+    which looks every 60 s whatever the limit, look this often too)."""
+    return max(5, min(60, timeout // 4))
+
+
 def idle_args(timeout: int) -> list[str]:
     """The single-user server's own idle shutdown, after ``timeout`` s (pure): kernels
     idle that long are culled (never one running a cell, connected or not), then the
@@ -43,7 +50,7 @@ def idle_args(timeout: int) -> list[str]:
     something as activity (``redspot.serverextension``)."""
     if not timeout:
         return []
-    interval = max(5, min(60, timeout // 4))
+    interval = idle_check_interval(timeout)
     return [f"--ServerApp.shutdown_no_activity_timeout={timeout}",
             f"--MappingKernelManager.cull_idle_timeout={timeout}",
             f"--MappingKernelManager.cull_interval={interval}",

@@ -490,8 +490,10 @@ def _contents(hub, name, token, path, method="GET", **kwargs):
 
 def test_shared_folders_follow_hub_groups(team_hub, account_prefix):
     tokens = {name: team_hub.user_token(name) for name in ("alice", "carol", "bob")}
+    # the default profile, named: a user's last options are used when none are given,
+    # and another test may have left carol's on a gpu-team profile
     for name, token in tokens.items():
-        assert team_hub.spawn(name, token, {}).status_code in (201, 202)
+        assert team_hub.spawn(name, token, {"profile": "m5.xlarge"}).status_code in (201, 202)
     try:
         for name in tokens:
             team_hub.wait_ready(name)
@@ -530,7 +532,8 @@ def test_shared_folders_follow_hub_groups(team_hub, account_prefix):
         team_hub.stop_server("carol")
         r = team_hub.api("DELETE", "/groups/gpu-team/users", json={"users": ["carol"]})
         assert r.status_code == 200, r.text
-        assert team_hub.spawn("carol", tokens["carol"], {}).status_code in (201, 202)
+        assert team_hub.spawn("carol", tokens["carol"],
+                              {"profile": "m5.xlarge"}).status_code in (201, 202)
         team_hub.wait_ready("carol")
         listing = _contents(team_hub, "carol", tokens["carol"], "shared").json()["content"]
         assert [item["name"] for item in listing] == ["public"]

@@ -69,6 +69,7 @@ def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory
     stays."""
     import contextlib
     import threading
+    import time
 
     from tests.kernels import run_cell
 
@@ -88,11 +89,14 @@ def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory
     def busy():
         with contextlib.suppress(ConnectionError):  # its server stops at the end
             run_cell(hub.url, "jon", tokens["jon"],
-                     "%%ray_remote\nimport time; time.sleep(150)", timeout=200)
+                     "%%ray_remote\nimport time; time.sleep(60)", timeout=120)
 
     threading.Thread(target=busy, daemon=True).start()
-    # ivy's kernel is culled after 20 s idle; her server checks every minute
+    busy_since = time.monotonic()
+    # ivy's kernel is culled after 20 s idle; her server looks every 5 s (a quarter)
     wait_for(lambda: hub.server_model("ivy") is None, 150, "ivy's idle server to stop")
+    # jon's, its cell running past the limit and the server's next look, stays
+    time.sleep(max(0.0, busy_since + 35 - time.monotonic()))
     assert hub.server_model("jon")["ready"], "jon's server, running a cell, was stopped"
     # counted as a cull, by its profile (the hub's default, m5.xlarge)
     culled = ("redspot_servers_culled_total", (("profile", "m5.xlarge"),))
@@ -122,7 +126,7 @@ def test_a_submitted_ray_job_keeps_an_idle_server_and_its_head_up(hub_factory):
         "from redspot.training.jobs import jobs_client\n"
         "session = get_ipython().find_magic('ray_connect').__self__.session\n"
         "jobs = jobs_client(session.dashboard)\n"
-        "print('JOB', jobs.submit(\"python -c 'import time; time.sleep(70)'\"))"),
+        "print('JOB', jobs.submit(\"python -c 'import time; time.sleep(45)'\"))"),
         kernel=kernel, timeout=120)
     assert "JOB " in out, out
     submitted = time.monotonic()
@@ -131,11 +135,11 @@ def test_a_submitted_ray_job_keeps_an_idle_server_and_its_head_up(hub_factory):
     r = requests.delete(f"{hub.url}/user/kai/api/kernels/{kernel}", timeout=30,
                         headers={"Authorization": f"token {token}"})
     assert r.status_code == 204, r.text
-    # idle but for the job: past its 20 s limit and the server's check (every minute)
-    while time.monotonic() - submitted < 65:
+    # idle but for the job: past its 20 s limit and the server's next look (every 5 s)
+    while time.monotonic() - submitted < 38:
         assert hub.server_model("kai") is not None, "the server was stopped mid-job"
         time.sleep(5)
     assert group_alive(head["pgid"]), "the Ray head was stopped mid-job"
-    # the job ends at 70 s: then the server is idle, and stops itself, its head with it
-    wait_for(lambda: hub.server_model("kai") is None, 180, "kai's server to stop")
+    # the job ends at 45 s: then the server is idle, and stops itself, its head with it
+    wait_for(lambda: hub.server_model("kai") is None, 120, "kai's server to stop")
     wait_for(lambda: not group_alive(head["pgid"]), 60, "kai's Ray head to stop")

@@ -107,10 +107,13 @@ def test_the_channel_delivers_a_runs_events_in_order_and_waits_for_its_end():
         for i in range(50):
             assert out.emit(("stream", "stdout", f"{i}\n"))
         assert out.emit(("display", {"text/plain": "x"}, {}))
+        # a training worker says where it runs (what the run cost is counted from)
+        assert out.emit(("node", 1, {"profile": "m5.xlarge", "price": 0.192}))
         assert out.close() is True
         channel.finish(address, streamed=True, timeout=5)
-        assert "".join(e[2] for e in events[:-1]) == "".join(f"{i}\n" for i in range(50))
-        assert events[-1] == ("display", {"text/plain": "x"}, {})
+        assert "".join(e[2] for e in events[:-2]) == "".join(f"{i}\n" for i in range(50))
+        assert events[-2] == ("display", {"text/plain": "x"}, {})
+        assert events[-1] == ("node", 1, {"profile": "m5.xlarge", "price": 0.192})
     finally:
         channel.close()
 
