@@ -46,19 +46,19 @@ TEAM_SETTINGS = {
 # waits (pytest-xdist's own order is by number of tests, which put the browser modules
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_training.py": 526, "integration/test_hub.py": 670,
-    "browser/test_first_hour.py": 393, "integration/test_ray_head.py": 339,
-    "browser/test_labextension.py": 226, "integration/test_notebook_training.py": 211,
-    "integration/test_warehouse.py": 155, "integration/test_environments.py": 134,
-    "security/test_routes.py": 100, "security/test_privileges.py": 100,
-    "security/test_nulls.py": 60, "integration/test_operations.py": 400,
-    "browser/test_idle_warning.py": 150, "security/test_metrics.py": 75,
-    "browser/test_collaboration.py": 92, "integration/test_ray_remote.py": 78,
-    "integration/test_sharing.py": 74, "integration/test_models.py": 66,
-    "browser/test_subdomains.py": 52, "integration/test_models_stores.py": 45,
-    "security/test_fuzz.py": 38, "browser/test_model_registry_ui.py": 38,
-    "security/test_lifecycle.py": 30, "browser/test_login_to_lab.py": 27,
-    "unit/test_images.py": 19,
+    "integration/test_training.py": 581, "integration/test_hub.py": 750,
+    "browser/test_first_hour.py": 368, "integration/test_ray_head.py": 309,
+    "browser/test_labextension.py": 219, "integration/test_notebook_training.py": 241,
+    "integration/test_warehouse.py": 238, "integration/test_environments.py": 264,
+    "security/test_routes.py": 113, "security/test_privileges.py": 10,
+    "security/test_nulls.py": 10, "integration/test_operations.py": 290,
+    "browser/test_idle_warning.py": 141, "security/test_metrics.py": 34,
+    "browser/test_collaboration.py": 110, "integration/test_ray_remote.py": 83,
+    "integration/test_sharing.py": 71, "integration/test_models.py": 210,
+    "browser/test_subdomains.py": 65, "integration/test_models_stores.py": 39,
+    "security/test_fuzz.py": 59, "browser/test_model_registry_ui.py": 51,
+    "security/test_lifecycle.py": 35, "browser/test_login_to_lab.py": 37,
+    "unit/test_images.py": 24, "unit/test_chart.py": 22,
 }
 
 
