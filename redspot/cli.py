@@ -408,14 +408,12 @@ def _cmd_shares(args) -> None:
 def _cmd_usage(args) -> None:
     from .config.loader import ConfigError
     from .hub.app import UpOptions, resolve
-    from .usage import UsageLog, format_report, parse_when, summarise
+    from .usage import UsageLog, format_report, period, report_dict, summarise
 
     try:
-        since, until = parse_when(args.since), parse_when(args.until)
+        since, until = period(args.since, args.until)
     except ValueError as e:
-        _fail(str(e))
-    if until <= since:
-        _fail(f"--until ({args.until}) must come after --since ({args.since})")
+        _fail(f"--since/--until: {e}")
     url = os.environ.get("REDSPOT_HUB_DB_URL")
     if not url:
         try:
@@ -432,9 +430,7 @@ def _cmd_usage(args) -> None:
     finally:
         log.close()
     if args.json:
-        print(json.dumps({"since": since, "until": until, "by": args.by,
-                          "currency": "USD", "lines": [x.to_dict() for x in lines]},
-                         indent=2))
+        print(json.dumps(report_dict(lines, since, until, args.by), indent=2))
     else:
         print(format_report(lines, since, until, args.by))
 

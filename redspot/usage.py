@@ -233,6 +233,23 @@ def format_report(lines: list[Line], since: float, until: float, by: str) -> str
     return "\n".join(text)
 
 
+def report_dict(lines: list[Line], since: float, until: float, by: str) -> dict:
+    """A report as JSON takes it (``redspot usage --json``, the admin page's
+    ``format=json``)."""
+    return {"since": since, "until": until, "by": by, "currency": "USD",
+            "lines": [line.to_dict() for line in lines]}
+
+
+def period(since: str, until: str, now: float | None = None) -> tuple[float, float]:
+    """A report's period from its two bounds as given (``parse_when``); ValueError
+    saying which is wrong, or that the end does not come after the start."""
+    now = time.time() if now is None else now
+    start, end = parse_when(since, now), parse_when(until, now)
+    if end <= start:
+        raise ValueError(f"until ({until}) must come after since ({since})")
+    return start, end
+
+
 def _utc(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
 

@@ -154,7 +154,7 @@ class UsageHandler(BaseHandler):
 
     @needs_scope("admin:users")
     async def get(self):
-        from ..usage import GROUPINGS, format_report, parse_when, summarise
+        from ..usage import GROUPINGS, format_report, period, report_dict, summarise
 
         since_text = self.get_argument("since", "30d")
         until_text = self.get_argument("until", "now")
@@ -162,12 +162,9 @@ class UsageHandler(BaseHandler):
         if by not in GROUPINGS:
             raise web.HTTPError(400, f"by must be one of {', '.join(GROUPINGS)}, got {by!r}")
         try:
-            since, until = parse_when(since_text), parse_when(until_text)
+            since, until = period(since_text, until_text)
         except ValueError as e:
             raise web.HTTPError(400, f"since/until: {e}") from None
-        if until <= since:
-            raise web.HTTPError(400, f"until ({until_text}) must come after since "
-                                     f"({since_text})")
         log = self.usage_log()
         if log is None:
             raise web.HTTPError(404, "this hub keeps no usage log "
@@ -175,8 +172,7 @@ class UsageHandler(BaseHandler):
         lines = summarise(log.records(since, until), since, until, by=by)
         if self.get_argument("format", "") == "json":
             self.set_header("Content-Type", "application/json")
-            self.finish({"since": since, "until": until, "by": by, "currency": "USD",
-                         "lines": [x.to_dict() for x in lines]})
+            self.finish(report_dict(lines, since, until, by))
             return
         picks = " · ".join(
             f'<a href="?since={html.escape(since_text)}&amp;until={html.escape(until_text)}'
@@ -197,7 +193,6 @@ class UsageHandler(BaseHandler):
             "</pre>")
         self.finish(await self.render_template("redspot-docs.html", title="Usage and cost",
                                                body=body))
-
 
     def usage_log(self):
         """The spawners' usage log (``usage_db_url`` as the hub's config sets it for

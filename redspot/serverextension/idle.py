@@ -4,7 +4,8 @@ keeps it (``POST``: that is use).
 
 The server stops itself (``ServerApp.shutdown_no_activity_timeout``, set by the
 spawner from ``culling:``) once nothing has used it for that long: its idle kernels are
-culled at the same limit, and it looks once a minute. Reads do not count as use
+culled at the same limit, and it looks every quarter of that limit, at most once a
+minute (``check_idle_on_time``). Reads do not count as use
 (``reads_are_not_use``): asking, and every poll of an open JupyterLab tab.
 """
 
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-#: Warn this long before the stop at most (a quarter... half of a short limit).
+#: Warn this long before the stop (or in the last half of a shorter limit).
 WARN_BEFORE = 300
 
 

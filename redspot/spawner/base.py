@@ -199,13 +199,11 @@ class RedspotSpawnerMixin(LoggingConfigurable):
                 log.stop("server", self.user.name, server=self.name)
                 if not self.name:  # the user's Ray cluster goes with their default server
                     log.reconcile("ray", self.user.name, groups, {})
+                    RedspotSpawnerMixin._ray_seen.pop(self.user.name, None)
             elif what == "ray":
                 log.reconcile("ray", self.user.name, groups, ray_nodes or {})
-            if what == "ray":
                 RedspotSpawnerMixin._ray_seen[self.user.name] = [
                     profile for profile, _ in (ray_nodes or {}).values()]
-            elif what == "stop" and not self.name:
-                RedspotSpawnerMixin._ray_seen.pop(self.user.name, None)
         except Exception:  # noqa: BLE001 - the server goes on; the log says why
             self.log.exception("Could not write %s of %s to the usage log", what,
                                self._log_name)

@@ -12,7 +12,15 @@ from redspot.spawner.profiles import (
     build_catalog,
     format_money,
 )
-from redspot.usage import Record, UsageLog, format_report, parse_when, summarise
+from redspot.usage import (
+    Record,
+    UsageLog,
+    format_report,
+    parse_when,
+    period,
+    report_dict,
+    summarise,
+)
 
 P3 = BUILTIN_CATALOG["p3.2xlarge"]
 G5 = BUILTIN_CATALOG["g5.12xlarge"]
@@ -174,6 +182,13 @@ def test_report_periods_are_dates_spans_or_now():
         parse_when("last week")
     with pytest.raises(ValueError, match="by must be one of"):
         summarise([], 0, 1, by="team")
+    assert period("1970-01-01", "1d", now=2 * 86400) == (0, 86400)
+    with pytest.raises(ValueError, match=r"until \(7d\) must come after since \(now\)"):
+        period("now", "7d")
+    lines = summarise(_records(), 0, HOUR, by="user")
+    assert report_dict(lines, 0, HOUR, "user") == {
+        "since": 0, "until": HOUR, "by": "user", "currency": "USD",
+        "lines": [x.to_dict() for x in lines]}
 
 
 # --- the cost of a run ------------------------------------------------------------------
