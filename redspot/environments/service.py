@@ -14,6 +14,7 @@ cookie) and checked against ``custom:redspot:environments:*`` scopes:
                                                  ``custom:redspot:environments:ready``)
     DELETE api/environments/<owner>/<name>       delete it (yours, or any as an admin)
     GET    api/openapi.json                      this API, described (OpenAPI 3)
+    GET    metrics                               its Prometheus metrics (``read:metrics``)
 
 and its page, ``GET /services/environments/``: the environments the signed-in user may
 use, their build state and log, and a form to make one (validation errors shown by

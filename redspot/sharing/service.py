@@ -20,6 +20,7 @@ REST API (JSON), every request authenticated by the hub (a token, e.g. the serve
     POST   api/check             apply every share again now (admins; it also runs every
                                  ``--check-interval`` seconds)
     GET    api/openapi.json      this API, described (OpenAPI 3)
+    GET    metrics               its Prometheus metrics (``read:metrics``)
 
 Anything else under the prefix is 403.
 """

@@ -11,6 +11,7 @@ REST API (JSON), every request authenticated by the hub (a token, e.g. the serve
     POST api/connections/<name>/credentials  a short-lived credential for one of them
     GET  api/grants                          the grant log (admins: ?user=, ?limit=)
     GET  api/openapi.json                    this API, described (OpenAPI 3)
+    GET  metrics                             its Prometheus metrics (``read:metrics``)
 
 A connection is usable by the hub groups it names (``*``: everyone) and by admins;
 another is 403, an unknown one 404 with the names you may use. Every grant is logged

@@ -266,10 +266,12 @@ TABLE = [
     *[(who, "GET", f"/user/alice/redspot/api/{path}", {}, codes)
       for path in ("info", "ray", "environments", "models", "warehouse",
                    "warehouse/demo/schemas", "warehouse/demo/tables?schema=main",
-                   "warehouse/demo/columns?schema=main&table=listings", "grantees")
+                   "warehouse/demo/columns?schema=main&table=listings", "grantees",
+                   "idle")
       for who, codes in (("bob", (403,)), ("outsider", (302, 401, 403)))],
     ("bob", "POST", "/user/alice/redspot/api/ray", {"json": {"action": "start"}}, (403,)),
     ("bob", "POST", "/user/alice/redspot/api/ray", {"json": {"action": "stop"}}, (403,)),
+    ("bob", "POST", "/user/alice/redspot/api/idle", {}, (403,)),
     ("outsider", "POST", "/user/alice/redspot/api/ray", {"json": {"action": "stop"}},
      (302, 401, 403)),
     # invitations into servers: only into one's own, only for the groups that may invite
