@@ -106,14 +106,16 @@ class LocalRayHead:
                 f.write(secrets.token_hex(32))
         return self.token_path.read_text().strip()
 
-    def info(self) -> HeadInfo | None:
-        """The running head, or None (a head whose processes are gone is forgotten)."""
+    def info(self, forget: bool = True) -> HeadInfo | None:
+        """The running head, or None (a head whose processes are gone is forgotten,
+        unless ``forget`` is False: for a reader that does not own the record)."""
         try:
             info = HeadInfo(**json.loads(self.info_path.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError):
             return None
         if not group_alive(info.pgid):
-            self.info_path.unlink(missing_ok=True)
+            if forget:
+                self.info_path.unlink(missing_ok=True)
             return None
         return info
 
@@ -269,12 +271,33 @@ class LocalRayHead:
 
 def group_alive(pgid: int) -> bool:
     """Whether a process of group ``pgid`` still runs (zombies, waiting to be reaped by
-    their parent, do not count)."""
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    their parent, do not count). Cheap in the common cases: no such group (signal 0),
+    or its leader running; only a group whose leader is gone or a zombie is looked for
+    in all of ``/proc``."""
+    if pgid <= 1:
+        return False
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, another account's
+    leader = proc_stat(pgid)
+    if leader is not None and int(leader[2]) == pgid and leader[0] != "Z":
+        return True
+    return any(fields is not None and int(fields[2]) == pgid and fields[0] != "Z"
+               for fields in map(proc_stat, pids()))
+
+
+def pids() -> list[str]:
+    """The pids in ``/proc`` now."""
+    return [entry.name for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (which may hold spaces
+    and parentheses): state, parent, group, ...; None if the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..compute.local import proc_stat
+
 RECORD = ".service.json"
 LOCK = "redspot-up.lock"
 #: The services whose records the next hub reads (their folders: <data>/<name>).
@@ -35,18 +37,9 @@ class DataFolderBusy(RuntimeError):
     """Another ``redspot up`` runs on this data folder."""
 
 
-def _stat(pid: int | str) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (which may hold spaces
-    and parentheses): state, parent, ...; None if the process is gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def start_time(pid: int) -> int | None:
     """The kernel's start time of ``pid`` (clock ticks after boot), None if it is gone."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return int(fields[19]) if fields else None
 
 
@@ -82,7 +75,7 @@ def stop_orphans(folder: Path, grace: float = 5.0, uid: int | None = None) -> in
     uid = os.getuid() if uid is None else uid
     found = []
     for entry in Path("/proc").iterdir():
-        fields = _stat(entry.name) if entry.name.isdigit() else None
+        fields = proc_stat(entry.name) if entry.name.isdigit() else None
         if not fields or int(fields[2]) != record["pid"] or int(fields[19]) < record["started"]:
             continue
         with contextlib.suppress(OSError):
@@ -135,7 +128,7 @@ def hold_data_folder(state_dir: Path) -> None:
 def _children() -> dict[int, list[int]]:
     found: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        fields = _stat(entry.name) if entry.name.isdigit() else None
+        fields = proc_stat(entry.name) if entry.name.isdigit() else None
         if fields:
             found.setdefault(int(fields[1]), []).append(int(entry.name))
     return found
@@ -211,5 +204,5 @@ def _processes(n: int) -> str:
 
 def _alive(pid: int) -> bool:
     """Running, and not a zombie waiting for its parent."""
-    fields = _stat(pid)
+    fields = proc_stat(pid)
     return fields is not None and fields[0] != "Z"

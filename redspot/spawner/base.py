@@ -200,10 +200,16 @@ class RedspotSpawnerMixin(LoggingConfigurable):
                 if not self.name:  # the user's Ray cluster goes with their default server
                     log.reconcile("ray", self.user.name, groups, {})
                     RedspotSpawnerMixin._ray_seen.pop(self.user.name, None)
+                    RedspotSpawnerMixin._ray_logged.pop((id(log), self.user.name), None)
             elif what == "ray":
-                log.reconcile("ray", self.user.name, groups, ray_nodes or {})
+                nodes = dict(ray_nodes or {})
+                # most polls see what the last one saw: the log is written on a change
+                key = (id(log), self.user.name)
+                if RedspotSpawnerMixin._ray_logged.get(key) != nodes:
+                    log.reconcile("ray", self.user.name, groups, nodes)
+                    RedspotSpawnerMixin._ray_logged[key] = nodes
                 RedspotSpawnerMixin._ray_seen[self.user.name] = [
-                    profile for profile, _ in (ray_nodes or {}).values()]
+                    profile for profile, _ in nodes.values()]
         except Exception:  # noqa: BLE001 - the server goes on; the log says why
             self.log.exception("Could not write %s of %s to the usage log", what,
                                self._log_name)
@@ -212,6 +218,8 @@ class RedspotSpawnerMixin(LoggingConfigurable):
 
     #: user -> the profiles of their Ray nodes seen at the last poll (the Ray gauges)
     _ray_seen: dict = {}
+    #: (usage log, user) -> the user's Ray nodes as last written to it
+    _ray_logged: dict = {}
 
     def register_collector(self) -> None:
         """The hub's metrics (``redspot.metrics``), once per hub: ``RedspotHub`` does it

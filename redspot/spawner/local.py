@@ -171,16 +171,10 @@ class RedspotLocalSpawner(RedspotSpawnerMixin, LocalProcessSpawner):
         """The user's Ray head, if it runs, for the usage log: ``{"head": (profile,
         0.0)}``. It shares its server's machine, whose hours are the server's, so it
         costs nothing more. Read from its record in the user's home."""
-        import json
+        from ..compute.local import LocalRayHead
 
-        from ..compute.local import group_alive
-
-        try:
-            info = json.loads((self.home / ".redspot" / "ray" / "head.json").read_text())
-            pgid = int(info["pgid"])
-        except (OSError, ValueError, TypeError, KeyError):
-            return {}
-        if pgid <= 1 or not group_alive(pgid):
+        head = LocalRayHead(state_dir=self.home / ".redspot" / "ray").info(forget=False)
+        if head is None:
             return {}
         return {"head": (self.profile.name if self.profile else "unknown", 0.0)}
 

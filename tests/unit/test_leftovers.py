@@ -106,3 +106,29 @@ def test_a_killed_services_orphans_are_stopped_by_its_next_run_and_by_the_next_h
             assert said == [f"Stopped 1 process that a killed models service (pid "
                             f"{proc.pid}) left running"]
         wait_for(lambda child=child: not pid_alive(child[0]), 10, "the orphan to go")
+
+
+def test_a_process_group_is_alive_while_a_member_runs_not_when_only_zombies_are_left():
+    """``group_alive`` (a Ray head's group, polled by the hub): a group whose leader is
+    a zombie still runs while a member does; one of zombies only, or none, does not."""
+    import signal
+
+    from redspot.compute.local import group_alive, proc_stat
+
+    # a leader that starts a child in its group, says its pid, then exits: a zombie
+    # until this test reaps it
+    leader = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; print(subprocess.Popen([sys.executable,"
+         " '-c', 'import time; time.sleep(120)']).pid)"], start_new_session=True,
+        stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(leader.stdout.readline())
+        wait_for(lambda: proc_stat(leader.pid)[0] == "Z", 10, "the leader to be a zombie")
+        assert group_alive(leader.pid), "the group's child runs"
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: not group_alive(leader.pid), 10, "only the zombie leader left")
+    finally:
+        leader.wait(10)
+        leader.stdout.close()
+    assert not group_alive(leader.pid), "no such group"
+    assert group_alive(os.getpgid(0)), "this test's own group"
