@@ -9,6 +9,9 @@ SYSTEM_PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || co
 VENV := .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
+OVERRIDES := redspot/environments/overrides.txt
+# the projects it leaves out (a marker that never holds)
+LEFT_OUT := $(shell sed -n 's/^\([A-Za-z0-9_.-]*\) *; *sys_platform *== *"never".*/\1/p' $(OVERRIDES))
 TORCH_VERSION := 2.13.0
 DEEPSPEED_VERSION := 0.19.8
 CHP_VERSION := 5.3.0
@@ -150,10 +153,13 @@ $(PYSPARK_WHEEL): | $(STAMP)/venv
 	@echo "(a 450 MB download; about half a minute)"
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(WHEELHOUSE) "pyspark==$(PYSPARK_VERSION)"
 
-$(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml \
+# redspot/environments/overrides.txt: dependencies left out (why: in the file); one an
+# older environment has is removed
+$(STAMP)/python: $(STAMP)/torch $(STAMP)/deepspeed pyproject.toml $(OVERRIDES) \
 		$(wildcard jupyter-config/*/*) | $(LABEXT) $(PYSPARK_WHEEL)
 	@echo "Installing Redspot and its dependencies (JupyterHub, JupyterLab, Ray, MLflow...) with uv"
-	$(UV) pip install --python $(PY) --quiet -e ".[dev]"
+	$(UV) pip install --python $(PY) --quiet --override $(OVERRIDES) -e ".[dev]"
+	$(UV) pip uninstall --python $(PY) --quiet $(LEFT_OUT) 2>/dev/null || true
 	@touch $@
 
 $(CHP):

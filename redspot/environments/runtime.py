@@ -130,6 +130,10 @@ def uv_env() -> dict[str, str]:
     return env
 
 
+#: What every install of Redspot's overrides: dependencies it leaves out (the file says
+#: which and why); the Makefile passes it too.
+OVERRIDES = Path(__file__).with_name("overrides.txt")
+
 #: Packages built from source against the venv's own torch: without build isolation
 #: (which would fetch another torch, gigabytes of CUDA), after everything else.
 BUILT_AGAINST_TORCH = ("deepspeed",)
@@ -156,11 +160,13 @@ def server_venv_commands(dest: Path, requirements: Path, uv: str | None = None,
         first = requirements.with_name(requirements.stem + ".first.txt")
         first.write_text("\n".join(x for x in lines if x not in later) + "\n")
     commands = [[uv, "venv", "--python", system_python(), str(dest)]] if create else []
-    commands.append([uv, "pip", "install", "--python", python, "-r", str(first)])
+    override = ["--override", str(OVERRIDES)]
+    commands.append([uv, "pip", "install", "--python", python, *override, "-r", str(first)])
     if later:
         commands += [
             [uv, "pip", "install", "--python", python, "setuptools", "wheel"],
-            [uv, "pip", "install", "--python", python, "--no-build-isolation", *later],
+            [uv, "pip", "install", "--python", python, *override, "--no-build-isolation",
+             *later],
         ]
     commands.append([uv, "pip", "install", "--no-deps", "--python", python,
                      redspot_from or redspot_source()])

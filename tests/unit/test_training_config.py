@@ -111,10 +111,11 @@ def test_server_runtimes_build_deepspeed_against_their_own_torch(tmp_path, monke
     requirements.write_text("torch==2.13.0+cpu\ndeepspeed==0.19.8\nray[train]==2.60.0\n")
     commands = runtime.server_venv_commands(tmp_path / "venv", requirements)
     python = str(tmp_path / "venv" / "bin" / "python")
-    assert commands[1] == ["uv", "pip", "install", "--python", python, "-r",
+    override = ["--override", str(runtime.OVERRIDES)]
+    assert commands[1] == ["uv", "pip", "install", "--python", python, *override, "-r",
                            str(tmp_path / "r.first.txt")]
     assert (tmp_path / "r.first.txt").read_text() == "torch==2.13.0+cpu\nray[train]==2.60.0\n"
-    assert commands[3] == ["uv", "pip", "install", "--python", python,
+    assert commands[3] == ["uv", "pip", "install", "--python", python, *override,
                            "--no-build-isolation", "deepspeed==0.19.8"]
     assert commands[-1][-1] == "/src/redspot"
     assert runtime.uv_env()["DS_BUILD_OPS"] == "0"
@@ -211,3 +212,26 @@ def test_cuda_arch_lists_are_made_readable_for_deepspeeds_op_builder(given, expe
 
 def test_named_cuda_architectures_are_left_as_they_are():
     assert arch_list_for_deepspeed("Ampere;Hopper+PTX") == "Ampere;Hopper+PTX"
+
+
+def test_the_overrides_leave_out_what_slows_every_import_of_jsonschema(tmp_path):
+    """rfc3987-syntax (jupyter-events' jsonschema[format-nongpl]) builds parsers at
+    import: the overrides leave it out, and uv reads them as such."""
+    import subprocess
+    import sys
+
+    from redspot.environments import runtime
+
+    lines = [x for x in runtime.OVERRIDES.read_text().splitlines()
+             if x.strip() and not x.startswith("#")]
+    assert lines == ['rfc3987-syntax ; sys_platform == "never"']
+    # what uv resolves for jupyter-events with them, offline, from this environment's
+    # own packages: jsonschema's other format checkers, not rfc3987-syntax
+    requirements = tmp_path / "r.txt"
+    requirements.write_text("jsonschema[format-nongpl]\n")
+    out = subprocess.run(
+        [runtime._uv(), "pip", "compile", "--offline", "--no-header", "--python",
+         sys.executable, "--override", str(runtime.OVERRIDES), str(requirements)],
+        capture_output=True, text=True, env=runtime.uv_env())
+    assert out.returncode == 0, out.stderr
+    assert "rfc3986-validator" in out.stdout and "rfc3987-syntax" not in out.stdout
