@@ -61,10 +61,10 @@ class TrainContext:
             self.status("training (plain DDP)")
             return self._engine
         stage = self.deepspeed_config.get("zero_optimization", {}).get("stage", 0)
-        self.status(f"setting up DeepSpeed ZeRO-{stage} (its first use on a cluster "
-                    "compiles an optimizer op: about 90 s, cached afterwards)")
+        self.status(f"setting up DeepSpeed ZeRO-{stage}")
         import deepspeed
 
+        no_compiled_comm_op()
         engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
             model_parameters=None if optimizer is not None else
@@ -239,6 +239,27 @@ def _plain(value):
         except (TypeError, ValueError, RuntimeError):
             pass
     return str(value)
+
+
+def no_compiled_comm_op() -> bool:
+    """On CPUs, DeepSpeed's process group uses its shared-memory all-reduce op only where
+    DeepSpeed was installed with it built (``DS_BUILD_SHM_COMM=1``, as Redspot's CPU image
+    is), and gloo's otherwise: DeepSpeed would compile the op when a run starts, once per
+    ``TORCH_EXTENSIONS_DIR`` (each user's), which took 1.5 to 3 minutes of both cores of
+    a small machine and fails where the environment has no C++ compiler. True when it
+    was turned off."""
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return False
+    import deepspeed.ops
+    from deepspeed.git_version_info import installed_ops
+
+    if installed_ops.get("deepspeed_shm_comm"):
+        return False
+    # DeepSpeed keeps this dict for the process, edits included (deepspeed/ops/__init__)
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return True
 
 
 def run_worker(config: dict) -> None:

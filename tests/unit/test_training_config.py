@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from redspot.training.config import (
@@ -235,3 +237,20 @@ def test_the_overrides_leave_out_what_slows_every_import_of_jsonschema(tmp_path)
         capture_output=True, text=True, env=runtime.uv_env())
     assert out.returncode == 0, out.stderr
     assert "rfc3986-validator" in out.stdout and "rfc3987-syntax" not in out.stdout
+
+
+def test_cpu_workers_use_gloo_rather_than_compile_deepspeeds_comm_op():
+    """Where DeepSpeed was installed without its shared-memory op (make deps' build), a
+    CPU worker's process group does without it: nothing is compiled at a run's start."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    code = ("from redspot.training.worker import no_compiled_comm_op\n"
+            "from deepspeed.git_version_info import installed_ops\n"
+            "from deepspeed.comm.torch import build_shm_op\n"
+            "print(installed_ops['deepspeed_shm_comm'], no_compiled_comm_op(), build_shm_op())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-3:] == ["False", "True", "None"], out.stdout
