@@ -11,8 +11,9 @@
   ``alice`` and ``carol`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
 - ``offline_kubeconfig``: ``KUBECONFIG`` pointing at a cluster that is not there, which
   is all KubeSpawner needs to build manifests.
-- ``ray_head`` (module): a real token-protected local Ray head with 2 CPUs, as
-  ``(LocalRayHead, HeadInfo)``; stopped after the module.
+- ``ray_head`` (session): a real token-protected local Ray head with 2 CPUs, as
+  ``(LocalRayHead, HeadInfo)``, shared by the modules a test process runs; stopped at
+  its end.
 """
 
 from __future__ import annotations
@@ -46,19 +47,19 @@ TEAM_SETTINGS = {
 # waits (pytest-xdist's own order is by number of tests, which put the browser modules
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_training.py": 581, "integration/test_hub.py": 750,
-    "browser/test_first_hour.py": 368, "integration/test_ray_head.py": 309,
-    "browser/test_labextension.py": 219, "integration/test_notebook_training.py": 241,
-    "integration/test_warehouse.py": 238, "integration/test_environments.py": 264,
-    "security/test_routes.py": 113, "security/test_privileges.py": 10,
-    "security/test_nulls.py": 10, "integration/test_operations.py": 290,
-    "browser/test_idle_warning.py": 141, "security/test_metrics.py": 34,
-    "browser/test_collaboration.py": 110, "integration/test_ray_remote.py": 83,
-    "integration/test_sharing.py": 71, "integration/test_models.py": 210,
-    "browser/test_subdomains.py": 65, "integration/test_models_stores.py": 39,
-    "security/test_fuzz.py": 59, "browser/test_model_registry_ui.py": 51,
-    "security/test_lifecycle.py": 35, "browser/test_login_to_lab.py": 37,
-    "unit/test_images.py": 24, "unit/test_chart.py": 22,
+    "integration/test_hub.py": 1300, "integration/test_training.py": 800,
+    "browser/test_first_hour.py": 500, "integration/test_warehouse.py": 450,
+    "integration/test_notebook_training.py": 300, "integration/test_ray_head.py": 350,
+    "browser/test_labextension.py": 300, "integration/test_environments.py": 270,
+    "browser/test_culling.py": 250, "integration/test_models.py": 210,
+    "security/test_routes.py": 158, "browser/test_collaboration.py": 139,
+    "integration/test_sharing.py": 130, "integration/test_ray_remote.py": 117,
+    "security/test_fuzz.py": 85, "browser/test_model_registry_ui.py": 73,
+    "browser/test_subdomains.py": 72, "security/test_metrics.py": 60,
+    "integration/test_models_stores.py": 57, "integration/test_operations.py": 56,
+    "browser/test_login_to_lab.py": 52, "security/test_lifecycle.py": 47,
+    "unit/test_chart.py": 31, "unit/test_images.py": 20, "security/test_nulls.py": 17,
+    "security/test_privileges.py": 16,
 }
 
 
@@ -210,8 +211,11 @@ def team_hub(test_root, account_prefix):
         pool.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_head(tmp_path_factory):
+    """A token-protected Ray head (2 CPUs) for the modules of a test process that need
+    one, started once: a head's start is some 30 s of CPU on 2 cores, and Ray reads its
+    token settings once per process, so an in-process driver can only ever join one."""
     from redspot.compute.local import LocalRayHead
 
     temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))

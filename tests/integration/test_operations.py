@@ -1,6 +1,6 @@
-"""Operations against real hubs of their own: idle servers stop by themselves, a killed
-hub's services are stopped by the next one, one `redspot up` per data folder
-(docs/operations.md)."""
+"""Operations against real hubs of their own: a killed hub's services are stopped by the
+next one, one `redspot up` per data folder (docs/operations.md). Idle culling is
+tests/browser/test_culling.py's (its warning is seen in JupyterLab)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 import requests
 
 from tests.helpers import wait_for
-from tests.kernels import start_kernel
 
 pytestmark = pytest.mark.integration
 
@@ -61,85 +60,3 @@ def test_after_a_killed_hub_the_next_stops_its_services_and_one_hub_per_data_fol
     r = requests.get(f"{hub.url}/services/environments/api/bases", timeout=30,
                      headers={"Authorization": f"token {hub.user_token('erin')}"})
     assert r.status_code == 200, r.text
-
-
-def test_an_idle_server_stops_itself_and_one_running_a_cell_does_not(hub_factory):
-    """culling: a server idle past its profile's limit stops (its idle kernel culled
-    first) and the hub sees it gone; one whose kernel runs a ``%%ray_remote`` cell
-    stays."""
-    import contextlib
-    import threading
-    import time
-
-    from tests.kernels import run_cell
-
-    hub = hub_factory({"culling": {"server_idle_timeout": 20}},
-                      users={"ivy": "ivy-password-1", "jon": "jon-password-2"},
-                      config_d={"50-poll.py": "c.Spawner.poll_interval = 2\n"})
-    tokens = {name: hub.user_token(name) for name in ("ivy", "jon")}
-    for name, token in tokens.items():
-        assert hub.spawn(name, token, {}).status_code in (201, 202)
-    for name, token in tokens.items():
-        hub.wait_ready(name)
-        start_kernel(hub.url, name, token)
-
-    out = run_cell(hub.url, "jon", tokens["jon"], "%ray_connect", timeout=180)
-    assert "Connected" in out, out
-
-    def busy():
-        with contextlib.suppress(ConnectionError):  # its server stops at the end
-            run_cell(hub.url, "jon", tokens["jon"],
-                     "%%ray_remote\nimport time; time.sleep(60)", timeout=120)
-
-    threading.Thread(target=busy, daemon=True).start()
-    busy_since = time.monotonic()
-    # ivy's kernel is culled after 20 s idle; her server looks every 5 s (a quarter)
-    wait_for(lambda: hub.server_model("ivy") is None, 150, "ivy's idle server to stop")
-    # jon's, its cell running past the limit and the server's next look, stays
-    time.sleep(max(0.0, busy_since + 35 - time.monotonic()))
-    assert hub.server_model("jon")["ready"], "jon's server, running a cell, was stopped"
-    # counted as a cull, by its profile (the hub's default, m5.xlarge)
-    culled = ("redspot_servers_culled_total", (("profile", "m5.xlarge"),))
-    assert hub.metrics().get(culled) == 1, hub.log(tail=80)
-    hub.stop_server("jon")
-
-
-def test_a_submitted_ray_job_keeps_an_idle_server_and_its_head_up(hub_factory):
-    """A job submitted to the user's Ray head (a ``%%ray_train --submit`` run outlives
-    its kernel) is use: with no kernel left, the server and its head stay up while it
-    runs, and the server stops itself once it has ended."""
-    import time
-
-    from redspot.compute.local import group_alive
-    from tests.kernels import run_cell
-
-    hub = hub_factory({"culling": {"server_idle_timeout": 20, "ray_idle_timeout": 20}},
-                      users={"kai": "kai-password-1"},
-                      config_d={"50-poll.py": "c.Spawner.poll_interval = 2\n"})
-    token = hub.user_token("kai")
-    assert hub.spawn("kai", token, {}).status_code in (201, 202)
-    hub.wait_ready("kai")
-    kernel = start_kernel(hub.url, "kai", token)
-    out = run_cell(hub.url, "kai", token, "%ray_connect", kernel=kernel, timeout=180)
-    assert "Connected" in out, out
-    out = run_cell(hub.url, "kai", token, (
-        "from redspot.training.jobs import jobs_client\n"
-        "session = get_ipython().find_magic('ray_connect').__self__.session\n"
-        "jobs = jobs_client(session.dashboard)\n"
-        "print('JOB', jobs.submit(\"python -c 'import time; time.sleep(45)'\"))"),
-        kernel=kernel, timeout=120)
-    assert "JOB " in out, out
-    submitted = time.monotonic()
-    head = json.loads((hub.data_dir / "home" / "kai" / ".redspot" / "ray"
-                       / "head.json").read_text())
-    r = requests.delete(f"{hub.url}/user/kai/api/kernels/{kernel}", timeout=30,
-                        headers={"Authorization": f"token {token}"})
-    assert r.status_code == 204, r.text
-    # idle but for the job: past its 20 s limit and the server's next look (every 5 s)
-    while time.monotonic() - submitted < 38:
-        assert hub.server_model("kai") is not None, "the server was stopped mid-job"
-        time.sleep(5)
-    assert group_alive(head["pgid"]), "the Ray head was stopped mid-job"
-    # the job ends at 45 s: then the server is idle, and stops itself, its head with it
-    wait_for(lambda: hub.server_model("kai") is None, 120, "kai's server to stop")
-    wait_for(lambda: not group_alive(head["pgid"]), 60, "kai's Ray head to stop")
