@@ -159,8 +159,12 @@ def server_venv_commands(dest: Path, requirements: Path, uv: str | None = None,
     if later:
         first = requirements.with_name(requirements.stem + ".first.txt")
         first.write_text("\n".join(x for x in lines if x not in later) + "\n")
+    # beside the requirements, where the account that builds can read it (Redspot's own
+    # folder may be closed to it)
+    overrides = requirements.with_name("overrides.txt")
+    overrides.write_text(OVERRIDES.read_text())
     commands = [[uv, "venv", "--python", system_python(), str(dest)]] if create else []
-    override = ["--override", str(OVERRIDES)]
+    override = ["--override", str(overrides)]
     commands.append([uv, "pip", "install", "--python", python, *override, "-r", str(first)])
     if later:
         commands += [

@@ -113,7 +113,8 @@ def test_server_runtimes_build_deepspeed_against_their_own_torch(tmp_path, monke
     requirements.write_text("torch==2.13.0+cpu\ndeepspeed==0.19.8\nray[train]==2.60.0\n")
     commands = runtime.server_venv_commands(tmp_path / "venv", requirements)
     python = str(tmp_path / "venv" / "bin" / "python")
-    override = ["--override", str(runtime.OVERRIDES)]
+    override = ["--override", str(tmp_path / "overrides.txt")]
+    assert (tmp_path / "overrides.txt").read_text() == runtime.OVERRIDES.read_text()
     assert commands[1] == ["uv", "pip", "install", "--python", python, *override, "-r",
                            str(tmp_path / "r.first.txt")]
     assert (tmp_path / "r.first.txt").read_text() == "torch==2.13.0+cpu\nray[train]==2.60.0\n"
