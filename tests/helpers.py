@@ -115,6 +115,19 @@ def processes_of(uid: int) -> list[tuple[int, str]]:
     return found
 
 
+def sign_in_to_lab(context, hub_url: str, user: str, password: str):
+    """A new page of the browser ``context``, signed in as ``user`` through the hub's
+    login form and landed in their JupyterLab (its launcher shown)."""
+    page = context.new_page()
+    page.goto(f"{hub_url}/hub/login?next=/user/{user}/lab")
+    page.fill("#username_input", user)
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=120_000)
+    page.wait_for_selector(".jp-Launcher", timeout=120_000)
+    return page
+
+
 def run_as(account: str, *argv: str) -> subprocess.CompletedProcess:
     """Run ``argv`` as a system ``account`` (its groups too), as its processes would."""
     import pwd

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.helpers import artifacts_folder, wait_for
+from tests.helpers import artifacts_folder, sign_in_to_lab, wait_for
 from tests.kernels import run_cell, start_kernel
 
 pytestmark = pytest.mark.integration
@@ -84,13 +84,7 @@ def ivy_is_warned_then_her_server_stops(hub, browser, token: str) -> None:
 
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     try:
-        page = context.new_page()
-        page.goto(f"{hub.url}/hub/login?next=/user/ivy/lab")
-        page.fill("#username_input", "ivy")
-        page.fill("#password_input", PASSWORDS["ivy"])
-        page.click("#login_submit")
-        page.wait_for_url(re.compile(r".*/user/ivy/lab.*"), timeout=120_000)
-        page.wait_for_selector(".jp-Launcher", timeout=120_000)
+        page = sign_in_to_lab(context, hub.url, "ivy", PASSWORDS["ivy"])
 
         # asking is not use: the idle time grows while the tab polls
         state = idle()

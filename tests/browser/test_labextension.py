@@ -17,7 +17,6 @@ Screenshots of each step are kept in ``$REDSPOT_TEST_ARTIFACTS/labextension``.
 from __future__ import annotations
 
 import os
-import re
 import time
 
 import pytest
@@ -25,7 +24,7 @@ import requests
 import yaml
 
 from tests.conftest import PASSWORDS
-from tests.helpers import artifacts_folder, wait_for
+from tests.helpers import artifacts_folder, sign_in_to_lab, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -160,14 +159,7 @@ KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel
 
 
 def sign_in(context, hub, user):
-    page = context.new_page()
-    page.goto(f"{hub.url}/hub/login?next=/user/{user}/lab")
-    page.fill("#username_input", user)
-    page.fill("#password_input", USERS[user])
-    page.click("#login_submit")
-    page.wait_for_url(re.compile(rf".*/user/{user}/lab.*"), timeout=120_000)
-    page.wait_for_selector(".jp-Launcher", timeout=120_000)
-    return page
+    return sign_in_to_lab(context, hub.url, user, USERS[user])
 
 
 def open_panel(page):
