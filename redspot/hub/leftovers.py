@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..compute.local import proc_stat
+from ..compute.local import pids, proc_stat
 
 RECORD = ".service.json"
 LOCK = "redspot-up.lock"
@@ -74,13 +74,13 @@ def stop_orphans(folder: Path, grace: float = 5.0, uid: int | None = None) -> in
         return 0  # it runs: not a killed run's
     uid = os.getuid() if uid is None else uid
     found = []
-    for entry in Path("/proc").iterdir():
-        fields = proc_stat(entry.name) if entry.name.isdigit() else None
+    for pid in pids():
+        fields = proc_stat(pid)
         if not fields or int(fields[2]) != record["pid"] or int(fields[19]) < record["started"]:
             continue
         with contextlib.suppress(OSError):
-            if entry.stat().st_uid == uid:
-                found.append(int(entry.name))
+            if os.stat(f"/proc/{pid}").st_uid == uid:
+                found.append(int(pid))
     _stop(found, grace)
     return len(found)
 
@@ -127,10 +127,10 @@ def hold_data_folder(state_dir: Path) -> None:
 
 def _children() -> dict[int, list[int]]:
     found: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        fields = proc_stat(entry.name) if entry.name.isdigit() else None
+    for pid in pids():
+        fields = proc_stat(pid)
         if fields:
-            found.setdefault(int(fields[1]), []).append(int(entry.name))
+            found.setdefault(int(fields[1]), []).append(int(pid))
     return found
 
 
