@@ -256,21 +256,8 @@ def test_a_user_spawns_through_the_form_and_lands_in_jupyterlab(team_hub):
         team_hub.stop_server("bob")
 
 
-def test_the_redspot_ipython_extension_is_loaded_in_kernels(team_hub):
-    from tests.kernels import run_cell
-
-    token = team_hub.user_token("bob")
-    assert team_hub.spawn("bob", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
-    try:
-        team_hub.wait_ready("bob")
-        output = run_cell(team_hub.url, "bob", token, "%redspot")
-        assert "m5.xlarge: 4 vCPU, 16 GiB" in output
-    finally:
-        team_hub.stop_server("bob")
-
-
-def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
-                                                                      account_prefix):
+def test_kernels_load_redspot_and_ray_remote_runs_on_the_users_own_ray_head(team_hub,
+                                                                            account_prefix):
     from tests.kernels import run_cell
 
     token = team_hub.user_token("bob")
@@ -278,6 +265,9 @@ def test_ray_remote_in_a_redspot_server_runs_on_the_users_own_ray_head(team_hub,
     try:
         team_hub.wait_ready("bob")
         kernel = _start_kernel(team_hub, "bob", token)
+        # the IPython extension is loaded in every kernel, without a line of the user's
+        out = run_cell(team_hub.url, "bob", token, "%redspot", kernel=kernel)
+        assert "m5.xlarge: 4 vCPU, 16 GiB" in out, out
         out = run_cell(team_hub.url, "bob", token, "%ray_connect", kernel=kernel, timeout=180)
         assert "Connected to your Ray cluster at 127.0.0.1:" in out, out
         # the wait was announced, with its length, before it began
@@ -379,16 +369,20 @@ def test_a_spawn_past_the_groups_cap_is_refused_naming_the_cap_and_the_holder(te
     team_hub.stop_server("carol")
 
 
-def test_a_gpu_cell_says_what_it_cost_and_the_usage_report_counts_the_server(team_hub):
+def test_a_gpu_cell_says_what_it_cost_and_a_killed_server_leaves_nothing_running(team_hub):
     """On a g5.xlarge (1 GPU advertised to Ray here), a ``%%ray_remote --gpus 1`` cell
     ends saying what it cost; the usage log has alice's server and Ray head, and the
-    admin page and ``redspot usage`` report them at the profile's price."""
+    admin page and ``redspot usage`` report them at the profile's price. Then her server
+    is killed (SIGKILL, out of memory): it cannot stop her Ray head as it does when it
+    stops, so the hub, finding it gone, stops what it left running and closes its usage
+    records."""
+    from redspot.compute.local import group_alive
     from tests.kernels import run_cell
 
     token = team_hub.user_token("alice")
     assert team_hub.spawn("alice", token, {"profile": "g5.xlarge"}).status_code in (201, 202)
     try:
-        team_hub.wait_ready("alice")
+        pid = team_hub.wait_ready("alice")["state"]["pid"]
         kernel = _start_kernel(team_hub, "alice", token)
         out = run_cell(team_hub.url, "alice", token, "%ray_connect", kernel=kernel,
                        timeout=180)
@@ -416,15 +410,25 @@ def test_a_gpu_cell_says_what_it_cost_and_the_usage_report_counts_the_server(tea
         assert metrics[("redspot_ray_nodes", (("profile", "g5.xlarge"),))] == 1
         assert metrics[("redspot_ray_clusters", ())] >= 1
         assert metrics[("redspot_ray_gpus", ())] >= 1 and metrics[("redspot_server_gpus", ())] >= 1
+
+        head = json.loads((team_hub.data_dir / "home" / "alice" / ".redspot" / "ray"
+                           / "head.json").read_text())
+        assert group_alive(head["pgid"])
+        os.kill(pid, signal.SIGKILL)
+        # the hub polls its servers every 2 s here (30 s by default)
+        wait_for(lambda: team_hub.server_model("alice") is None, 60, "the hub to notice")
+        wait_for(lambda: not group_alive(head["pgid"]), 30, "the Ray head to stop")
+        assert "its Ray head" in team_hub.log(tail=200), team_hub.log(tail=200)
     finally:
-        team_hub.stop_server("alice")
+        if team_hub.server_model("alice") is not None:
+            team_hub.stop_server("alice")
     assert ("redspot_ray_nodes", (("profile", "g5.xlarge"),)) not in team_hub.metrics()
     records = [r for r in log.records() if r.user == "alice"]
     server = [r for r in records if r.kind == "server" and r.profile == "g5.xlarge"][-1]
     assert server.price == 1.006 and server.stopped and server.groups == ("gpu-team",)
     head = [r for r in records if r.kind == "ray"][-1]
     assert head.server == "head" and head.stopped and head.price == 0.0
-    assert not any(r.stopped is None for r in records)  # all closed with the server
+    assert not any(r.stopped is None for r in records)  # all closed when the hub saw it gone
 
     # the admin page: hours and cost per user; anyone else is refused
     admin = Browser(team_hub)
@@ -602,7 +606,9 @@ def _kernels(hub, name, token) -> list[str]:
     return [k["id"] for k in r.json()]
 
 
-def test_servers_and_kernels_survive_hub_restarts_and_crashes(hub_factory):
+def test_servers_and_kernels_survive_hub_restarts_and_crashes_and_ctrl_c_stops_all(
+        hub_factory):
+    from tests.helpers import pid_alive
     from tests.kernels import run_cell
 
     hub = hub_factory({}, users={"carol": "carol-password"}, keep_servers=True)
@@ -627,45 +633,15 @@ def test_servers_and_kernels_survive_hub_restarts_and_crashes(hub_factory):
     assert hub.server_model("carol")["state"]["pid"] == pid
     assert "42" in run_cell(hub.url, "carol", token, "print(x + 1)", kernel=kernel)
 
-
-def test_a_killed_server_does_not_leave_its_ray_head_running(team_hub):
-    """The server stops its user's Ray head when it stops; killed (SIGKILL, out of
-    memory) it cannot: the hub, finding it gone, stops what it left running."""
-    from redspot.compute.local import group_alive
-    from tests.kernels import run_cell
-
-    token = team_hub.user_token("alice")
-    assert team_hub.spawn("alice", token, {"profile": "m5.xlarge"}).status_code in (201, 202)
-    try:
-        pid = team_hub.wait_ready("alice")["state"]["pid"]
-        kernel = _start_kernel(team_hub, "alice", token)
-        out = run_cell(team_hub.url, "alice", token, "%ray_connect", kernel=kernel,
-                       timeout=180)
-        assert "Connected" in out, out
-        head = json.loads((team_hub.data_dir / "home" / "alice" / ".redspot" / "ray"
-                           / "head.json").read_text())
-        assert group_alive(head["pgid"])
-        os.kill(pid, signal.SIGKILL)
-        # the hub polls its servers every 2 s here (30 s by default)
-        wait_for(lambda: team_hub.server_model("alice") is None, 60, "the hub to notice")
-        wait_for(lambda: not group_alive(head["pgid"]), 30, "the Ray head to stop")
-        assert "stopped" in team_hub.log(tail=200) and "its Ray head" in team_hub.log(tail=200)
-    finally:
-        if team_hub.server_model("alice") is not None:
-            team_hub.stop_server("alice")
-
-
-def test_ctrl_c_stops_the_hub_the_proxy_and_every_server(hub_factory):
-    from tests.helpers import pid_alive
-
-    hub = hub_factory({}, users={"dave": "dave-password"})
-    token = hub.user_token("dave")
-    assert hub.spawn("dave", token, {}).status_code in (201, 202)
-    server_pid = hub.wait_ready("dave")["state"]["pid"]
-    proxy_pid = hub.proxy_pid()
-    assert pid_alive(server_pid) and pid_alive(proxy_pid)
+    # Ctrl-C on a hub that does not keep its servers: the hub, the proxy and every server
     assert hub.stop() == 0
-    wait_for(lambda: not pid_alive(server_pid), 10, "the server to stop")
+    hub.keep_servers = False
+    hub.start()
+    assert hub.server_model("carol")["state"]["pid"] == pid
+    proxy_pid = hub.proxy_pid()
+    assert pid_alive(pid) and pid_alive(proxy_pid)
+    assert hub.stop() == 0
+    wait_for(lambda: not pid_alive(pid), 10, "the server to stop")
     wait_for(lambda: not pid_alive(proxy_pid), 10, "the proxy to stop")
     assert "Traceback" not in hub.log(tail=400)
 
