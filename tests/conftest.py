@@ -11,9 +11,9 @@
   ``alice`` and ``carol`` (group ``gpu-team``) and ``bob``, passwords in ``PASSWORDS``.
 - ``offline_kubeconfig``: ``KUBECONFIG`` pointing at a cluster that is not there, which
   is all KubeSpawner needs to build manifests.
-- ``ray_head`` (session): a real token-protected local Ray head with 2 CPUs, as
-  ``(LocalRayHead, HeadInfo)``, shared by the modules a test process runs; stopped at
-  its end.
+- ``ray_head``: a real token-protected local Ray head with 2 CPUs, as
+  ``(LocalRayHead, HeadInfo)``, shared by the modules a test process runs one after
+  the other; stopped after the last test that uses it before a module that does not.
 """
 
 from __future__ import annotations
@@ -80,9 +80,20 @@ def _seconds(unit: str) -> int:
                if work_unit(f"tests/{module}") == unit)
 
 
+def _module(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+#: The last test of each module that uses ``ray_head``.
+_LAST_RAY_HEAD_USER: dict[str, str] = {}
+
+
 def pytest_collection_modifyitems(config, items):
     """Longest work units first (a stable sort: tests keep their order in a unit)."""
     items.sort(key=lambda item: (-_seconds(work_unit(item.nodeid)), work_unit(item.nodeid)))
+    for item in items:
+        if "ray_head" in getattr(item, "fixturenames", ()):
+            _LAST_RAY_HEAD_USER[_module(item)] = item.nodeid
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -211,16 +222,66 @@ def team_hub(test_root, account_prefix):
         pool.close()
 
 
-@pytest.fixture(scope="session")
-def ray_head(tmp_path_factory):
+class SharedRayHead:
     """A token-protected Ray head (2 CPUs) for the modules of a test process that need
-    one, started once: a head's start is some 30 s of CPU on 2 cores, and Ray reads its
-    token settings once per process, so an in-process driver can only ever join one."""
-    from redspot.compute.local import LocalRayHead
+    one: a head's start is some 25 s of CPU, so modules that run one after the other
+    share one; and an idle head still takes about 5 s of CPU a minute, so it is stopped
+    after the last test that uses it when the next module does not
+    (``pytest_runtest_teardown``), and started again if a later module needs one."""
 
-    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=tmp_path_factory.mktemp("ray-state"), private_dir=temp)
-    info = head.start(cpus=2)
-    yield head, info
-    head.stop(timeout=5)
-    shutil.rmtree(temp, ignore_errors=True)
+    def __init__(self, root: Path):
+        self.root = root
+        self.head = None
+        self.info = None
+        self.temp: Path | None = None
+        self.state: Path | None = None
+
+    def get(self):
+        from redspot.compute.local import LocalRayHead
+
+        if self.head is None:
+            # one state folder, so one token, for every head it starts: Ray reads its
+            # token settings once per process
+            self.state = self.state or Path(tempfile.mkdtemp(prefix="ray-state-",
+                                                             dir=self.root))
+            self.temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
+            head = LocalRayHead(state_dir=self.state, private_dir=self.temp)
+            self.info = head.start(cpus=2)
+            self.head = head
+        return self.head, self.info
+
+    def stop(self) -> None:
+        if self.head is not None:
+            head, self.head, self.info = self.head, None, None
+            head.stop(timeout=5)
+            shutil.rmtree(self.temp, ignore_errors=True)
+
+
+_shared_ray_head: SharedRayHead | None = None
+
+
+@pytest.fixture(scope="session")
+def _ray_head_holder(test_root):
+    global _shared_ray_head
+    _shared_ray_head = SharedRayHead(test_root)
+    try:
+        yield _shared_ray_head
+    finally:
+        _shared_ray_head.stop()
+        _shared_ray_head = None
+
+
+@pytest.fixture
+def ray_head(_ray_head_holder):
+    return _ray_head_holder.get()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the shared Ray head after the last test of a module that uses it, unless the
+    next test is in another module that does."""
+    if _shared_ray_head is None or _LAST_RAY_HEAD_USER.get(_module(item)) != item.nodeid:
+        return
+    if nextitem is not None and _module(nextitem) != _module(item) \
+            and _module(nextitem) in _LAST_RAY_HEAD_USER:
+        return
+    _shared_ray_head.stop()

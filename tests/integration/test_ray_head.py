@@ -26,15 +26,11 @@ DRIVER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    state = tmp_path_factory.mktemp("ray-state")
-    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=state, private_dir=temp)
-    info = head.start(cpus=2)
-    yield head, info
-    head.stop(timeout=5)
-    shutil.rmtree(temp, ignore_errors=True)
+@pytest.fixture
+def head(ray_head):
+    """The test process's Ray head (tests/conftest.py): a head's start is some 30 s of
+    CPU, and these tests only use it."""
+    return ray_head
 
 
 def run_driver(address, env, timeout=120):
@@ -58,23 +54,6 @@ def test_a_driver_without_the_token_is_refused(head, tmp_path):
     assert "result 49" not in result.stdout
     assert result.returncode != 0
     assert "auth" in (result.stderr + result.stdout).lower()
-
-
-def test_start_is_idempotent_and_stop_ends_every_process(tmp_path):
-    temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
-    head = LocalRayHead(state_dir=tmp_path / "state", private_dir=temp)
-    try:
-        tmp_mode = os.stat("/tmp").st_mode
-        info = head.start(cpus=1)
-        assert head.start() == info  # already running: the same head
-        assert os.stat(temp).st_mode & 0o777 == 0o700  # Ray's folder sits in a private one
-        assert os.stat("/tmp").st_mode == tmp_mode  # and nothing else was touched
-        assert head.stop(timeout=5) is True
-        assert not group_alive(info.pgid)
-        assert head.info() is None and head.stop() is False
-    finally:
-        head.stop(timeout=5)
-        shutil.rmtree(temp, ignore_errors=True)
 
 
 IDLE_KERNEL = textwrap.dedent("""
@@ -135,6 +114,10 @@ def test_one_users_token_does_not_open_another_users_cluster(head, tmp_path):
                                bob.token()], capture_output=True, text=True, timeout=300,
                               env={**os.environ, "HOME": str(tmp_path)})
         assert "status SUCCEEDED" in jobs.stdout, jobs.stdout + jobs.stderr[-3000:]
+        # stopping bob's head ends every process of it, and alice's runs on
+        assert bob.stop(timeout=5) is True
+        assert not group_alive(bob_info.pgid) and group_alive(alice_info.pgid)
+        assert bob.info() is None and bob.stop() is False
     finally:
         bob.stop(timeout=5)
         shutil.rmtree(temp, ignore_errors=True)
@@ -173,15 +156,20 @@ def test_the_jobs_api_runs_a_job_with_the_token_and_refuses_one_without(head, tm
     assert "403" in refused or "401" in refused or "auth" in refused.lower(), out
 
 
-def test_the_users_server_stops_an_idle_head(tmp_path):
-    """The server extension's idle check, in a real jupyter server (no kernel uses it)."""
+def test_a_head_starts_once_and_the_users_server_stops_it_when_idle(tmp_path):
+    """A second start finds the running head; the server extension's idle check, in a
+    real jupyter server (no kernel uses the head), then stops it."""
     import time
 
     home = tmp_path / "home"
     home.mkdir()
     temp = Path(tempfile.mkdtemp(prefix="rs-ray-", dir="/tmp"))
     head = LocalRayHead(state_dir=home / ".redspot" / "ray", private_dir=temp)
-    head.start(cpus=1)
+    tmp_mode = os.stat("/tmp").st_mode
+    info = head.start(cpus=1)
+    assert head.start() == info  # already running: the same head
+    assert os.stat(temp).st_mode & 0o777 == 0o700  # Ray's folder sits in a private one
+    assert os.stat("/tmp").st_mode == tmp_mode  # and nothing else was touched
     env = {**os.environ, "HOME": str(home), "REDSPOT_RAY_IDLE_TIMEOUT": "4"}
     log = tmp_path / "server.log"
     with open(log, "w") as out:
@@ -195,7 +183,7 @@ def test_the_users_server_stops_an_idle_head(tmp_path):
         while "Stopped this user's Ray head: unused for 4 s" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
-        assert head.info() is None
+        assert head.info() is None and not group_alive(info.pgid)
     finally:
         server.terminate()
         server.wait(15)
