@@ -62,8 +62,7 @@ class TrainContext:
             return self._engine
         stage = self.deepspeed_config.get("zero_optimization", {}).get("stage", 0)
         self.status(f"setting up DeepSpeed ZeRO-{stage}")
-        import deepspeed
-
+        deepspeed = import_deepspeed()
         no_compiled_comm_op()
         engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
@@ -239,6 +238,28 @@ def _plain(value):
         except (TypeError, ValueError, RuntimeError):
             pass
     return str(value)
+
+
+def import_deepspeed():
+    """``import deepspeed`` without the ``import mlflow`` of DeepSpeed's autotuner.
+
+    DeepSpeed imports MLflow when it is installed (as it is beside Redspot's registry
+    client), for its autotuner alone (``deepspeed --autotuning``, which a Ray Train worker
+    does not run): about 5 s of CPU in every worker (MLflow imports pandas and more).
+    MLflow is kept out while DeepSpeed imports and back in after, so that the user's own
+    ``import mlflow`` imports it as usual.
+    """
+    if "deepspeed" in sys.modules or "mlflow" in sys.modules:
+        import deepspeed
+
+        return deepspeed
+    sys.modules["mlflow"] = None  # an ImportError for whoever imports it meanwhile
+    try:
+        import deepspeed
+    finally:
+        if "mlflow" in sys.modules and sys.modules["mlflow"] is None:
+            del sys.modules["mlflow"]
+    return deepspeed
 
 
 def no_compiled_comm_op() -> bool:

@@ -255,3 +255,23 @@ def test_cpu_workers_use_gloo_rather_than_compile_deepspeeds_comm_op():
                          timeout=300, env={**os.environ, "DS_ACCELERATOR": "cpu"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split()[-3:] == ["False", "True", "None"], out.stdout
+
+
+def test_deepspeed_is_imported_without_mlflow_and_mlflow_can_still_be_imported():
+    """DeepSpeed's autotuner imports MLflow (about 5 s of CPU per worker): a worker keeps
+    it out while DeepSpeed imports, and the user's own ``import mlflow`` still works."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    pytest.importorskip("mlflow")
+    code = ("import sys\n"
+            "from redspot.training.worker import import_deepspeed\n"
+            "deepspeed = import_deepspeed()\n"
+            "print('mlflow' in sys.modules, deepspeed.__name__)\n"
+            "import mlflow\n"
+            "print(mlflow.__name__, type(sys.modules['mlflow']).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "DS_ACCELERATOR": "cpu"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines()[-2:] == ["False deepspeed", "mlflow module"], out.stdout
