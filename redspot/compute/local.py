@@ -20,6 +20,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -27,8 +28,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from jupyterhub.utils import random_port
 
 
 class RayHeadError(RuntimeError):
@@ -42,6 +41,14 @@ class HeadInfo:
     client: str  # ray://127.0.0.1:<port>
     pgid: int
     temp_dir: str
+
+
+def random_port() -> int:
+    """A loopback port free now, the kernel's pick. (jupyterhub.utils has one, but
+    importing it imports SQLAlchemy: a second of CPU in each server and kernel.)"""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def auth_env(token_path: Path) -> dict[str, str]:
