@@ -47,19 +47,18 @@ TEAM_SETTINGS = {
 # waits (pytest-xdist's own order is by number of tests, which put the browser modules
 # last). Unlisted modules take a few seconds.
 MODULE_SECONDS = {
-    "integration/test_hub.py": 1300, "integration/test_training.py": 800,
-    "browser/test_first_hour.py": 500, "integration/test_warehouse.py": 450,
-    "integration/test_notebook_training.py": 300, "integration/test_ray_head.py": 350,
-    "browser/test_labextension.py": 300, "integration/test_environments.py": 270,
-    "browser/test_culling.py": 250, "integration/test_models.py": 210,
-    "security/test_routes.py": 158, "browser/test_collaboration.py": 139,
-    "integration/test_sharing.py": 130, "integration/test_ray_remote.py": 117,
-    "security/test_fuzz.py": 85, "browser/test_model_registry_ui.py": 73,
-    "browser/test_subdomains.py": 72, "security/test_metrics.py": 60,
-    "integration/test_models_stores.py": 57, "integration/test_operations.py": 56,
-    "browser/test_login_to_lab.py": 52, "security/test_lifecycle.py": 47,
-    "unit/test_chart.py": 31, "unit/test_images.py": 20, "security/test_nulls.py": 17,
-    "security/test_privileges.py": 16,
+    "integration/test_hub.py": 760, "integration/test_training.py": 590,
+    "browser/test_first_hour.py": 382, "integration/test_notebook_training.py": 336,
+    "browser/test_labextension.py": 308, "integration/test_environments.py": 281,
+    "browser/test_culling.py": 236, "integration/test_warehouse.py": 216,
+    "integration/test_ray_head.py": 200, "integration/test_models.py": 198,
+    "security/test_routes.py": 160, "browser/test_collaboration.py": 115,
+    "browser/test_subdomains.py": 68, "integration/test_sharing.py": 62,
+    "browser/test_model_registry_ui.py": 59, "security/test_fuzz.py": 58,
+    "integration/test_models_stores.py": 53, "security/test_metrics.py": 51,
+    "integration/test_operations.py": 44, "integration/test_ray_remote.py": 42,
+    "browser/test_login_to_lab.py": 39, "security/test_lifecycle.py": 31,
+    "unit/test_chart.py": 30, "unit/test_images.py": 19,
 }
 
 
