@@ -45,7 +45,8 @@ class HeadInfo:
 
 def random_port() -> int:
     """A loopback port free now, the kernel's pick. (jupyterhub.utils has one, but
-    importing it imports SQLAlchemy: a second of CPU in each server and kernel.)"""
+    importing it imports SQLAlchemy: a second of CPU in each kernel or command that
+    starts or finds a Ray head.)"""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

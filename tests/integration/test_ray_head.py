@@ -28,7 +28,7 @@ DRIVER = textwrap.dedent("""
 
 @pytest.fixture
 def head(ray_head):
-    """The test process's Ray head (tests/conftest.py): a head's start is some 30 s of
+    """The test process's Ray head (tests/conftest.py): a head's start is some 25 s of
     CPU, and these tests only use it."""
     return ray_head
 
