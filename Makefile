@@ -31,12 +31,10 @@ ARGS ?=
 # Arguments for pytest, e.g. `make test PYTEST_ARGS="-k profiles"`.
 PYTEST_ARGS ?=
 # Test modules run in parallel, a module's tests on one worker (they share its hub),
-# longest first (tests/conftest.py). Three workers on two cores: with two, a fifth of
-# the CPU sat idle while tests waited (idle limits, polls, a browser); a third once made
-# Ray heads and MLflow miss their start-up timeouts, before each process's imports got
-# cheaper (rfc3987-syntax, MLflow in DeepSpeed); `make test TEST_WORKERS=0` runs them
-# one after the other.
-TEST_WORKERS ?= 3
+# longest first (tests/conftest.py). Two workers keep two cores busy; a third made Ray
+# heads and MLflow miss their start-up timeouts;
+# `make test TEST_WORKERS=0` runs them one after the other.
+TEST_WORKERS ?= 2
 
 export RAY_USAGE_STATS_ENABLED := 0
 
