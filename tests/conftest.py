@@ -270,11 +270,12 @@ def _ray_head_holder(test_root):
         _shared_ray_head = None
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head(_ray_head_holder):
     return _ray_head_holder.get()
 
 
+@pytest.hookimpl(trylast=True)  # after the module's own fixtures are torn down
 def pytest_runtest_teardown(item, nextitem):
     """Stop the shared Ray head after the last test of a module that uses it, unless the
     next test is in another module that does."""
